@@ -1,0 +1,91 @@
+//! Provider errors.
+//!
+//! Every variant is safe to show an operator: none carries a token or a credential. `Rejected` keeps
+//! the cloud's own error code and adds what to check, because a 3 a.m. "AccessDenied" alone sends
+//! people to the wrong console.
+
+use std::time::Duration;
+
+use crate::request::ProviderKind;
+use crate::signer::SignError;
+
+/// Why a provider could not issue a credential.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The upstream refused the request. Maps to 502 `upstream_rejected`.
+    #[error("{provider} rejected the request with {code}: {hint}")]
+    Rejected {
+        /// Which provider.
+        provider: ProviderKind,
+        /// The cloud's own error code, verbatim (`AccessDenied`, `InvalidIdentityToken`...).
+        code: String,
+        /// What the operator should check.
+        hint: String,
+        /// The cloud's own message, for the operator's log.
+        upstream_message: Option<String>,
+        /// The cloud's request id, when it gave one.
+        request_id: Option<String>,
+    },
+    /// The upstream throttled us and retries within budget did not help. Maps to 503 with
+    /// `Retry-After`.
+    #[error("{provider} is throttling requests")]
+    Throttled {
+        /// Which provider.
+        provider: ProviderKind,
+        /// How long the caller should wait.
+        retry_after: Duration,
+    },
+    /// The upstream could not be reached or did not answer in time. Maps to 503.
+    #[error("{provider} is unavailable: {detail}")]
+    Unavailable {
+        /// Which provider.
+        provider: ProviderKind,
+        /// What went wrong (connection refused, timeout...).
+        detail: String,
+    },
+    /// The upstream answered something we could not use. Maps to 502.
+    #[error("{provider} returned an unusable response: {detail}")]
+    InvalidResponse {
+        /// Which provider.
+        provider: ProviderKind,
+        /// What was wrong with it.
+        detail: String,
+    },
+    /// stsbridge could not mint the assertion. Maps to 500.
+    #[error("could not mint the assertion: {0}")]
+    Assertion(#[from] SignError),
+    /// The request was handed to a provider of another kind (a wiring bug). Maps to 500.
+    #[error("a {got} request was sent to the {expected} provider")]
+    Mismatch {
+        /// The provider that received it.
+        expected: ProviderKind,
+        /// The kind of the request.
+        got: ProviderKind,
+    },
+}
+
+impl ProviderError {
+    /// The provider concerned, when known.
+    pub fn provider(&self) -> Option<ProviderKind> {
+        match self {
+            ProviderError::Rejected { provider, .. }
+            | ProviderError::Throttled { provider, .. }
+            | ProviderError::Unavailable { provider, .. }
+            | ProviderError::InvalidResponse { provider, .. } => Some(*provider),
+            ProviderError::Mismatch { expected, .. } => Some(*expected),
+            ProviderError::Assertion(_) => None,
+        }
+    }
+
+    /// A short stable reason code for audit events and metrics.
+    pub fn reason(&self) -> &str {
+        match self {
+            ProviderError::Rejected { code, .. } => code,
+            ProviderError::Throttled { .. } => "throttled",
+            ProviderError::Unavailable { .. } => "upstream_unavailable",
+            ProviderError::InvalidResponse { .. } => "invalid_upstream_response",
+            ProviderError::Assertion(_) => "assertion_failed",
+            ProviderError::Mismatch { .. } => "provider_mismatch",
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Fully rendered provider requests.
+//!
+//! A request holds every value that decides which cloud session comes back, so it doubles as the
+//! cache key: two callers whose requests are equal share one credential. Collections are kept sorted
+//! by the renderer so that equal requests compare and hash equal.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// The kinds of provider stsbridge speaks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ProviderKind {
+    /// AWS STS.
+    Aws,
+    /// stsbridge's own internal tokens.
+    Jwt,
+}
+
+impl ProviderKind {
+    /// The lower-case name used in config, metrics and audit events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Aws => "aws",
+            ProviderKind::Jwt => "jwt",
+        }
+    }
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A rendered request for any provider.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ProviderRequest {
+    /// AssumeRoleWithWebIdentity plus optional AssumeRole hops.
+    Aws(AwsRequest),
+    /// An internal audience-bound JWT.
+    Jwt(JwtRequest),
+}
+
+impl ProviderRequest {
+    /// The provider that serves this request.
+    pub fn kind(&self) -> ProviderKind {
+        match self {
+            ProviderRequest::Aws(_) => ProviderKind::Aws,
+            ProviderRequest::Jwt(_) => ProviderKind::Jwt,
+        }
+    }
+
+    /// The name of the target this request was rendered from.
+    pub fn target(&self) -> &str {
+        match self {
+            ProviderRequest::Aws(r) => &r.target,
+            ProviderRequest::Jwt(r) => &r.target,
+        }
+    }
+}
+
+/// Which token a cloud is shown.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum AssertionSource {
+    /// stsbridge mints its own assertion with this `sub`.
+    Mint {
+        /// The assertion's `sub`.
+        subject: String,
+    },
+    /// The caller's own token is handed on unchanged (`assertion: passthrough`).
+    Passthrough(PassthroughToken),
+}
+
+/// A caller's token handed on to a cloud. Compared and hashed by its SHA-256 so that it can sit in a
+/// cache key without the key ever holding or printing more than a digest.
+#[derive(Clone)]
+pub struct PassthroughToken {
+    token: Arc<SecretString>,
+    digest: [u8; 32],
+}
+
+impl PassthroughToken {
+    /// Wraps a caller's token.
+    pub fn new(token: &str) -> Self {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(digest.as_ref());
+        PassthroughToken { token: Arc::new(SecretString::from(token)), digest: bytes }
+    }
+
+    /// The token, for the one call that sends it upstream.
+    pub fn expose(&self) -> &str {
+        self.token.expose_secret()
+    }
+}
+
+impl PartialEq for PassthroughToken {
+    fn eq(&self, other: &Self) -> bool {
+        self.digest == other.digest
+    }
+}
+impl Eq for PassthroughToken {}
+impl Hash for PassthroughToken {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.digest.hash(state);
+    }
+}
+impl fmt::Debug for PassthroughToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PassthroughToken([REDACTED])")
+    }
+}
+
+/// The first AWS hop (`AssumeRoleWithWebIdentity`) and the chain that follows it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AwsRequest {
+    /// Target name.
+    pub target: String,
+    /// The web identity token shown to STS.
+    pub assertion: AssertionSource,
+    /// Role of the first hop.
+    pub role_arn: String,
+    /// `RoleSessionName`, already sanitized.
+    pub session_name: String,
+    /// `DurationSeconds`.
+    pub duration: Duration,
+    /// Inline session policy JSON for the first hop (can only narrow).
+    pub session_policy: Option<Arc<str>>,
+    /// Session tags, sorted by key; carried as assertion claims on the first hop.
+    pub tags: Vec<(String, String)>,
+    /// Tag keys that stay with the session through role chaining.
+    pub transitive_tag_keys: Vec<String>,
+    /// Source identity, carried as an assertion claim on the first hop.
+    pub source_identity: Option<String>,
+    /// Chained `AssumeRole` hops, in order.
+    pub chain: Vec<AwsHop>,
+}
+
+/// One chained `AssumeRole` hop, signed with the previous hop's credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AwsHop {
+    /// Role to assume.
+    pub role_arn: String,
+    /// `RoleSessionName`.
+    pub session_name: String,
+    /// `DurationSeconds` (AWS caps chained sessions at one hour).
+    pub duration: Duration,
+    /// `ExternalId`.
+    pub external_id: Option<String>,
+    /// Inline session policy JSON.
+    pub session_policy: Option<Arc<str>>,
+    /// Session tags, sorted by key.
+    pub tags: Vec<(String, String)>,
+    /// `TransitiveTagKeys`.
+    pub transitive_tag_keys: Vec<String>,
+    /// `SourceIdentity` (AWS keeps the first hop's value; a different one is refused).
+    pub source_identity: Option<String>,
+}
+
+/// An internal token (RFC 8693), minted by stsbridge's own issuer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct JwtRequest {
+    /// Target name.
+    pub target: String,
+    /// `aud` of the minted token.
+    pub audience: String,
+    /// `sub` of the minted token.
+    pub subject: String,
+    /// Granted scopes, sorted and deduplicated.
+    pub scopes: Vec<String>,
+    /// Lifetime of the minted token.
+    pub lifetime: Duration,
+    /// The `act` claim (canonical JSON) when a caller acts for the subject.
+    pub act: Option<String>,
+}
