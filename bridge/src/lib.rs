@@ -1,1 +1,38 @@
-//! x
+//! stsbridge: a cloud STS bridge.
+//!
+//! A workload presents a token it already has; stsbridge validates it, maps its claims through
+//! declarative rules, and hands back short-lived cloud credentials or an internal audience-bound JWT.
+//!
+//! Module map, in the order of one exchange:
+//! - [`config`]: the YAML config, compiled into a validated [`config::Config`].
+//! - [`token`]: token validation (pure) and JWKS fetching ([`token::jwks`]).
+//! - [`mapping`]: targets and rules; decisions, `explain`, and rendering provider requests.
+//! - [`issuer`]: stsbridge's own signing keys, discovery documents and minting.
+//! - [`cache`]: the credential cache with coalescing and refresh ahead.
+//! - [`limits`]: per-caller rate limits and single-use `jti`s.
+//! - [`exchange`]: [`exchange::Bridge`], which runs one exchange end to end.
+//! - [`audit`]: one JSON event per decision.
+//! - [`http`]: the routes; [`http::error`] is the one place errors become responses.
+//! - [`server`]: `run(listener, bridge, shutdown)`.
+//! - [`dev`]: dev mode (`stsbridge serve` without a config).
+//! - [`cli`]: the command line.
+//!
+//! The providers (AWS, internal JWT) live in the `stsbridge-providers` crate.
+
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod dev;
+pub mod exchange;
+pub mod http;
+pub mod issuer;
+pub mod limits;
+pub mod mapping;
+pub mod server;
+pub mod token;
+
+pub use exchange::Bridge;
+pub use server::run;

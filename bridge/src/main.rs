@@ -1,1 +1,5 @@
-fn main(){}
+//! The `stsbridge` binary: everything is in the library; this only hands over the exit code.
+
+fn main() -> std::process::ExitCode {
+    stsbridge::cli::main()
+}

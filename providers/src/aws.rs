@@ -94,10 +94,18 @@ impl AwsProvider {
         }
         let base = builder.build();
         let first_hop = aws_sdk_sts::Client::from_conf(base.clone());
-        AwsProvider { base, first_hop, signer }
+        AwsProvider {
+            base,
+            first_hop,
+            signer,
+        }
     }
 
-    async fn fetch_aws(&self, request: &AwsRequest, now: SystemTime) -> Result<Issued, ProviderError> {
+    async fn fetch_aws(
+        &self,
+        request: &AwsRequest,
+        now: SystemTime,
+    ) -> Result<Issued, ProviderError> {
         let started = Instant::now();
         let mut upstream = UpstreamInfo::default();
         let token: SecretString = match &request.assertion {
@@ -140,7 +148,10 @@ impl AwsProvider {
             current = next;
         }
         upstream.latency = started.elapsed();
-        Ok(Issued { credential: Credential::Aws(current), upstream })
+        Ok(Issued {
+            credential: Credential::Aws(current),
+            upstream,
+        })
     }
 
     async fn assume_role(
@@ -155,7 +166,11 @@ impl AwsProvider {
             Some(previous.expiration),
             "stsbridge-chain",
         );
-        let config = self.base.to_builder().credentials_provider(credentials).build();
+        let config = self
+            .base
+            .to_builder()
+            .credentials_provider(credentials)
+            .build();
         let client = aws_sdk_sts::Client::from_conf(config);
         let mut tags = Vec::with_capacity(hop.tags.len());
         for (key, value) in &hop.tags {
@@ -204,7 +219,10 @@ impl Provider for AwsProvider {
         Box::pin(async move {
             match request {
                 ProviderRequest::Aws(r) => self.fetch_aws(r, now).await,
-                other => Err(ProviderError::Mismatch { expected: ProviderKind::Aws, got: other.kind() }),
+                other => Err(ProviderError::Mismatch {
+                    expected: ProviderKind::Aws,
+                    got: other.kind(),
+                }),
             }
         })
     }
@@ -215,8 +233,11 @@ pub fn first_hop_claims(request: &AwsRequest) -> serde_json::Map<String, serde_j
     use serde_json::{Value, json};
     let mut extra = serde_json::Map::new();
     if !request.tags.is_empty() {
-        let principal_tags: serde_json::Map<String, Value> =
-            request.tags.iter().map(|(k, v)| (k.clone(), json!([v]))).collect();
+        let principal_tags: serde_json::Map<String, Value> = request
+            .tags
+            .iter()
+            .map(|(k, v)| (k.clone(), json!([v])))
+            .collect();
         let mut tags = json!({ "principal_tags": principal_tags });
         if !request.transitive_tag_keys.is_empty() {
             tags["transitive_tag_keys"] = json!(request.transitive_tag_keys);
@@ -224,7 +245,10 @@ pub fn first_hop_claims(request: &AwsRequest) -> serde_json::Map<String, serde_j
         extra.insert(TAGS_CLAIM.into(), tags);
     }
     if let Some(source_identity) = &request.source_identity {
-        extra.insert(SOURCE_IDENTITY_CLAIM.into(), Value::String(source_identity.clone()));
+        extra.insert(
+            SOURCE_IDENTITY_CLAIM.into(),
+            Value::String(source_identity.clone()),
+        );
     }
     extra
 }

@@ -83,7 +83,10 @@ impl Provider for JwtProvider {
     ) -> BoxFuture<'a, Result<Issued, ProviderError>> {
         let result = match request {
             ProviderRequest::Jwt(r) => self.mint(r, now),
-            other => Err(ProviderError::Mismatch { expected: ProviderKind::Jwt, got: other.kind() }),
+            other => Err(ProviderError::Mismatch {
+                expected: ProviderKind::Jwt,
+                got: other.kind(),
+            }),
         };
         Box::pin(std::future::ready(result))
     }

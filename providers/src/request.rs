@@ -89,7 +89,10 @@ impl PassthroughToken {
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
         let mut bytes = [0u8; 32];
         bytes.copy_from_slice(digest.as_ref());
-        PassthroughToken { token: Arc::new(SecretString::from(token)), digest: bytes }
+        PassthroughToken {
+            token: Arc::new(SecretString::from(token)),
+            digest: bytes,
+        }
     }
 
     /// The token, for the one call that sends it upstream.

@@ -4,7 +4,9 @@ use crate::request::AssertionSource;
 fn request() -> AwsRequest {
     AwsRequest {
         target: "t".into(),
-        assertion: AssertionSource::Mint { subject: "target:t".into() },
+        assertion: AssertionSource::Mint {
+            subject: "target:t".into(),
+        },
         role_arn: "arn:aws:iam::111111111111:role/r".into(),
         session_name: "s".into(),
         duration: Duration::from_secs(3600),
@@ -50,11 +52,25 @@ fn every_listed_code_gets_its_own_hint() {
     ];
     let mut hints = std::collections::HashSet::new();
     for code in codes {
-        match rejected(code.into(), Some("m"), Some("req-1"), "arn:aws:iam::1:role/r", Hop::WebIdentity) {
-            ProviderError::Rejected { code: kept, hint, request_id, .. } => {
+        match rejected(
+            code.into(),
+            Some("m"),
+            Some("req-1"),
+            "arn:aws:iam::1:role/r",
+            Hop::WebIdentity,
+        ) {
+            ProviderError::Rejected {
+                code: kept,
+                hint,
+                request_id,
+                ..
+            } => {
                 assert_eq!(kept, code);
                 assert_eq!(request_id.as_deref(), Some("req-1"));
-                assert!(hints.insert(hint), "{code} shares its hint with another code");
+                assert!(
+                    hints.insert(hint),
+                    "{code} shares its hint with another code"
+                );
             }
             other => panic!("{code} mapped to {other:?}"),
         }
@@ -69,7 +85,13 @@ fn throttling_is_not_a_rejection() {
 
 #[test]
 fn chained_access_denied_points_at_the_hop_trust() {
-    match rejected("AccessDenied".into(), None, None, "arn:aws:iam::2:role/d", Hop::Chained) {
+    match rejected(
+        "AccessDenied".into(),
+        None,
+        None,
+        "arn:aws:iam::2:role/d",
+        Hop::Chained,
+    ) {
         ProviderError::Rejected { hint, .. } => assert!(hint.contains("previous hop"), "{hint}"),
         other => panic!("{other:?}"),
     }

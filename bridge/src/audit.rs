@@ -1,0 +1,159 @@
+//! Audit: one JSON line per decision, to stdout or a file.
+//!
+//! The event names who asked (issuer, subject, a hash of the token's `jti`, client address), what
+//! was decided and why, which rule and target, how the cache served it, and the upstream call; it
+//! never holds a token, a credential secret or a key. Credential ids and `jti`s appear only as
+//! truncated SHA-256 hashes, enough to correlate with a cloud's logs without replaying anything.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::config::AuditSinkConfig;
+
+/// One decision.
+#[derive(Debug, Default, Serialize)]
+pub struct AuditEvent {
+    /// RFC 3339 time of the decision.
+    pub time: String,
+    /// The decision id, also returned to the caller.
+    pub decision_id: String,
+    /// `allow`, `deny` or `error`.
+    pub outcome: &'static str,
+    /// Stable reason code (`granted`, `no_matching_rule`, `expired`, `AccessDenied`...).
+    pub reason: String,
+    /// The HTTP endpoint (`credentials` or `token_exchange`).
+    pub endpoint: &'static str,
+    /// The caller.
+    pub caller: Caller,
+    /// The actor, for delegated exchanges.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<Caller>,
+    /// The rule that decided, if any.
+    pub rule: Option<String>,
+    /// The requested target.
+    pub target: Option<String>,
+    /// `aws` or `jwt`.
+    pub provider: Option<&'static str>,
+    /// `hit`, `miss`, `coalesced` or `stale`.
+    pub cache: Option<&'static str>,
+    /// Upstream latency of the call that produced the credential.
+    pub upstream_latency_ms: Option<u64>,
+    /// The cloud's request id.
+    pub upstream_request_id: Option<String>,
+    /// When the credential expires (RFC 3339).
+    pub credential_expiry: Option<String>,
+    /// Hash of the credential's public id (access key id, token `jti`).
+    pub credential_id_hash: Option<String>,
+    /// `jti` of the assertion stsbridge minted for the cloud.
+    pub assertion_jti: Option<String>,
+}
+
+/// Who asked.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Caller {
+    /// Trust entry name (or the raw `iss` of an untrusted token, truncated).
+    pub issuer: Option<String>,
+    /// `sub`.
+    pub subject: Option<String>,
+    /// Hash of `jti`.
+    pub jti_hash: Option<String>,
+    /// Client socket address.
+    pub client_addr: Option<String>,
+}
+
+/// A truncated SHA-256, hex: correlates without revealing.
+pub fn short_hash(value: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, value.as_bytes());
+    digest.as_ref()[..12].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// RFC 3339 in UTC with second precision, like AWS's `Expiration`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    time::OffsetDateTime::from_unix_timestamp(secs as i64)
+        .ok()
+        .and_then(|t| t.format(&time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z")).ok())
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
+}
+
+enum Sink {
+    Stdout,
+    File(Mutex<File>),
+}
+
+/// Where events go.
+pub struct Audit {
+    sink: Sink,
+}
+
+impl Audit {
+    /// Opens the configured sink (a file is created 0600 and appended to).
+    pub fn open(config: &AuditSinkConfig) -> io::Result<Audit> {
+        let sink = match config {
+            AuditSinkConfig::Stdout => Sink::Stdout,
+            AuditSinkConfig::File(path) => {
+                let file = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+                Sink::File(Mutex::new(file))
+            }
+        };
+        Ok(Audit { sink })
+    }
+
+    /// Writes one event as one line. Fails when the sink cannot be written; the caller then
+    /// refuses to hand out the credential (no credential without an audit record).
+    pub fn record(&self, event: &AuditEvent) -> io::Result<()> {
+        let mut line = serde_json::to_vec(event).map_err(io::Error::other)?;
+        line.push(b'\n');
+        match &self.sink {
+            Sink::Stdout => {
+                let mut out = io::stdout().lock();
+                out.write_all(&line)?;
+                out.flush()
+            }
+            Sink::File(file) => {
+                let mut f = file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                f.write_all(&line)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        assert_eq!(rfc3339(t), "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn hashes_are_short_and_stable() {
+        assert_eq!(short_hash("ASIAEXAMPLE"), short_hash("ASIAEXAMPLE"));
+        assert_eq!(short_hash("x").len(), 24);
+        assert_ne!(short_hash("a"), short_hash("b"));
+    }
+
+    #[test]
+    fn file_sink_appends_one_line_per_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let audit = Audit::open(&AuditSinkConfig::File(path.clone())).unwrap();
+        for id in ["a", "b"] {
+            audit.record(&AuditEvent { decision_id: id.into(), outcome: "deny", ..Default::default() }).unwrap();
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1]["decision_id"], "b");
+        assert_eq!(lines[0]["outcome"], "deny");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+}

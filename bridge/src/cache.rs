@@ -1,0 +1,281 @@
+//! The credential cache: one upstream call per cloud session, shared by every caller that maps to it.
+//!
+//! The key is the fully rendered provider request. An entry is served until shortly before its
+//! credential expires (for AWS never with less than 15 minutes left, because botocore refreshes
+//! anything shorter on every call); in the last part of that window a hit starts a background
+//! refresh, so a hot key never waits. Concurrent misses for one key share one upstream call, which
+//! runs in its own task so a caller that hangs up does not cancel it for the others. When the
+//! upstream fails, an entry that is past its serving window but still valid keeps being served
+//! (reported as `stale`). Errors are never cached.
+//!
+//! The timing decisions are pure functions of the entry and `now` ([`Timing`], [`Timing::phase`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use moka::Expiry;
+use stsbridge_providers::{Credential, Issued, Provider, ProviderError, ProviderKind, ProviderRequest, UpstreamInfo};
+
+use crate::token::unix_seconds;
+
+/// botocore refreshes credentials with less than this left, so AWS entries are never served with
+/// less (when the session is long enough to allow it).
+pub const AWS_MIN_REMAINING: Duration = Duration::from_secs(15 * 60);
+/// A stale entry is not served in its last seconds: the caller could not use it anyway.
+const STALE_FLOOR: Duration = Duration::from_secs(30);
+/// After a failed refresh, wait this long before trying again from the hot path.
+const REFRESH_RETRY: Duration = Duration::from_secs(10);
+
+/// The cache key.
+pub type Key = Arc<ProviderRequest>;
+
+/// How a request was served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheEvent {
+    /// From the cache.
+    Hit,
+    /// This request made the upstream call.
+    Miss,
+    /// Another request's upstream call served this one too.
+    Coalesced,
+    /// The upstream failed; a still-valid older credential was served.
+    Stale,
+}
+
+impl CacheEvent {
+    /// Name for audit events and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheEvent::Hit => "hit",
+            CacheEvent::Miss => "miss",
+            CacheEvent::Coalesced => "coalesced",
+            CacheEvent::Stale => "stale",
+        }
+    }
+}
+
+/// When an entry is fresh, due for refresh, only good as a fallback, and gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// From here on a hit starts a background refresh.
+    pub refresh_at: SystemTime,
+    /// Served normally until here.
+    pub fresh_until: SystemTime,
+    /// Served as a fallback (upstream failing) until here; evicted after.
+    pub usable_until: SystemTime,
+}
+
+/// Where an entry stands at some time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Serve it.
+    Fresh,
+    /// Serve it and refresh in the background.
+    RefreshAhead,
+    /// Fetch a new one; serve this only if that fails.
+    Stale,
+    /// Unusable.
+    Dead,
+}
+
+impl Timing {
+    /// The timing of a credential fetched at `fetched_at` that expires at `expires_at`.
+    pub fn new(provider: ProviderKind, fetched_at: SystemTime, expires_at: SystemTime) -> Timing {
+        let lifetime = expires_at.duration_since(fetched_at).unwrap_or_default();
+        // Keep AWS's 15 minutes where the session leaves at least a minute of serving time after
+        // them; otherwise keep the last fifth of the lifetime.
+        let margin = if provider == ProviderKind::Aws && lifetime >= AWS_MIN_REMAINING + Duration::from_secs(60) {
+            AWS_MIN_REMAINING
+        } else {
+            lifetime / 5
+        };
+        let fresh_until = expires_at - margin;
+        let fresh_window = fresh_until.duration_since(fetched_at).unwrap_or_default();
+        let refresh_at = fresh_until - fresh_window / 5;
+        let usable_until = expires_at - STALE_FLOOR.min(lifetime / 10);
+        Timing { refresh_at, fresh_until, usable_until }
+    }
+
+    /// Where an entry with this timing stands at `now`.
+    pub fn phase(&self, now: SystemTime) -> Phase {
+        if now < self.refresh_at {
+            Phase::Fresh
+        } else if now < self.fresh_until {
+            Phase::RefreshAhead
+        } else if now < self.usable_until {
+            Phase::Stale
+        } else {
+            Phase::Dead
+        }
+    }
+}
+
+/// A cached credential.
+#[derive(Debug)]
+pub struct Entry {
+    /// The credential.
+    pub credential: Credential,
+    /// The upstream call that produced it.
+    pub upstream: UpstreamInfo,
+    /// When it is served.
+    pub timing: Timing,
+    /// How long the cache keeps it (to `usable_until`, from insertion).
+    ttl: Duration,
+    /// Unix seconds of the last refresh attempt that failed (0: none).
+    refresh_failed_at: AtomicU64,
+}
+
+impl Entry {
+    fn new(issued: Issued, provider: ProviderKind, fetched_at: SystemTime) -> Entry {
+        let timing = Timing::new(provider, fetched_at, issued.credential.expires_at());
+        let ttl = timing.usable_until.duration_since(fetched_at).unwrap_or_default();
+        Entry { credential: issued.credential, upstream: issued.upstream, timing, ttl, refresh_failed_at: AtomicU64::new(0) }
+    }
+
+    fn recently_failed(&self, now: SystemTime) -> bool {
+        let failed = self.refresh_failed_at.load(Ordering::Relaxed);
+        failed != 0 && unix_seconds(now).saturating_sub(failed) < REFRESH_RETRY.as_secs()
+    }
+}
+
+struct EntryExpiry;
+
+impl Expiry<Key, Arc<Entry>> for EntryExpiry {
+    fn expire_after_create(&self, _: &Key, value: &Arc<Entry>, _: std::time::Instant) -> Option<Duration> {
+        Some(value.ttl)
+    }
+    fn expire_after_update(&self, _: &Key, value: &Arc<Entry>, _: std::time::Instant, _: Option<Duration>) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+type FlightResult = Result<Arc<Entry>, Arc<ProviderError>>;
+type Flight = Shared<BoxFuture<'static, FlightResult>>;
+
+/// The cache, with the providers it calls on a miss.
+pub struct CredentialCache {
+    entries: moka::future::Cache<Key, Arc<Entry>>,
+    inflight: Mutex<HashMap<Key, Flight>>,
+    providers: HashMap<ProviderKind, Arc<dyn Provider>>,
+}
+
+impl CredentialCache {
+    /// A cache of at most `max_entries` credentials over `providers`.
+    pub fn new(max_entries: u64, providers: Vec<Arc<dyn Provider>>) -> Arc<Self> {
+        Arc::new(CredentialCache {
+            entries: moka::future::Cache::builder().max_capacity(max_entries).expire_after(EntryExpiry).build(),
+            inflight: Mutex::new(HashMap::new()),
+            providers: providers.into_iter().map(|p| (p.kind(), p)).collect(),
+        })
+    }
+
+    /// The credential for `key` at time `now`: cached, or fetched once however many callers ask.
+    ///
+    /// Fails with the provider's error (shared by every coalesced caller) when there is no usable
+    /// cached credential and the upstream call fails.
+    pub async fn get(self: &Arc<Self>, key: Key, now: SystemTime) -> Result<(Arc<Entry>, CacheEvent), Arc<ProviderError>> {
+        if let Some(entry) = self.entries.get(&key).await {
+            match entry.timing.phase(now) {
+                Phase::Fresh => return Ok((entry, CacheEvent::Hit)),
+                Phase::RefreshAhead => {
+                    if !entry.recently_failed(now) {
+                        self.refresh_in_background(key, &entry, now);
+                    }
+                    return Ok((entry, CacheEvent::Hit));
+                }
+                Phase::Stale => {
+                    if entry.recently_failed(now) {
+                        return Ok((entry, CacheEvent::Stale));
+                    }
+                    let target = key.target().to_owned();
+                    let (flight, leader) = self.flight(key, now);
+                    return match flight.await {
+                        Ok(fresh) => Ok((fresh, if leader { CacheEvent::Miss } else { CacheEvent::Coalesced })),
+                        Err(e) => {
+                            entry.refresh_failed_at.store(unix_seconds(now), Ordering::Relaxed);
+                            tracing::warn!(target_name = %target, "upstream failed ({e}); serving a cached credential that is still valid");
+                            Ok((entry, CacheEvent::Stale))
+                        }
+                    };
+                }
+                Phase::Dead => {}
+            }
+        }
+        let (flight, leader) = self.flight(key, now);
+        let entry = flight.await?;
+        Ok((entry, if leader { CacheEvent::Miss } else { CacheEvent::Coalesced }))
+    }
+
+    /// Number of cached entries (approximate, as moka counts).
+    pub fn len(&self) -> u64 {
+        self.entries.entry_count()
+    }
+
+    /// Whether the cache holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn refresh_in_background(self: &Arc<Self>, key: Key, entry: &Arc<Entry>, now: SystemTime) {
+        let (flight, leader) = self.flight(key, now);
+        if leader {
+            let entry = Arc::clone(entry);
+            tokio::spawn(async move {
+                if let Err(e) = flight.await {
+                    entry.refresh_failed_at.store(unix_seconds(now), Ordering::Relaxed);
+                    tracing::warn!("refresh ahead failed ({e}); the cached credential stays in use");
+                }
+            });
+        }
+    }
+
+    /// The in-flight upstream call for `key`, started if there is none; `true` when this call
+    /// started it.
+    fn flight(self: &Arc<Self>, key: Key, now: SystemTime) -> (Flight, bool) {
+        let mut inflight = self.inflight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(f) = inflight.get(&key) {
+            return (f.clone(), false);
+        }
+        let me = Arc::clone(self);
+        let k = Arc::clone(&key);
+        let kind = key.kind();
+        // The lock is held until the flight is registered, so the task's removal below always
+        // comes after its insertion.
+        let task = tokio::spawn(async move {
+            let result = me.fetch(&k, now).await;
+            if let Ok(entry) = &result {
+                me.entries.insert(Arc::clone(&k), Arc::clone(entry)).await;
+            }
+            me.inflight.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&k);
+            result
+        });
+        let flight = async move {
+            task.await.unwrap_or_else(|_| {
+                Err(Arc::new(ProviderError::Unavailable {
+                    provider: kind,
+                    detail: "the upstream call was aborted".into(),
+                }))
+            })
+        }
+        .boxed()
+        .shared();
+        inflight.insert(key, flight.clone());
+        (flight, true)
+    }
+
+    async fn fetch(&self, key: &ProviderRequest, now: SystemTime) -> FlightResult {
+        let kind = key.kind();
+        let provider = self.providers.get(&kind).ok_or_else(|| {
+            Arc::new(ProviderError::Unavailable { provider: kind, detail: "the provider is not configured".into() })
+        })?;
+        let issued = provider.fetch(key, now).await.map_err(Arc::new)?;
+        Ok(Arc::new(Entry::new(issued, kind, now)))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,255 @@
+//! The command line. `main` parses arguments, loads and validates config (exit 64 before binding
+//! anything when it is wrong), binds, and calls [`crate::server::run`].
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{self, ConfigErrors};
+use crate::exchange::Bridge;
+use crate::mapping::{Decision, Effect, Mappings, RenderInput, render};
+use crate::{dev, issuer, server, token};
+
+/// Exit code for configuration and usage errors (EX_USAGE).
+pub const EXIT_CONFIG: u8 = 64;
+/// Exit code for everything else that stops the program.
+pub const EXIT_FAILURE: u8 = 1;
+
+#[derive(Debug, Parser)]
+#[command(name = "stsbridge", version, about = "A cloud STS bridge: trade the token you have for short-lived cloud credentials.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service. Without --config it starts in dev mode on loopback.
+    Serve {
+        /// The config file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Listen address (overrides the config; dev mode default 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// AWS STS endpoint (overrides the config), e.g. moto's server at http://127.0.0.1:5000.
+        #[arg(long)]
+        aws_endpoint: Option<String>,
+    },
+    /// Validate the config and every mapping file; exit 0, or 64 listing each problem.
+    Check {
+        /// The config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Offline dry run: evaluate a token against the rules for a target and show the rendered
+    /// request. The signature is not checked.
+    Explain {
+        /// The config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// A file holding the subject token.
+        #[arg(long)]
+        token_file: PathBuf,
+        /// The target name.
+        #[arg(long)]
+        target: String,
+    },
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Serve { config, listen, aws_endpoint } => serve(config, listen, aws_endpoint),
+        Command::Check { config } => check(&config),
+        Command::Explain { config, token_file, target } => explain(&config, &token_file, &target),
+    }
+}
+
+fn init_logging() {
+    let filter = EnvFilter::try_from_env("STSBRIDGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+fn print_errors(errors: &ConfigErrors) {
+    for e in &errors.0 {
+        eprintln!("error: {e}");
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
+        eprintln!("error: cannot start the async runtime: {e}");
+        ExitCode::from(EXIT_FAILURE)
+    })
+}
+
+fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>, aws_endpoint: Option<String>) -> ExitCode {
+    let Some(path) = config_path else {
+        let rt = match runtime() {
+            Ok(rt) => rt,
+            Err(code) => return code,
+        };
+        return rt.block_on(dev::serve(listen, aws_endpoint));
+    };
+    let mut config = match config::load(&path) {
+        Ok(c) => c,
+        Err(errors) => {
+            print_errors(&errors);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Some(listen) = listen {
+        config.listen = listen;
+    }
+    if let Some(endpoint) = aws_endpoint {
+        if let Err(m) = config::check_url(&endpoint, true) {
+            eprintln!("error: --aws-endpoint: {m}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        config.aws.endpoint = Some(endpoint);
+    }
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async move {
+        let listen = config.listen;
+        let bridge = match Bridge::start(config) {
+            Ok(b) => b,
+            Err(crate::exchange::StartError::Mappings(errors)) => {
+                print_errors(&errors);
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        };
+        let listener = match tokio::net::TcpListener::bind(listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: cannot listen on {listen}: {e}");
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        };
+        tracing::info!(%listen, "serving");
+        match server::run(listener, bridge, None, server::shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        }
+    })
+}
+
+/// Loads the config and its mappings, or the errors of both.
+fn load_all(path: &Path) -> Result<(config::Config, Mappings), ConfigErrors> {
+    let config = config::load(path)?;
+    let names: HashSet<String> = config.trust.iter().map(|t| t.name.clone()).collect();
+    let mappings = Mappings::load(&config.mappings_dir, &names)?;
+    Ok((config, mappings))
+}
+
+fn check(path: &Path) -> ExitCode {
+    let (config, mappings) = match load_all(path) {
+        Ok(v) => v,
+        Err(errors) => {
+            print_errors(&errors);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Some(dir) = &config.issuer.key_dir
+        && let Err(e) = issuer::check_key_dir(dir) {
+            eprintln!("error: {}: issuer.keys.dir: {e}", path.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    println!(
+        "ok: {} trusted issuer(s); {} target(s) and {} rule(s) in {} mapping file(s)",
+        config.trust.len(),
+        mappings.target_count(),
+        mappings.rule_count(),
+        mappings.files().len()
+    );
+    ExitCode::SUCCESS
+}
+
+fn explain(path: &Path, token_file: &Path, target: &str) -> ExitCode {
+    let (config, mappings) = match load_all(path) {
+        Ok(v) => v,
+        Err(errors) => {
+            print_errors(&errors);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let raw = match std::fs::read_to_string(token_file) {
+        Ok(t) => t.trim().to_owned(),
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", token_file.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let parsed = match token::parse(&raw) {
+        Ok(p) => p,
+        Err(e) => {
+            println!("token refused before any rule: {e} ({})", e.code());
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let Some(trust) = config.trust.iter().find(|t| t.issuer == parsed.issuer) else {
+        println!("token refused before any rule: its issuer {:?} is not in trust: (unknown_issuer)", parsed.issuer);
+        return ExitCode::from(EXIT_FAILURE);
+    };
+    let (token, refusal) = token::inspect(parsed, trust, SystemTime::now());
+    println!("token: issuer {} ({}), subject {:?}", trust.name, token.issuer, token.subject);
+    println!("signature: not checked (offline dry run)");
+    match &refusal {
+        None => println!("claims: pass (exp, nbf, iat, lifetime, aud, sub)"),
+        Some(e) => println!("claims: FAIL: {e} ({}); the service would refuse this token with 401", e.code()),
+    }
+    if mappings.target(target).is_none() {
+        println!("target {target:?} does not exist (known: {})", mappings.target_names().join(", "));
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    let rules = mappings.explain(&token, target);
+    if rules.is_empty() {
+        println!("\nno rule of issuer {} mentions target {target}", trust.name);
+    }
+    for r in &rules {
+        let effect = if r.effect == Effect::Allow { "allow" } else { "deny" };
+        println!("\nrule {} ({effect}, {}): {}", r.rule, r.file.display(), if r.matched { "MATCHES" } else { "does not match" });
+        println!("  [{}] subject {} (token: {:?})", mark(r.subject.pass), r.subject_test, token.subject);
+        for c in &r.conditions {
+            let seen = c.check.actual.as_deref().map_or("absent".to_owned(), |v| format!("{v:?}"));
+            println!("  [{}] {} {} (token: {seen})", mark(c.check.pass), c.claim, c.test);
+        }
+    }
+    let decision = mappings.decide(&token, target);
+    println!();
+    match decision {
+        Decision::Allow { rule, target } => {
+            println!("decision: allow (rule {})", rule.name);
+            let input = RenderInput { token: &token, raw_token: &raw, requested_scopes: None, actor: None };
+            match render(target, &input) {
+                Ok(request) => println!("rendered {} request:\n{request:#?}", target.kind.provider()),
+                Err(e) => println!("rendering fails: {e}"),
+            }
+        }
+        Decision::Deny { rule: Some(rule) } => println!("decision: deny (deny rule {})", rule.name),
+        Decision::Deny { rule: None } => println!("decision: deny (no allow rule matches)"),
+        Decision::UnknownTarget => println!("decision: unknown target"),
+    }
+    if refusal.is_some() { ExitCode::from(EXIT_FAILURE) } else { ExitCode::SUCCESS }
+}
+
+fn mark(pass: bool) -> &'static str {
+    if pass { "pass" } else { "FAIL" }
+}

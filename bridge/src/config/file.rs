@@ -1,0 +1,180 @@
+//! The config file as users write it. Every struct rejects unknown keys, so a typo is an error rather
+//! than a silently ignored setting.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::ConfigDuration;
+
+/// The top of a config file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Format version; must be 1.
+    pub version: u32,
+    /// `host:port` to listen on.
+    pub listen: Option<String>,
+    /// TLS for the listener.
+    pub tls: Option<TlsFile>,
+    /// stsbridge's own issuer.
+    pub issuer: IssuerFile,
+    /// Trusted token issuers.
+    #[serde(default)]
+    pub trust: Vec<TrustFile>,
+    /// Mapping directory, relative to this file.
+    pub mappings: Option<PathBuf>,
+    /// Provider settings.
+    #[serde(default)]
+    pub providers: ProvidersFile,
+    /// Credential cache.
+    pub cache: Option<CacheFile>,
+    /// Rate limits.
+    pub limits: Option<LimitsFile>,
+    /// Audit sink.
+    pub audit: Option<AuditFile>,
+}
+
+/// `tls:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    /// Certificate chain (PEM).
+    pub cert_file: PathBuf,
+    /// Private key (PEM).
+    pub key_file: PathBuf,
+    /// CA bundle for client certificates (turns on mTLS).
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// `issuer:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerFile {
+    /// The URL clouds trust.
+    pub url: String,
+    /// Signing keys.
+    pub keys: KeysFile,
+    /// Lifetime of minted assertions.
+    pub assertion_lifetime: Option<ConfigDuration>,
+}
+
+/// `issuer.keys:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysFile {
+    /// Key directory; an empty one gets a new key on first start.
+    pub dir: PathBuf,
+    /// RS256 (default) or ES256.
+    pub algorithm: Option<String>,
+}
+
+/// One `trust:` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustFile {
+    /// Name used by rules.
+    pub name: String,
+    /// Exact `iss`.
+    pub issuer: String,
+    /// Accepted `aud` values.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Key source.
+    pub jwks: JwksFile,
+    /// Plain http to loopback for discovery and JWKS (tests).
+    #[serde(default)]
+    pub allow_insecure_loopback: bool,
+    /// Accepted algorithms (default RS256).
+    pub algorithms: Option<Vec<String>>,
+    /// Clock skew allowance (default 30s).
+    pub leeway: Option<ConfigDuration>,
+    /// Longest accepted token lifetime (default 1h).
+    pub max_token_lifetime: Option<ConfigDuration>,
+    /// `reject`: `jti` required and single use.
+    pub replay: Option<String>,
+}
+
+/// `trust[].jwks:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwksFile {
+    /// Use OIDC discovery.
+    pub discovery: Option<bool>,
+    /// JWKS URL.
+    pub uri: Option<String>,
+    /// JWKS file.
+    pub file: Option<PathBuf>,
+    /// Refetch interval (default 1h).
+    pub refresh_interval: Option<ConfigDuration>,
+}
+
+/// `providers:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvidersFile {
+    /// AWS.
+    pub aws: Option<AwsFile>,
+    /// GCP.
+    pub gcp: Option<GcpFile>,
+    /// Azure.
+    pub azure: Option<AzureFile>,
+}
+
+/// `providers.aws:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsFile {
+    /// STS signing region.
+    pub region: Option<String>,
+    /// STS endpoint override.
+    pub endpoint: Option<String>,
+    /// Timeout of one STS call, retries included.
+    pub timeout: Option<ConfigDuration>,
+}
+
+/// `providers.gcp:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcpFile {
+    /// STS endpoint override.
+    pub sts_endpoint: Option<String>,
+    /// IAM credentials endpoint override.
+    pub iamcredentials_endpoint: Option<String>,
+}
+
+/// `providers.azure:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureFile {
+    /// Entra ID authority host override.
+    pub authority_host: Option<String>,
+}
+
+/// `cache:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheFile {
+    /// Most entries kept.
+    pub max_entries: Option<u64>,
+}
+
+/// `limits:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    /// Rate per caller (issuer + subject), like `20/s`.
+    pub per_subject: Option<String>,
+    /// Bucket size.
+    pub burst: Option<u32>,
+}
+
+/// `audit:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFile {
+    /// `stdout`.
+    pub sink: Option<String>,
+    /// A file to append JSON lines to.
+    pub file: Option<PathBuf>,
+}

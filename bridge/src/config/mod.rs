@@ -1,0 +1,542 @@
+//! Configuration: the YAML file users write, compiled into a validated internal [`Config`].
+//!
+//! Two layers, as in kanidm: [`file`] mirrors the YAML (unknown keys rejected, a `version` field), and
+//! [`Config`] is what the rest of the service uses. Compiling collects every problem it finds, each
+//! naming the file, the field path and the bad value, so `stsbridge check` can list them all at once.
+
+pub mod duration;
+pub mod file;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use serde::de::DeserializeOwned;
+use stsbridge_providers::aws::AwsSettings;
+
+pub use duration::{ConfigDuration, format_duration, parse_duration};
+
+/// The only config and mapping file format version this build reads.
+pub const CONFIG_VERSION: u32 = 1;
+/// Config and mapping files larger than this are refused before parsing: they are hand-written
+/// YAML, and a runaway file should not take the parser's memory.
+pub const MAX_CONFIG_FILE_BYTES: u64 = 8 * 1024 * 1024;
+/// The longest clock skew an issuer may be allowed.
+const MAX_LEEWAY: Duration = Duration::from_secs(300);
+const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+const DEFAULT_MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(3600);
+/// Refreshing more often than this would hammer an IdP for nothing.
+const MIN_JWKS_REFRESH: Duration = Duration::from_secs(60);
+const DEFAULT_ASSERTION_LIFETIME: Duration = Duration::from_secs(300);
+/// Clouds check an assertion once, at the exchange; a long-lived one is only a liability.
+const MAX_ASSERTION_LIFETIME: Duration = Duration::from_secs(3600);
+const DEFAULT_CACHE_ENTRIES: u64 = 100_000;
+const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+
+/// One problem in a config or mapping file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// Field path inside it, like `trust[0].jwks.uri` (`.` for the whole file).
+    pub path: String,
+    /// What is wrong, quoting the bad value.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// A problem at `path` in `file`.
+    pub fn new(file: &Path, path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError { file: file.to_path_buf(), path: path.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}: {}", self.file.display(), self.path, self.message)
+    }
+}
+
+/// Every problem found in a set of files.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> Self {
+        ConfigErrors(vec![e])
+    }
+}
+
+/// Reads a YAML file into `T`, with errors that name the file and the field path.
+pub fn read_yaml<T: DeserializeOwned>(file: &Path) -> Result<T, ConfigError> {
+    let text = read_text(file)?;
+    parse_yaml(file, &text)
+}
+
+/// Reads a text file no larger than [`MAX_CONFIG_FILE_BYTES`].
+pub fn read_text(file: &Path) -> Result<String, ConfigError> {
+    let meta = std::fs::metadata(file)
+        .map_err(|e| ConfigError::new(file, ".", format!("cannot read the file: {e}")))?;
+    if meta.len() > MAX_CONFIG_FILE_BYTES {
+        return Err(ConfigError::new(
+            file,
+            ".",
+            format!("the file is {} bytes; the limit is {MAX_CONFIG_FILE_BYTES}", meta.len()),
+        ));
+    }
+    std::fs::read_to_string(file)
+        .map_err(|e| ConfigError::new(file, ".", format!("cannot read the file: {e}")))
+}
+
+/// Parses YAML text into `T`, with errors that name the file and the field path.
+pub fn parse_yaml<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, ConfigError> {
+    let de = serde_yaml_ng::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        ConfigError::new(file, path, e.into_inner().to_string())
+    })
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from (`None` for the embedded dev config).
+    pub source: Option<PathBuf>,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// stsbridge's own issuer.
+    pub issuer: IssuerConfig,
+    /// Trusted token issuers.
+    pub trust: Vec<TrustConfig>,
+    /// Directory of mapping files.
+    pub mappings_dir: PathBuf,
+    /// AWS provider settings.
+    pub aws: AwsSettings,
+    /// Credential cache.
+    pub cache: CacheConfig,
+    /// Per-caller rate limit, when configured.
+    pub rate_limit: Option<RateLimit>,
+    /// Where audit events go.
+    pub audit: AuditSinkConfig,
+}
+
+/// stsbridge's own issuer.
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    /// The issuer URL the clouds trust (no trailing slash).
+    pub url: String,
+    /// Key directory; `None` keeps a generated key in memory only (dev mode).
+    pub key_dir: Option<PathBuf>,
+    /// Algorithm of newly generated keys.
+    pub algorithm: SigningAlgorithm,
+    /// Lifetime of the assertions shown to clouds.
+    pub assertion_lifetime: Duration,
+}
+
+/// Algorithms stsbridge signs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigningAlgorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256, 2048-bit keys: what every cloud accepts.
+    Rs256,
+    /// ECDSA P-256 with SHA-256: smaller and ten times faster to sign.
+    Es256,
+}
+
+impl SigningAlgorithm {
+    /// The JOSE name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SigningAlgorithm::Rs256 => "RS256",
+            SigningAlgorithm::Es256 => "ES256",
+        }
+    }
+}
+
+/// A trusted token issuer.
+#[derive(Debug, Clone)]
+pub struct TrustConfig {
+    /// Name rules refer to.
+    pub name: String,
+    /// Exact `iss`.
+    pub issuer: String,
+    /// Accepted `aud` values.
+    pub audiences: Vec<String>,
+    /// Where its keys come from.
+    pub jwks: JwksSource,
+    /// Plain http to loopback allowed for discovery and JWKS (tests).
+    pub allow_insecure_loopback: bool,
+    /// Accepted signature algorithms.
+    pub algorithms: Vec<Algorithm>,
+    /// Clock skew allowed on `exp`, `nbf`, `iat`.
+    pub leeway: Duration,
+    /// Longest accepted `exp - iat`.
+    pub max_token_lifetime: Duration,
+    /// `jti` required and single use.
+    pub replay_reject: bool,
+    /// How often the JWKS is refetched.
+    pub jwks_refresh: Duration,
+}
+
+/// Where an issuer's keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    /// `{issuer}/.well-known/openid-configuration` names the `jwks_uri`.
+    Discovery,
+    /// A JWKS URL.
+    Uri(String),
+    /// A JWKS file.
+    File(PathBuf),
+    /// A JWKS document held in memory (dev mode's built-in issuer).
+    Inline(String),
+}
+
+/// Credential cache settings.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheConfig {
+    /// Most entries kept.
+    pub max_entries: u64,
+}
+
+/// A token-bucket rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Tokens added per second.
+    pub per_second: f64,
+    /// Bucket size.
+    pub burst: u32,
+}
+
+/// Where audit events are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditSinkConfig {
+    /// JSON lines on stdout.
+    Stdout,
+    /// JSON lines appended to a file.
+    File(PathBuf),
+}
+
+/// Loads and validates a config file. Mapping files are loaded separately (they need the trust list).
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let raw: file::ConfigFile = read_yaml(path)?;
+    compile(path, raw)
+}
+
+/// Compiles a parsed config file; relative paths are taken from the file's directory.
+pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigErrors> {
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut errors = Vec::new();
+    let mut err = |p: &str, m: String| errors.push(ConfigError::new(path, p, m));
+
+    if raw.version != CONFIG_VERSION {
+        err("version", format!("unsupported version {}; this build reads version {CONFIG_VERSION}", raw.version));
+    }
+
+    let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let listen = listen_text.parse::<SocketAddr>().unwrap_or_else(|_| {
+        err("listen", format!("{listen_text:?} is not an address like 0.0.0.0:8443"));
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    });
+
+    if raw.tls.is_some() {
+        err(
+            "tls",
+            "serving TLS directly is not available in this build; terminate TLS in front of stsbridge".into(),
+        );
+    }
+
+    // stsbridge's own issuer.
+    let url = raw.issuer.url.trim_end_matches('/').to_owned();
+    if let Err(m) = check_url(&url, true) {
+        err("issuer.url", m);
+    }
+    let algorithm = match raw.issuer.keys.algorithm.as_deref().unwrap_or("RS256") {
+        "RS256" => SigningAlgorithm::Rs256,
+        "ES256" => SigningAlgorithm::Es256,
+        other => {
+            err("issuer.keys.algorithm", format!("{other:?} is not supported; use RS256 or ES256"));
+            SigningAlgorithm::Rs256
+        }
+    };
+    let assertion_lifetime =
+        raw.issuer.assertion_lifetime.map_or(DEFAULT_ASSERTION_LIFETIME, |d| d.0);
+    if assertion_lifetime < Duration::from_secs(30) || assertion_lifetime > MAX_ASSERTION_LIFETIME {
+        err(
+            "issuer.assertion_lifetime",
+            format!(
+                "{} is out of range; use between 30s and {}",
+                format_duration(assertion_lifetime),
+                format_duration(MAX_ASSERTION_LIFETIME)
+            ),
+        );
+    }
+    let issuer = IssuerConfig {
+        url,
+        key_dir: Some(base.join(&raw.issuer.keys.dir)),
+        algorithm,
+        assertion_lifetime,
+    };
+
+    // Trusted issuers.
+    let mut trust = Vec::with_capacity(raw.trust.len());
+    let mut names = std::collections::HashSet::new();
+    let mut issuers = std::collections::HashSet::new();
+    for (i, t) in raw.trust.into_iter().enumerate() {
+        let at = |field: &str| format!("trust[{i}].{field}");
+        if !valid_name(&t.name) {
+            err(&at("name"), format!("{:?} is not a valid name: use letters, digits, '-' and '_'", t.name));
+        } else if !names.insert(t.name.clone()) {
+            err(&at("name"), format!("{:?} is used by another trust entry", t.name));
+        }
+        if t.issuer.is_empty() {
+            err(&at("issuer"), "must not be empty".into());
+        } else if !issuers.insert(t.issuer.clone()) {
+            err(&at("issuer"), format!("{:?} is trusted twice; each issuer has one entry", t.issuer));
+        }
+        if t.audiences.is_empty() || t.audiences.iter().any(String::is_empty) {
+            err(&at("audiences"), "list at least one non-empty audience: aud is always checked".into());
+        }
+        let jwks = match (t.jwks.discovery, &t.jwks.uri, &t.jwks.file) {
+            (Some(true), None, None) => {
+                if let Err(m) = check_fetch_url(&t.issuer, t.allow_insecure_loopback) {
+                    err(&at("issuer"), format!("discovery needs a fetchable issuer URL: {m}"));
+                }
+                JwksSource::Discovery
+            }
+            (None | Some(false), Some(uri), None) => {
+                if let Err(m) = check_fetch_url(uri, t.allow_insecure_loopback) {
+                    err(&at("jwks.uri"), m);
+                }
+                JwksSource::Uri(uri.clone())
+            }
+            (None | Some(false), None, Some(file)) => JwksSource::File(base.join(file)),
+            _ => {
+                err(&at("jwks"), "set exactly one of discovery: true, uri: or file:".into());
+                JwksSource::Discovery
+            }
+        };
+        let jwks_refresh = t.jwks.refresh_interval.map_or(DEFAULT_JWKS_REFRESH, |d| d.0);
+        if jwks_refresh < MIN_JWKS_REFRESH {
+            err(
+                &at("jwks.refresh_interval"),
+                format!("{} is too short; the minimum is {}", format_duration(jwks_refresh), format_duration(MIN_JWKS_REFRESH)),
+            );
+        }
+        let mut algorithms = Vec::new();
+        let names_given = t.algorithms.unwrap_or_else(|| vec!["RS256".into()]);
+        if names_given.is_empty() {
+            err(&at("algorithms"), "list at least one algorithm".into());
+        }
+        for (j, a) in names_given.iter().enumerate() {
+            match parse_verify_algorithm(a) {
+                Ok(alg) => algorithms.push(alg),
+                Err(m) => err(&format!("trust[{i}].algorithms[{j}]"), m),
+            }
+        }
+        let leeway = t.leeway.map_or(DEFAULT_LEEWAY, |d| d.0);
+        if leeway > MAX_LEEWAY {
+            err(&at("leeway"), format!("{} is too lenient; the maximum is {}", format_duration(leeway), format_duration(MAX_LEEWAY)));
+        }
+        let max_token_lifetime = t.max_token_lifetime.map_or(DEFAULT_MAX_TOKEN_LIFETIME, |d| d.0);
+        if max_token_lifetime.is_zero() {
+            err(&at("max_token_lifetime"), "must be more than 0".into());
+        }
+        let replay_reject = match t.replay.as_deref() {
+            None | Some("allow") => false,
+            Some("reject") => true,
+            Some(other) => {
+                err(&at("replay"), format!("{other:?} is not one of reject, allow"));
+                false
+            }
+        };
+        trust.push(TrustConfig {
+            name: t.name,
+            issuer: t.issuer,
+            audiences: t.audiences,
+            jwks,
+            allow_insecure_loopback: t.allow_insecure_loopback,
+            algorithms,
+            leeway,
+            max_token_lifetime,
+            replay_reject,
+            jwks_refresh,
+        });
+    }
+
+    // Providers.
+    let mut aws = AwsSettings::default();
+    if let Some(a) = raw.providers.aws {
+        if let Some(region) = a.region {
+            if region.is_empty() || !region.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+                err("providers.aws.region", format!("{region:?} is not a region name like us-east-1"));
+            }
+            aws.region = region;
+        }
+        if let Some(endpoint) = a.endpoint {
+            if let Err(m) = check_url(&endpoint, true) {
+                err("providers.aws.endpoint", m);
+            }
+            aws.endpoint = Some(endpoint);
+        }
+        if let Some(t) = a.timeout {
+            aws.operation_timeout = t.0;
+        }
+    }
+    for (field, endpoint) in [
+        ("providers.gcp.sts_endpoint", raw.providers.gcp.as_ref().and_then(|g| g.sts_endpoint.as_ref())),
+        ("providers.gcp.iamcredentials_endpoint", raw.providers.gcp.as_ref().and_then(|g| g.iamcredentials_endpoint.as_ref())),
+        ("providers.azure.authority_host", raw.providers.azure.as_ref().and_then(|a| a.authority_host.as_ref())),
+    ] {
+        if let Some(endpoint) = endpoint
+            && let Err(m) = check_url(endpoint, true) {
+                err(field, m);
+            }
+    }
+
+    let max_entries = raw.cache.and_then(|c| c.max_entries).unwrap_or(DEFAULT_CACHE_ENTRIES);
+    if max_entries == 0 {
+        err("cache.max_entries", "must be at least 1".into());
+    }
+
+    let rate_limit = match raw.limits {
+        None => None,
+        Some(l) => match l.per_subject.as_deref().map(parse_rate) {
+            None => None,
+            Some(Ok(per_second)) => {
+                let burst = l.burst.unwrap_or_else(|| (per_second * 2.0).ceil().max(1.0) as u32);
+                if burst == 0 {
+                    err("limits.burst", "must be at least 1".into());
+                }
+                Some(RateLimit { per_second, burst: burst.max(1) })
+            }
+            Some(Err(m)) => {
+                err("limits.per_subject", m);
+                None
+            }
+        },
+    };
+
+    let audit = match raw.audit {
+        None => AuditSinkConfig::Stdout,
+        Some(a) => match (a.sink.as_deref(), a.file) {
+            (Some("stdout") | None, None) => AuditSinkConfig::Stdout,
+            (None, Some(file)) => AuditSinkConfig::File(base.join(file)),
+            (Some(other), None) => {
+                err("audit.sink", format!("{other:?} is not a sink; use sink: stdout or file: PATH"));
+                AuditSinkConfig::Stdout
+            }
+            (Some(_), Some(_)) => {
+                err("audit", "set either sink: stdout or file: PATH, not both".into());
+                AuditSinkConfig::Stdout
+            }
+        },
+    };
+
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    Ok(Config {
+        source: Some(path.to_path_buf()),
+        listen,
+        issuer,
+        trust,
+        mappings_dir: base.join(raw.mappings.unwrap_or_else(|| PathBuf::from("mappings"))),
+        aws,
+        cache: CacheConfig { max_entries },
+        rate_limit,
+        audit,
+    })
+}
+
+/// Names of trust entries, targets and rules: what metrics labels and file names can carry.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+fn parse_verify_algorithm(name: &str) -> Result<Algorithm, String> {
+    if name.eq_ignore_ascii_case("none") {
+        return Err("\"none\" is never accepted: tokens must be signed".into());
+    }
+    if name.to_ascii_uppercase().starts_with("HS") {
+        return Err(format!("{name:?} is an HMAC algorithm; issuers are verified with public keys only"));
+    }
+    match name {
+        "RS256" => Ok(Algorithm::RS256),
+        "RS384" => Ok(Algorithm::RS384),
+        "RS512" => Ok(Algorithm::RS512),
+        "PS256" => Ok(Algorithm::PS256),
+        "PS384" => Ok(Algorithm::PS384),
+        "PS512" => Ok(Algorithm::PS512),
+        "ES256" => Ok(Algorithm::ES256),
+        "ES384" => Ok(Algorithm::ES384),
+        "EdDSA" => Ok(Algorithm::EdDSA),
+        other => Err(format!("{other:?} is not a supported algorithm (RS256/384/512, PS256/384/512, ES256/384, EdDSA)")),
+    }
+}
+
+/// "20/s", "600/m", "3600/h".
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let bad = || format!("{text:?} is not a rate like 20/s or 600/m");
+    let (n, unit) = text.split_once('/').ok_or_else(bad)?;
+    let n: u32 = n.trim().parse().map_err(|_| bad())?;
+    let per = match unit.trim() {
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(bad()),
+    };
+    if n == 0 {
+        return Err(format!("{text:?}: a rate of 0 would refuse every caller"));
+    }
+    Ok(f64::from(n) / per)
+}
+
+/// A URL stsbridge talks to or publishes: https, or plain http to a loopback address when allowed.
+pub fn check_url(url: &str, allow_http_loopback: bool) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if allow_http_loopback && is_loopback_host(&parsed) => Ok(()),
+        "http" => Err(format!("{url:?} must use https (plain http is accepted only to loopback addresses)")),
+        other => Err(format!("{url:?} has scheme {other:?}; use https")),
+    }
+}
+
+/// A URL fetched for keys: https, or http to loopback only where the trust entry allows it.
+pub fn check_fetch_url(url: &str, allow_insecure_loopback: bool) -> Result<(), String> {
+    check_url(url, allow_insecure_loopback).map_err(|m| {
+        if allow_insecure_loopback {
+            m
+        } else {
+            format!("{m}; for a local test IdP set allow_insecure_loopback: true")
+        }
+    })
+}
+
+fn is_loopback_host(url: &reqwest::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

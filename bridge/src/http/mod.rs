@@ -1,0 +1,231 @@
+//! The HTTP API: credentials in each SDK's native shape, RFC 8693 token exchange, the issuer's
+//! discovery documents, and health.
+//!
+//! Handlers only parse requests and shape responses; the exchange itself is
+//! [`Bridge::exchange`](crate::exchange::Bridge::exchange), and every failure becomes a response
+//! in [`error`].
+
+pub mod error;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use secrecy::ExposeSecret;
+use serde_json::json;
+use stsbridge_providers::Credential;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::audit::rfc3339;
+use crate::exchange::{Bridge, Endpoint, ExchangeRequest, Exchanged};
+use crate::mapping::{Target, TargetKind};
+use error::ApiError;
+
+/// Largest request body (a token exchange form with two tokens fits many times over).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// A request taking longer than this is answered 503 (upstream calls have their own, shorter,
+/// timeouts).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// Subject and actor token types accepted: every one of them must be a JWT.
+const ACCEPTED_TOKEN_TYPES: [&str; 3] = [
+    "urn:ietf:params:oauth:token-type:jwt",
+    "urn:ietf:params:oauth:token-type:id_token",
+    "urn:ietf:params:oauth:token-type:access_token",
+];
+
+/// The service's routes over `bridge`, with `extra` merged in (dev mode adds its token minting).
+pub fn router(bridge: Arc<Bridge>, extra: Option<Router>) -> Router {
+    let mut app = Router::new()
+        .route("/v1/credentials/{target}", get(credentials).post(credentials))
+        .route("/oauth2/token", post(token_exchange))
+        .route("/.well-known/openid-configuration", get(discovery))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(bridge);
+    if let Some(extra) = extra {
+        app = app.merge(extra);
+    }
+    app.fallback(|| async { ApiError::not_found() })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
+}
+
+/// The subject token from `Authorization`: `Bearer <token>`, or the raw token (what AWS SDKs send
+/// from `AWS_CONTAINER_AUTHORIZATION_TOKEN`).
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let token = match value.split_once(' ') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        _ => value,
+    };
+    (!token.is_empty()).then_some(token)
+}
+
+#[derive(serde::Deserialize)]
+struct FormatQuery {
+    format: Option<String>,
+}
+
+async fn credentials(
+    State(bridge): State<Arc<Bridge>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Path(target): Path<String>,
+    Query(query): Query<FormatQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let credential_process = match query.format.as_deref() {
+        None => false,
+        Some("credential_process") => true,
+        Some(other) => return Err(ApiError::invalid_request(format!("unknown format {other:?}; the only format is credential_process"))),
+    };
+    let token = bearer(&headers).ok_or_else(ApiError::missing_token)?;
+    let request = ExchangeRequest { token, target: &target, endpoint: Endpoint::Credentials, client: Some(client), scopes: None, actor_token: None };
+    let (exchanged, target) = bridge.exchange(request).await?;
+    let body = match (&exchanged.entry.credential, credential_process) {
+        (Credential::Aws(c), false) => json!({
+            "AccessKeyId": c.access_key_id,
+            "SecretAccessKey": c.secret_access_key.expose_secret(),
+            "Token": c.session_token.expose_secret(),
+            "Expiration": rfc3339(c.expiration),
+            "AccountId": c.account_id,
+        }),
+        (Credential::Aws(c), true) => json!({
+            "Version": 1,
+            "AccessKeyId": c.access_key_id,
+            "SecretAccessKey": c.secret_access_key.expose_secret(),
+            "SessionToken": c.session_token.expose_secret(),
+            "Expiration": rfc3339(c.expiration),
+            "AccountId": c.account_id,
+        }),
+        (Credential::Token(_), true) => {
+            return Err(ApiError::invalid_request(format!("{} is not an AWS target; credential_process is for AWS targets", target.name)));
+        }
+        (Credential::Token(_), false) => token_body(&exchanged, &target),
+    };
+    Ok(credential_response(body, &exchanged.decision_id))
+}
+
+/// The RFC 8693 response for a token credential.
+fn token_body(exchanged: &Exchanged, target: &Target) -> serde_json::Value {
+    let Credential::Token(t) = &exchanged.entry.credential else { return json!({}) };
+    let expires_in = t.expires_at.duration_since(SystemTime::now()).map_or(0, |d| d.as_secs());
+    let mut body = json!({
+        "access_token": t.token.expose_secret(),
+        "issued_token_type": t.issued_token_type,
+        "token_type": t.token_type,
+        "expires_in": expires_in,
+    });
+    if let Some(scope) = &t.scope {
+        body["scope"] = json!(scope);
+    }
+    if let TargetKind::Jwt(_) = &target.kind {
+        body["audience"] = json!(target.name);
+    }
+    body
+}
+
+fn credential_response(body: serde_json::Value, decision_id: &str) -> Response {
+    let mut response = axum::Json(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    if let Ok(v) = HeaderValue::from_str(decision_id) {
+        headers.insert("x-stsbridge-decision-id", v);
+    }
+    response
+}
+
+async fn token_exchange(
+    State(bridge): State<Arc<Bridge>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Result<Response, ApiError> {
+    let Form(pairs) = form.map_err(|e| ApiError::invalid_request(format!("the body must be application/x-www-form-urlencoded: {}", e.body_text())))?;
+    let mut fields: HashMap<&str, &str> = HashMap::new();
+    for (k, v) in &pairs {
+        // RFC 6749 §3.1: request parameters must not be included more than once.
+        if fields.insert(k.as_str(), v.as_str()).is_some() {
+            return Err(ApiError::invalid_request(format!("parameter {k} appears more than once")));
+        }
+    }
+    let field = |name: &str| fields.get(name).copied().filter(|v| !v.is_empty());
+    match field("grant_type") {
+        Some(TOKEN_EXCHANGE_GRANT) => {}
+        Some(other) => return Err(ApiError::invalid_request(format!("unsupported grant_type {other:?}; use {TOKEN_EXCHANGE_GRANT}"))),
+        None => return Err(ApiError::invalid_request("grant_type is required")),
+    }
+    let subject_token = field("subject_token").ok_or_else(|| ApiError::invalid_request("subject_token is required"))?;
+    check_token_type(field("subject_token_type"), "subject_token_type")?;
+    let target = field("audience").ok_or_else(|| ApiError::invalid_request("audience (the target name) is required"))?;
+    if let Some(t) = field("requested_token_type")
+        && t != "urn:ietf:params:oauth:token-type:jwt" && t != "urn:ietf:params:oauth:token-type:access_token" {
+            return Err(ApiError::invalid_request(format!("requested_token_type {t:?} cannot be issued; stsbridge issues JWTs")));
+        }
+    let actor_token = field("actor_token");
+    if actor_token.is_some() {
+        check_token_type(field("actor_token_type"), "actor_token_type")?;
+    } else if field("actor_token_type").is_some() {
+        return Err(ApiError::invalid_request("actor_token_type is given without actor_token"));
+    }
+    let scopes: Option<Vec<String>> = field("scope").map(|s| s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect());
+    let request = ExchangeRequest {
+        token: subject_token,
+        target,
+        endpoint: Endpoint::TokenExchange,
+        client: Some(client),
+        scopes: scopes.as_deref(),
+        actor_token,
+    };
+    let (exchanged, target) = bridge.exchange(request).await?;
+    Ok(credential_response(token_body(&exchanged, &target), &exchanged.decision_id))
+}
+
+fn check_token_type(value: Option<&str>, name: &str) -> Result<(), ApiError> {
+    match value {
+        Some(t) if ACCEPTED_TOKEN_TYPES.contains(&t) => Ok(()),
+        Some(t) => Err(ApiError::invalid_request(format!("{name} {t:?} is not accepted; send a JWT ({})", ACCEPTED_TOKEN_TYPES[0]))),
+        None => Err(ApiError::invalid_request(format!("{name} is required"))),
+    }
+}
+
+fn json_document(body: Arc<str>) -> Response {
+    let mut response = body.to_string().into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    response
+}
+
+async fn discovery(State(bridge): State<Arc<Bridge>>) -> Response {
+    json_document(bridge.issuer().discovery_json())
+}
+
+async fn jwks(State(bridge): State<Arc<Bridge>>) -> Response {
+    json_document(bridge.issuer().jwks_json())
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(bridge): State<Arc<Bridge>>) -> Response {
+    let mappings = bridge.mappings();
+    let ready = bridge.ready();
+    let body = json!({
+        "ready": ready,
+        "signing_key": bridge.issuer().active_kid(),
+        "mappings": { "files": mappings.files().len(), "targets": mappings.target_count(), "rules": mappings.rule_count() },
+        "issuers": bridge.jwks().status(),
+    });
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(body)).into_response()
+}

@@ -1,0 +1,130 @@
+//! Mapping files as users write them (`mappings/*.yaml`). Unknown keys are rejected.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde_yaml_ng::{Mapping, Value as Yaml};
+
+use crate::config::ConfigDuration;
+
+/// One mapping file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingFile {
+    /// Format version; must be 1.
+    pub version: u32,
+    /// What can be obtained.
+    #[serde(default)]
+    pub targets: Vec<TargetFile>,
+    /// Who may obtain which targets.
+    #[serde(default)]
+    pub rules: Vec<RuleFile>,
+}
+
+/// One target.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetFile {
+    /// Name callers ask for.
+    pub name: String,
+    /// Free text for reviewers.
+    pub description: Option<String>,
+    /// Template for the minted assertion's `sub` (default `target:<name>`).
+    pub assertion_subject: Option<String>,
+    /// `mint` (default) or `passthrough`.
+    pub assertion: Option<String>,
+    /// An AWS role.
+    pub aws: Option<AwsTargetFile>,
+    /// An internal JWT.
+    pub jwt: Option<JwtTargetFile>,
+    /// A GCP service account (not available in this build).
+    pub gcp: Option<Yaml>,
+    /// An Azure identity (not available in this build).
+    pub azure: Option<Yaml>,
+}
+
+/// `targets[].aws`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsTargetFile {
+    /// Role of the first hop.
+    pub role_arn: String,
+    /// Session duration (default 1h).
+    pub duration: Option<ConfigDuration>,
+    /// Template (default `{{ subject }}`).
+    pub session_name: Option<String>,
+    /// Template.
+    pub source_identity: Option<String>,
+    /// Tag key to value template.
+    #[serde(default)]
+    pub session_tags: BTreeMap<String, String>,
+    /// Tags that survive role chaining.
+    #[serde(default)]
+    pub transitive_tag_keys: Vec<String>,
+    /// Session policy JSON, relative to the mapping file.
+    pub session_policy_file: Option<PathBuf>,
+    /// Chained hops.
+    #[serde(default)]
+    pub chain: Vec<HopFile>,
+}
+
+/// `targets[].aws.chain[]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HopFile {
+    /// Role to assume.
+    pub role_arn: String,
+    /// Template for `ExternalId`.
+    pub external_id: Option<String>,
+    /// Session duration (default and maximum 1h).
+    pub duration: Option<ConfigDuration>,
+    /// Template (default: the first hop's session name).
+    pub session_name: Option<String>,
+    /// Session policy JSON, relative to the mapping file.
+    pub session_policy_file: Option<PathBuf>,
+    /// Tag key to value template.
+    #[serde(default)]
+    pub session_tags: BTreeMap<String, String>,
+    /// Tags that survive further chaining.
+    #[serde(default)]
+    pub transitive_tag_keys: Vec<String>,
+    /// Template for `SourceIdentity` (default: the first hop's).
+    pub source_identity: Option<String>,
+}
+
+/// `targets[].jwt`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtTargetFile {
+    /// `aud` of minted tokens.
+    pub audience: String,
+    /// The most a token may carry; requests narrow it.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Lifetime (default 5m).
+    pub lifetime: Option<ConfigDuration>,
+    /// Template for `sub` (default `{{ subject }}`).
+    pub subject: Option<String>,
+}
+
+/// One rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFile {
+    /// Name, unique across files.
+    pub name: String,
+    /// Free text for reviewers.
+    pub description: Option<String>,
+    /// A `trust:` entry's name.
+    pub issuer: String,
+    /// Exact, `{glob}`, `{regex}`, `{one_of}`, or `{any: true}`.
+    pub subject: Option<Yaml>,
+    /// Claim conditions, all of which must pass.
+    #[serde(default)]
+    pub claims: Mapping,
+    /// Targets granted.
+    pub allow: Option<Vec<String>>,
+    /// Targets refused (wins over any allow).
+    pub deny: Option<Vec<String>>,
+}

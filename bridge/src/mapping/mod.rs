@@ -1,0 +1,887 @@
+//! The mapping engine: targets (what can be obtained) and rules (who may obtain which targets).
+//!
+//! Every `*.yaml` / `*.yml` file directly in the mappings directory is loaded and validated in full;
+//! any problem fails the whole load (fail closed), with the file, field path and value named.
+//! Rules are indexed by trust entry and exact subject, with one glob set and one regex set per
+//! issuer for pattern subjects, so ten thousand partners cost a hash lookup, not a scan.
+//!
+//! A decision is allow when at least one matching allow rule lists the target and no matching deny
+//! rule does. [`render`] turns an allowed target into the provider request, with every templated
+//! value sanitized to the cloud's limits.
+
+pub mod condition;
+pub mod file;
+pub mod sanitize;
+pub mod template;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use globset::{GlobSet, GlobSetBuilder};
+use regex::RegexSet;
+use serde_json::Value;
+use serde_yaml_ng::Value as Yaml;
+use stsbridge_providers::aws::{MAX_CHAINED_DURATION, MAX_DURATION, MIN_DURATION};
+use stsbridge_providers::request::PassthroughToken;
+use stsbridge_providers::{AssertionSource, AwsHop, AwsRequest, JwtRequest, ProviderRequest};
+
+use crate::config::{CONFIG_VERSION, ConfigError, ConfigErrors, format_duration, read_yaml, valid_name};
+use crate::token::ValidatedToken;
+use condition::{Check, Condition, Matcher, compile_matcher};
+use sanitize::{Field, sanitize};
+use template::{RenderContext, Template, TemplateError};
+
+/// Default AWS session duration.
+const DEFAULT_AWS_DURATION: Duration = Duration::from_secs(3600);
+/// AWS allows at most 50 session tags.
+const MAX_SESSION_TAGS: usize = 50;
+/// AWS limits an inline session policy to 2048 characters (whitespace removed).
+const MAX_SESSION_POLICY_CHARS: usize = 2048;
+const DEFAULT_JWT_LIFETIME: Duration = Duration::from_secs(300);
+const MIN_JWT_LIFETIME: Duration = Duration::from_secs(30);
+/// Internal tokens are for service-to-service calls: an hour is the most they should live.
+pub const MAX_JWT_LIFETIME: Duration = Duration::from_secs(3600);
+/// Longest chain of `act` claims a minted token may carry.
+pub const MAX_DELEGATION_DEPTH: usize = 4;
+
+/// A target, compiled.
+#[derive(Debug)]
+pub struct Target {
+    /// Name.
+    pub name: String,
+    /// The file it came from.
+    pub file: PathBuf,
+    /// How the cloud is shown an identity.
+    pub assertion: AssertionMode,
+    /// The provider side.
+    pub kind: TargetKind,
+}
+
+/// Which token the cloud sees.
+#[derive(Debug)]
+pub enum AssertionMode {
+    /// stsbridge mints one with this `sub` template.
+    Mint(Template),
+    /// The caller's own token.
+    Passthrough,
+}
+
+/// Provider-specific parts of a target.
+#[derive(Debug)]
+pub enum TargetKind {
+    /// An AWS role (and chain).
+    Aws(AwsTarget),
+    /// An internal JWT.
+    Jwt(JwtTarget),
+}
+
+impl TargetKind {
+    /// The provider's name.
+    pub fn provider(&self) -> &'static str {
+        match self {
+            TargetKind::Aws(_) => "aws",
+            TargetKind::Jwt(_) => "jwt",
+        }
+    }
+}
+
+/// A compiled AWS target.
+#[derive(Debug)]
+pub struct AwsTarget {
+    role_arn: String,
+    duration: Duration,
+    session_name: Template,
+    source_identity: Option<Template>,
+    tags: Vec<(String, Template)>,
+    transitive_tag_keys: Vec<String>,
+    session_policy: Option<Arc<str>>,
+    chain: Vec<HopTarget>,
+}
+
+#[derive(Debug)]
+struct HopTarget {
+    role_arn: String,
+    duration: Duration,
+    session_name: Option<Template>,
+    external_id: Option<Template>,
+    session_policy: Option<Arc<str>>,
+    tags: Vec<(String, Template)>,
+    transitive_tag_keys: Vec<String>,
+    source_identity: Option<Template>,
+}
+
+/// A compiled JWT target.
+#[derive(Debug)]
+pub struct JwtTarget {
+    audience: String,
+    scopes: Vec<String>,
+    lifetime: Duration,
+    subject: Template,
+}
+
+/// What a rule does when it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Grants its targets.
+    Allow,
+    /// Refuses its targets, whatever else matched.
+    Deny,
+}
+
+/// How a rule tests the subject.
+#[derive(Debug)]
+pub enum SubjectMatcher {
+    /// Any subject (`subject: { any: true }`).
+    Any,
+    /// Exact, one_of, glob or regex.
+    Is(Matcher),
+}
+
+/// A rule, compiled.
+#[derive(Debug)]
+pub struct Rule {
+    /// Name.
+    pub name: String,
+    /// The file it came from.
+    pub file: PathBuf,
+    /// Trust entry name.
+    pub issuer: String,
+    /// Subject test.
+    pub subject: SubjectMatcher,
+    /// Claim conditions.
+    pub conditions: Vec<Condition>,
+    /// Allow or deny.
+    pub effect: Effect,
+    /// `None` means every target (`"*"`).
+    pub targets: Option<HashSet<String>>,
+}
+
+impl Rule {
+    fn covers(&self, target: &str) -> bool {
+        self.targets.as_ref().is_none_or(|t| t.contains(target))
+    }
+
+    fn subject_check(&self, subject: &str) -> Check {
+        let pass = match &self.subject {
+            SubjectMatcher::Any => true,
+            SubjectMatcher::Is(m) => m.matches_str(subject),
+        };
+        Check { pass, actual: Some(subject.to_owned()) }
+    }
+
+    fn conditions_pass(&self, claims: &serde_json::Map<String, Value>) -> bool {
+        self.conditions.iter().all(|c| c.check(claims).pass)
+    }
+}
+
+#[derive(Debug, Default)]
+struct IssuerIndex {
+    exact: HashMap<String, Vec<usize>>,
+    globs: Option<(GlobSet, Vec<usize>)>,
+    regexes: Option<(RegexSet, Vec<usize>)>,
+    any: Vec<usize>,
+    all: Vec<usize>,
+}
+
+/// The outcome of a decision.
+#[derive(Debug)]
+pub enum Decision<'a> {
+    /// Granted by `rule`.
+    Allow {
+        /// The first matching allow rule.
+        rule: &'a Rule,
+        /// The target.
+        target: &'a Arc<Target>,
+    },
+    /// Refused.
+    Deny {
+        /// The matching deny rule, or `None` when no allow rule matched.
+        rule: Option<&'a Rule>,
+    },
+    /// No such target.
+    UnknownTarget,
+}
+
+/// Why rendering failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    /// A template read a claim the token lacks or cannot use.
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    /// A requested scope is not available for the target.
+    #[error("scope {0:?} is not available for this target")]
+    ScopeNotAvailable(String),
+    /// The delegation chain would be too long.
+    #[error("the delegation chain would be longer than {MAX_DELEGATION_DEPTH} actors")]
+    DelegationTooDeep,
+}
+
+/// Everything a render may read.
+#[derive(Debug, Clone, Copy)]
+pub struct RenderInput<'a> {
+    /// The validated subject token.
+    pub token: &'a ValidatedToken,
+    /// The raw subject token (handed on by passthrough targets only).
+    pub raw_token: &'a str,
+    /// Scopes requested (RFC 8693 `scope`); `None` means all of the target's.
+    pub requested_scopes: Option<&'a [String]>,
+    /// The validated actor token (RFC 8693 delegation).
+    pub actor: Option<&'a ValidatedToken>,
+}
+
+/// All targets and rules, indexed.
+#[derive(Debug, Default)]
+pub struct Mappings {
+    targets: HashMap<String, Arc<Target>>,
+    rules: Vec<Rule>,
+    index: HashMap<String, IssuerIndex>,
+    files: Vec<PathBuf>,
+}
+
+impl Mappings {
+    /// Loads every mapping file in `dir`; rules may only name issuers in `trust_names`.
+    pub fn load(dir: &Path, trust_names: &HashSet<String>) -> Result<Mappings, ConfigErrors> {
+        let files = mapping_files(dir)?;
+        let mut b = Builder { errors: Vec::new(), targets: HashMap::new(), rules: Vec::new() };
+        let mut raw_rules = Vec::new();
+        for path in &files {
+            match read_yaml::<file::MappingFile>(path) {
+                Err(e) => b.errors.push(e),
+                Ok(raw) => {
+                    if raw.version != CONFIG_VERSION {
+                        b.errors.push(ConfigError::new(
+                            path,
+                            "version",
+                            format!("unsupported version {}; this build reads version {CONFIG_VERSION}", raw.version),
+                        ));
+                        continue;
+                    }
+                    for (i, t) in raw.targets.into_iter().enumerate() {
+                        b.target(path, i, t);
+                    }
+                    raw_rules.extend(raw.rules.into_iter().enumerate().map(|(i, r)| (path.clone(), i, r)));
+                }
+            }
+        }
+        // Rules second: they refer to targets of any file.
+        let mut rule_names = HashSet::new();
+        for (path, i, r) in raw_rules {
+            if !rule_names.insert(r.name.clone()) {
+                b.errors.push(ConfigError::new(&path, format!("rules[{i}].name"), format!("{:?} is also the name of another rule", r.name)));
+            }
+            b.rule(&path, i, r, trust_names);
+        }
+        if !b.errors.is_empty() {
+            return Err(ConfigErrors(b.errors));
+        }
+        let index = build_index(&b.rules).map_err(|m| ConfigError::new(dir, ".", m))?;
+        Ok(Mappings { targets: b.targets, rules: b.rules, index, files })
+    }
+
+    /// The files loaded.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    /// Number of targets.
+    pub fn target_count(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// Number of rules.
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// A target by name.
+    pub fn target(&self, name: &str) -> Option<&Arc<Target>> {
+        self.targets.get(name)
+    }
+
+    /// Target names, sorted.
+    pub fn target_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.targets.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Decides whether `token` may obtain `target`.
+    pub fn decide(&self, token: &ValidatedToken, target: &str) -> Decision<'_> {
+        let Some(t) = self.targets.get(target) else { return Decision::UnknownTarget };
+        let mut allow = None;
+        for i in self.candidates(&token.trust, &token.subject) {
+            let rule = &self.rules[i];
+            if !rule.covers(target) || !rule.conditions_pass(&token.claims) {
+                continue;
+            }
+            match rule.effect {
+                Effect::Deny => return Decision::Deny { rule: Some(rule) },
+                Effect::Allow => {
+                    allow.get_or_insert(rule);
+                }
+            }
+        }
+        match allow {
+            Some(rule) => Decision::Allow { rule, target: t },
+            None => Decision::Deny { rule: None },
+        }
+    }
+
+    /// Indices of the rules of `trust` whose subject test passes, in file order.
+    fn candidates(&self, trust: &str, subject: &str) -> Vec<usize> {
+        let Some(ix) = self.index.get(trust) else { return Vec::new() };
+        let mut out: Vec<usize> = ix.exact.get(subject).cloned().unwrap_or_default();
+        if let Some((set, rules)) = &ix.globs {
+            out.extend(set.matches(subject).into_iter().map(|m| rules[m]));
+        }
+        if let Some((set, rules)) = &ix.regexes {
+            out.extend(set.matches(subject).into_iter().map(|m| rules[m]));
+        }
+        out.extend_from_slice(&ix.any);
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Every rule of the token's issuer that mentions `target`, with each test's outcome.
+    pub fn explain(&self, token: &ValidatedToken, target: &str) -> Vec<RuleExplanation> {
+        let Some(ix) = self.index.get(&token.trust) else { return Vec::new() };
+        ix.all
+            .iter()
+            .map(|&i| &self.rules[i])
+            .filter(|r| r.covers(target))
+            .map(|rule| {
+                let subject = rule.subject_check(&token.subject);
+                let conditions: Vec<ConditionExplanation> = rule
+                    .conditions
+                    .iter()
+                    .map(|c| ConditionExplanation { claim: c.claim.clone(), test: c.matcher.describe(), check: c.check(&token.claims) })
+                    .collect();
+                let matched = subject.pass && conditions.iter().all(|c| c.check.pass);
+                RuleExplanation {
+                    rule: rule.name.clone(),
+                    file: rule.file.clone(),
+                    effect: rule.effect,
+                    subject_test: match &rule.subject {
+                        SubjectMatcher::Any => "any".into(),
+                        SubjectMatcher::Is(m) => m.describe(),
+                    },
+                    subject,
+                    conditions,
+                    matched,
+                }
+            })
+            .collect()
+    }
+}
+
+/// One rule's evaluation, for `stsbridge explain`.
+#[derive(Debug)]
+pub struct RuleExplanation {
+    /// Rule name.
+    pub rule: String,
+    /// Its file.
+    pub file: PathBuf,
+    /// Allow or deny.
+    pub effect: Effect,
+    /// How the subject is tested.
+    pub subject_test: String,
+    /// The subject test's outcome.
+    pub subject: Check,
+    /// Each claim condition's outcome.
+    pub conditions: Vec<ConditionExplanation>,
+    /// Whether the whole rule matched.
+    pub matched: bool,
+}
+
+/// One condition's evaluation.
+#[derive(Debug)]
+pub struct ConditionExplanation {
+    /// The claim.
+    pub claim: String,
+    /// The test.
+    pub test: String,
+    /// The outcome.
+    pub check: Check,
+}
+
+/// Renders the provider request for an allowed target.
+pub fn render(target: &Target, input: &RenderInput<'_>) -> Result<ProviderRequest, RenderError> {
+    let token = input.token;
+    let ctx = RenderContext { subject: &token.subject, issuer: &token.trust, target: &target.name, claims: &token.claims };
+    let field = |t: &Template, f: Field| t.render(&ctx).map(|s| sanitize(f, &s));
+    let opt = |t: &Option<Template>, f: Field| t.as_ref().map(|t| field(t, f)).transpose();
+    let tags = |tags: &[(String, Template)]| -> Result<Vec<(String, String)>, TemplateError> {
+        tags.iter().map(|(k, t)| Ok((k.clone(), field(t, Field::AwsTagValue)?))).collect()
+    };
+    match &target.kind {
+        TargetKind::Aws(aws) => {
+            let assertion = match &target.assertion {
+                AssertionMode::Mint(subject) => AssertionSource::Mint { subject: field(subject, Field::AssertionSubject)? },
+                AssertionMode::Passthrough => AssertionSource::Passthrough(PassthroughToken::new(input.raw_token)),
+            };
+            let session_name = field(&aws.session_name, Field::AwsSessionName)?;
+            let source_identity = opt(&aws.source_identity, Field::AwsSourceIdentity)?;
+            let mut chain = Vec::with_capacity(aws.chain.len());
+            for hop in &aws.chain {
+                chain.push(AwsHop {
+                    role_arn: hop.role_arn.clone(),
+                    session_name: opt(&hop.session_name, Field::AwsSessionName)?.unwrap_or_else(|| session_name.clone()),
+                    duration: hop.duration,
+                    external_id: opt(&hop.external_id, Field::AwsExternalId)?,
+                    session_policy: hop.session_policy.clone(),
+                    tags: tags(&hop.tags)?,
+                    transitive_tag_keys: hop.transitive_tag_keys.clone(),
+                    source_identity: opt(&hop.source_identity, Field::AwsSourceIdentity)?.or_else(|| source_identity.clone()),
+                });
+            }
+            Ok(ProviderRequest::Aws(AwsRequest {
+                target: target.name.clone(),
+                assertion,
+                role_arn: aws.role_arn.clone(),
+                session_name,
+                duration: aws.duration,
+                session_policy: aws.session_policy.clone(),
+                tags: tags(&aws.tags)?,
+                transitive_tag_keys: aws.transitive_tag_keys.clone(),
+                source_identity,
+                chain,
+            }))
+        }
+        TargetKind::Jwt(jwt) => {
+            let scopes = match input.requested_scopes {
+                None => jwt.scopes.clone(),
+                Some(requested) => {
+                    if let Some(extra) = requested.iter().find(|s| !jwt.scopes.contains(s)) {
+                        return Err(RenderError::ScopeNotAvailable(extra.clone()));
+                    }
+                    let set: BTreeSet<String> = requested.iter().cloned().collect();
+                    set.into_iter().collect()
+                }
+            };
+            let act = delegation(token, input.actor)?;
+            Ok(ProviderRequest::Jwt(JwtRequest {
+                target: target.name.clone(),
+                audience: jwt.audience.clone(),
+                subject: field(&jwt.subject, Field::JwtSubject)?,
+                scopes,
+                lifetime: jwt.lifetime,
+                act: act.map(|a| a.to_string()),
+            }))
+        }
+    }
+}
+
+/// The `act` claim of a minted token: the new actor, wrapping any chain the subject token carried.
+fn delegation(subject: &ValidatedToken, actor: Option<&ValidatedToken>) -> Result<Option<Value>, RenderError> {
+    let prior = subject.claims.get("act").cloned();
+    let act = match actor {
+        None => prior,
+        Some(a) => {
+            let mut act = serde_json::Map::new();
+            act.insert("sub".into(), Value::String(a.subject.clone()));
+            act.insert("iss".into(), Value::String(a.issuer.clone()));
+            if let Some(p) = prior {
+                act.insert("act".into(), p);
+            }
+            Some(Value::Object(act))
+        }
+    };
+    let mut depth = 0;
+    let mut cursor = act.as_ref();
+    while let Some(a) = cursor {
+        depth += 1;
+        cursor = a.get("act");
+    }
+    if depth > MAX_DELEGATION_DEPTH {
+        return Err(RenderError::DelegationTooDeep);
+    }
+    Ok(act)
+}
+
+/// The issuer names the rules in `dir` refer to (dev mode trusts a built-in issuer for each).
+pub fn referenced_issuers(dir: &Path) -> Result<BTreeSet<String>, ConfigErrors> {
+    let mut out = BTreeSet::new();
+    for path in mapping_files(dir)? {
+        let raw: file::MappingFile = read_yaml(&path)?;
+        out.extend(raw.rules.into_iter().map(|r| r.issuer));
+    }
+    Ok(out)
+}
+
+fn mapping_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| ConfigError::new(dir, ".", format!("cannot read the mappings directory: {e}")))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn build_index(rules: &[Rule]) -> Result<HashMap<String, IssuerIndex>, String> {
+    let mut index: HashMap<String, IssuerIndex> = HashMap::new();
+    let mut globs: HashMap<&str, (GlobSetBuilder, Vec<usize>)> = HashMap::new();
+    let mut regexes: HashMap<&str, (Vec<String>, Vec<usize>)> = HashMap::new();
+    for (i, rule) in rules.iter().enumerate() {
+        let ix = index.entry(rule.issuer.clone()).or_default();
+        ix.all.push(i);
+        match &rule.subject {
+            SubjectMatcher::Any => ix.any.push(i),
+            SubjectMatcher::Is(Matcher::Exact(s)) => ix.exact.entry(s.clone()).or_default().push(i),
+            SubjectMatcher::Is(Matcher::OneOf(list)) => {
+                for s in list {
+                    ix.exact.entry(s.clone()).or_default().push(i);
+                }
+            }
+            SubjectMatcher::Is(Matcher::Glob(p, _)) => {
+                let (b, ids) = globs.entry(&rule.issuer).or_insert_with(|| (GlobSetBuilder::new(), Vec::new()));
+                b.add(globset::Glob::new(p).map_err(|e| e.to_string())?);
+                ids.push(i);
+            }
+            SubjectMatcher::Is(Matcher::Regex(p, _)) => {
+                let (ps, ids) = regexes.entry(&rule.issuer).or_default();
+                ps.push(format!("^(?:{p})$"));
+                ids.push(i);
+            }
+            // compile_subject never produces the other matchers
+            SubjectMatcher::Is(_) => ix.any.push(i),
+        }
+    }
+    for (issuer, (builder, ids)) in globs {
+        let set = builder.build().map_err(|e| format!("subject globs of {issuer}: {e}"))?;
+        if let Some(ix) = index.get_mut(issuer) {
+            ix.globs = Some((set, ids));
+        }
+    }
+    for (issuer, (patterns, ids)) in regexes {
+        let set = regex::RegexSetBuilder::new(patterns)
+            .size_limit(64 << 20)
+            .build()
+            .map_err(|e| format!("subject regexes of {issuer}: {e}"))?;
+        if let Some(ix) = index.get_mut(issuer) {
+            ix.regexes = Some((set, ids));
+        }
+    }
+    Ok(index)
+}
+
+struct Builder {
+    errors: Vec<ConfigError>,
+    targets: HashMap<String, Arc<Target>>,
+    rules: Vec<Rule>,
+}
+
+impl Builder {
+    fn err(&mut self, file: &Path, path: String, message: String) {
+        self.errors.push(ConfigError::new(file, path, message));
+    }
+
+    fn template(&mut self, file: &Path, path: String, text: &str) -> Option<Template> {
+        match Template::parse(text) {
+            Ok(t) => Some(t),
+            Err(m) => {
+                self.err(file, path, m);
+                None
+            }
+        }
+    }
+
+    /// A template for a field whose literal values must already be valid.
+    fn field_template(&mut self, file: &Path, path: String, text: &str, field: Field) -> Option<Template> {
+        let t = self.template(file, path.clone(), text)?;
+        if t.is_literal() && !sanitize::is_valid(field, text) {
+            self.err(file, path, format!("{text:?} does not fit AWS's limits for this field"));
+        }
+        Some(t)
+    }
+
+    fn target(&mut self, file: &Path, i: usize, t: file::TargetFile) {
+        let at = |f: &str| format!("targets[{i}].{f}");
+        if !valid_name(&t.name) {
+            self.err(file, at("name"), format!("{:?} is not a valid name: use letters, digits, '-', '_' and '.'", t.name));
+        } else if let Some(other) = self.targets.get(&t.name) {
+            let other = other.file.display().to_string();
+            self.err(file, at("name"), format!("{:?} is already a target in {other}", t.name));
+        }
+        let passthrough = match t.assertion.as_deref() {
+            None | Some("mint") => false,
+            Some("passthrough") => true,
+            Some(other) => {
+                self.err(file, at("assertion"), format!("{other:?} is not one of mint, passthrough"));
+                false
+            }
+        };
+        let assertion = if passthrough {
+            if t.assertion_subject.is_some() {
+                self.err(file, at("assertion_subject"), "a passthrough target shows the caller's own token; it has no assertion subject".into());
+            }
+            AssertionMode::Passthrough
+        } else {
+            let text = t.assertion_subject.clone().unwrap_or_else(|| format!("target:{}", t.name));
+            match self.template(file, at("assertion_subject"), &text) {
+                Some(tpl) => AssertionMode::Mint(tpl),
+                None => return,
+            }
+        };
+        let provided = [t.aws.is_some(), t.jwt.is_some(), t.gcp.is_some(), t.azure.is_some()];
+        if provided.iter().filter(|p| **p).count() != 1 {
+            self.err(file, format!("targets[{i}]"), "a target names exactly one provider: aws, jwt, gcp or azure".into());
+            return;
+        }
+        let kind = if let Some(aws) = t.aws {
+            if passthrough && (!aws.session_tags.is_empty() || aws.source_identity.is_some()) {
+                self.err(file, at("aws"), "session tags and source identity travel in the minted assertion; a passthrough target cannot set them".into());
+            }
+            match self.aws_target(file, &at("aws"), aws) {
+                Some(a) => TargetKind::Aws(a),
+                None => return,
+            }
+        } else if let Some(jwt) = t.jwt {
+            if passthrough {
+                self.err(file, at("assertion"), "jwt targets are minted by stsbridge; passthrough does not apply".into());
+            }
+            match self.jwt_target(file, &at("jwt"), jwt) {
+                Some(j) => TargetKind::Jwt(j),
+                None => return,
+            }
+        } else {
+            let provider = if t.gcp.is_some() { "gcp" } else { "azure" };
+            self.err(file, at(provider), format!("{provider} targets are not available in this build of stsbridge"));
+            return;
+        };
+        self.targets.insert(t.name.clone(), Arc::new(Target { name: t.name, file: file.to_path_buf(), assertion, kind }));
+    }
+
+    fn aws_target(&mut self, file: &Path, at: &str, a: file::AwsTargetFile) -> Option<AwsTarget> {
+        let errors_before = self.errors.len();
+        self.role_arn(file, format!("{at}.role_arn"), &a.role_arn);
+        let duration = a.duration.map_or(DEFAULT_AWS_DURATION, |d| d.0);
+        self.duration(file, format!("{at}.duration"), duration, MAX_DURATION, "a role session");
+        let session_name = self.field_template(file, format!("{at}.session_name"), a.session_name.as_deref().unwrap_or("{{ subject }}"), Field::AwsSessionName);
+        let source_identity = a.source_identity.as_deref().and_then(|s| self.field_template(file, format!("{at}.source_identity"), s, Field::AwsSourceIdentity));
+        let tags = self.tags(file, at, &a.session_tags, &a.transitive_tag_keys);
+        let session_policy = a.session_policy_file.as_deref().and_then(|p| self.policy(file, format!("{at}.session_policy_file"), p));
+        let mut chain = Vec::new();
+        for (j, hop) in a.chain.into_iter().enumerate() {
+            let hat = format!("{at}.chain[{j}]");
+            self.role_arn(file, format!("{hat}.role_arn"), &hop.role_arn);
+            let duration = hop.duration.map_or(MAX_CHAINED_DURATION, |d| d.0);
+            self.duration(file, format!("{hat}.duration"), duration, MAX_CHAINED_DURATION, "a chained (role-to-role) session");
+            chain.push(HopTarget {
+                role_arn: hop.role_arn,
+                duration,
+                session_name: hop.session_name.as_deref().and_then(|s| self.field_template(file, format!("{hat}.session_name"), s, Field::AwsSessionName)),
+                external_id: hop.external_id.as_deref().and_then(|s| self.field_template(file, format!("{hat}.external_id"), s, Field::AwsExternalId)),
+                session_policy: hop.session_policy_file.as_deref().and_then(|p| self.policy(file, format!("{hat}.session_policy_file"), p)),
+                tags: self.tags(file, &hat, &hop.session_tags, &hop.transitive_tag_keys),
+                transitive_tag_keys: hop.transitive_tag_keys,
+                source_identity: hop.source_identity.as_deref().and_then(|s| self.field_template(file, format!("{hat}.source_identity"), s, Field::AwsSourceIdentity)),
+            });
+        }
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        Some(AwsTarget {
+            role_arn: a.role_arn,
+            duration,
+            session_name: session_name?,
+            source_identity,
+            tags,
+            transitive_tag_keys: a.transitive_tag_keys,
+            session_policy,
+            chain,
+        })
+    }
+
+    fn role_arn(&mut self, file: &Path, path: String, arn: &str) {
+        let parts: Vec<&str> = arn.splitn(6, ':').collect();
+        let ok = parts.len() == 6
+            && parts[0] == "arn"
+            && parts[1].starts_with("aws")
+            && parts[2] == "iam"
+            && parts[3].is_empty()
+            && parts[4].len() == 12
+            && parts[4].bytes().all(|b| b.is_ascii_digit())
+            && parts[5].strip_prefix("role/").is_some_and(|r| !r.is_empty());
+        if !ok {
+            self.err(file, path, format!("{arn:?} is not an IAM role ARN like arn:aws:iam::111111111111:role/name"));
+        }
+    }
+
+    fn duration(&mut self, file: &Path, path: String, d: Duration, max: Duration, what: &str) {
+        if d < MIN_DURATION || d > max {
+            self.err(
+                file,
+                path,
+                format!("{} is out of range: AWS allows {what} between {} and {}", format_duration(d), format_duration(MIN_DURATION), format_duration(max)),
+            );
+        }
+    }
+
+    fn tags(&mut self, file: &Path, at: &str, tags: &std::collections::BTreeMap<String, String>, transitive: &[String]) -> Vec<(String, Template)> {
+        if tags.len() > MAX_SESSION_TAGS {
+            self.err(file, format!("{at}.session_tags"), format!("{} tags; AWS allows at most {MAX_SESSION_TAGS}", tags.len()));
+        }
+        let mut lower = HashSet::new();
+        let mut out = Vec::new();
+        for (k, v) in tags {
+            let path = format!("{at}.session_tags.{k}");
+            if !sanitize::valid_aws_tag_key(k) {
+                self.err(file, path.clone(), format!("{k:?} is not a valid AWS tag key (1-128 letters, digits, spaces or _.:/=+-@, not starting with aws:)"));
+            }
+            if !lower.insert(k.to_lowercase()) {
+                self.err(file, path.clone(), format!("{k:?} differs from another tag key only in case; AWS treats them as one"));
+            }
+            if let Some(t) = self.template(file, path, v) {
+                out.push((k.clone(), t));
+            }
+        }
+        for (j, k) in transitive.iter().enumerate() {
+            if !tags.contains_key(k) {
+                self.err(file, format!("{at}.transitive_tag_keys[{j}]"), format!("{k:?} is not one of this session's tags"));
+            }
+        }
+        out
+    }
+
+    fn policy(&mut self, file: &Path, path: String, policy: &Path) -> Option<Arc<str>> {
+        let full = file.parent().unwrap_or(Path::new(".")).join(policy);
+        let text = match std::fs::read_to_string(&full) {
+            Ok(t) => t,
+            Err(e) => {
+                self.err(file, path, format!("cannot read {}: {e}", full.display()));
+                return None;
+            }
+        };
+        let value: Value = match serde_json::from_str(&text) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => {
+                self.err(file, path, format!("{} is not a JSON policy document", full.display()));
+                return None;
+            }
+        };
+        let minified = value.to_string();
+        if minified.chars().count() > MAX_SESSION_POLICY_CHARS {
+            self.err(file, path, format!("{} is {} characters; AWS allows {MAX_SESSION_POLICY_CHARS}", full.display(), minified.chars().count()));
+            return None;
+        }
+        Some(minified.into())
+    }
+
+    fn jwt_target(&mut self, file: &Path, at: &str, j: file::JwtTargetFile) -> Option<JwtTarget> {
+        let before = self.errors.len();
+        if j.audience.is_empty() {
+            self.err(file, format!("{at}.audience"), "must not be empty".into());
+        }
+        for (k, s) in j.scopes.iter().enumerate() {
+            if s.is_empty() || !s.chars().all(|c| c.is_ascii_graphic() && c != '"' && c != '\\') {
+                self.err(file, format!("{at}.scopes[{k}]"), format!("{s:?} is not an OAuth scope token (printable ASCII, no spaces)"));
+            }
+        }
+        let lifetime = j.lifetime.map_or(DEFAULT_JWT_LIFETIME, |d| d.0);
+        if lifetime < MIN_JWT_LIFETIME || lifetime > MAX_JWT_LIFETIME {
+            self.err(
+                file,
+                format!("{at}.lifetime"),
+                format!("{} is out of range; internal tokens live between {} and {}", format_duration(lifetime), format_duration(MIN_JWT_LIFETIME), format_duration(MAX_JWT_LIFETIME)),
+            );
+        }
+        let subject = self.template(file, format!("{at}.subject"), j.subject.as_deref().unwrap_or("{{ subject }}"));
+        if self.errors.len() > before {
+            return None;
+        }
+        let mut scopes = j.scopes;
+        scopes.sort();
+        scopes.dedup();
+        Some(JwtTarget { audience: j.audience, scopes, lifetime, subject: subject? })
+    }
+
+    fn rule(&mut self, file: &Path, i: usize, r: file::RuleFile, trust_names: &HashSet<String>) {
+        let at = |f: &str| format!("rules[{i}].{f}");
+        let before = self.errors.len();
+        if !valid_name(&r.name) {
+            self.err(file, at("name"), format!("{:?} is not a valid name", r.name));
+        }
+        if !trust_names.contains(&r.issuer) {
+            let mut known: Vec<&String> = trust_names.iter().collect();
+            known.sort();
+            self.err(file, at("issuer"), format!("{:?} is not a trust entry (known: {known:?})", r.issuer));
+        }
+        let subject = match &r.subject {
+            None => {
+                self.err(file, at("subject"), "missing: a rule that matches any subject must say so with subject: { any: true }".into());
+                None
+            }
+            Some(spec) => match compile_subject(spec) {
+                Ok(s) => Some(s),
+                Err(m) => {
+                    self.err(file, at("subject"), m);
+                    None
+                }
+            },
+        };
+        let mut conditions = Vec::new();
+        for (k, spec) in &r.claims {
+            let Yaml::String(claim) = k else {
+                self.err(file, at("claims"), format!("claim names are strings, found {k:?}"));
+                continue;
+            };
+            match Condition::compile(claim, spec) {
+                Ok(c) => conditions.push(c),
+                Err(m) => self.err(file, at(&format!("claims.{claim}")), m),
+            }
+        }
+        let (effect, list, field) = match (r.allow, r.deny) {
+            (Some(a), None) => (Effect::Allow, a, "allow"),
+            (None, Some(d)) => (Effect::Deny, d, "deny"),
+            _ => {
+                self.err(file, format!("rules[{i}]"), "a rule lists either allow: [targets] or deny: [targets]".into());
+                return;
+            }
+        };
+        if list.is_empty() {
+            self.err(file, at(field), "list at least one target, or \"*\" for every target".into());
+        }
+        let targets = if list.iter().any(|t| t == "*") {
+            if list.len() > 1 {
+                self.err(file, at(field), "\"*\" already covers every target; list it alone".into());
+            }
+            None
+        } else {
+            for (k, t) in list.iter().enumerate() {
+                if !self.targets.contains_key(t) {
+                    self.err(file, format!("rules[{i}].{field}[{k}]"), format!("{t:?} is not a target in any mapping file"));
+                }
+            }
+            Some(list.into_iter().collect())
+        };
+        if self.errors.len() > before {
+            return;
+        }
+        if let Some(subject) = subject {
+            self.rules.push(Rule { name: r.name, file: file.to_path_buf(), issuer: r.issuer, subject, conditions, effect, targets });
+        }
+    }
+}
+
+fn compile_subject(spec: &Yaml) -> Result<SubjectMatcher, String> {
+    if let Yaml::Mapping(m) = spec
+        && let Some(any) = m.get("any") {
+            return match (any, m.len()) {
+                (Yaml::Bool(true), 1) => Ok(SubjectMatcher::Any),
+                _ => Err("write subject: { any: true } alone to match every subject".into()),
+            };
+        }
+    match compile_matcher(spec, true)? {
+        Matcher::NotOneOf(_) => Err("not_one_of on the subject would match nearly everyone; use a deny rule".into()),
+        m => Ok(SubjectMatcher::Is(m)),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,298 @@
+//! Fetching and refreshing the key sets of trusted issuers.
+//!
+//! Each issuer's set is held in memory and swapped whole. It is refreshed on a schedule, and on demand
+//! when a token names an unknown `kid` (rate limited, so a flood of made-up `kid`s cannot turn into a
+//! flood of requests to the IdP). When the IdP cannot be reached, the last good set stays in use.
+//! Fetches are https only (plain http to loopback where a trust entry allows it for tests), follow
+//! no redirects, and are bounded in size and time.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::keys::{JwksError, KeySet, MAX_JWKS_BYTES, parse_jwks};
+use crate::config::{JwksSource, TrustConfig, check_fetch_url};
+
+/// Time allowed for one discovery or JWKS request.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Forced refreshes (unknown `kid`, keys never loaded) happen at most this often per issuer.
+pub const MIN_FORCED_REFRESH: Duration = Duration::from_secs(30);
+/// First retry delay after a failed scheduled refresh; doubles up to [`MAX_RETRY_DELAY`].
+const FIRST_RETRY_DELAY: Duration = Duration::from_secs(5);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
+/// Largest discovery document accepted.
+const MAX_DISCOVERY_BYTES: usize = 64 * 1024;
+
+/// Why keys could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The HTTP request failed.
+    #[error("request to {url} failed: {detail}")]
+    Http {
+        /// The URL.
+        url: String,
+        /// What happened.
+        detail: String,
+    },
+    /// The discovery document is unusable.
+    #[error("discovery document at {url} is unusable: {detail}")]
+    Discovery {
+        /// The URL.
+        url: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The key file could not be read.
+    #[error("cannot read {path}: {detail}")]
+    File {
+        /// The path.
+        path: String,
+        /// What happened.
+        detail: String,
+    },
+    /// The JWKS is unusable.
+    #[error(transparent)]
+    Jwks(#[from] JwksError),
+}
+
+/// What `/readyz` reports about one issuer.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IssuerStatus {
+    /// Trust entry name.
+    pub name: String,
+    /// Keys have been loaded at least once.
+    pub loaded: bool,
+    /// Number of keys in use.
+    pub keys: usize,
+    /// Unix time of the last successful fetch.
+    pub last_success: Option<u64>,
+    /// The last fetch error, when the last fetch failed.
+    pub last_error: Option<String>,
+}
+
+struct IssuerKeys {
+    trust: TrustConfig,
+    current: RwLock<Option<Arc<KeySet>>>,
+    last_forced: tokio::sync::Mutex<Option<Instant>>,
+    health: RwLock<(Option<SystemTime>, Option<String>)>,
+}
+
+/// The key sets of every trusted issuer.
+pub struct JwksManager {
+    http: reqwest::Client,
+    issuers: HashMap<String, Arc<IssuerKeys>>,
+}
+
+impl JwksManager {
+    /// A manager for `trust`; no key is fetched until [`refresh`](Self::refresh) or
+    /// [`spawn_refreshers`](Self::spawn_refreshers).
+    pub fn new(trust: &[TrustConfig]) -> Result<Self, FetchError> {
+        let http = reqwest::Client::builder()
+            .timeout(FETCH_TIMEOUT)
+            .connect_timeout(FETCH_TIMEOUT / 2)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("stsbridge/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| FetchError::Http { url: String::new(), detail: e.to_string() })?;
+        let issuers = trust
+            .iter()
+            .map(|t| {
+                let keys = IssuerKeys {
+                    trust: t.clone(),
+                    current: RwLock::new(None),
+                    last_forced: tokio::sync::Mutex::new(None),
+                    health: RwLock::new((None, None)),
+                };
+                (t.name.clone(), Arc::new(keys))
+            })
+            .collect();
+        Ok(JwksManager { http, issuers })
+    }
+
+    /// The current key set of trust entry `name`, if ever loaded.
+    pub fn keys(&self, name: &str) -> Option<Arc<KeySet>> {
+        let issuer = self.issuers.get(name)?;
+        issuer.current.read().ok()?.clone()
+    }
+
+    /// Fetches trust entry `name`'s keys now and swaps them in; on failure the previous set stays.
+    pub async fn refresh(&self, name: &str) -> Result<usize, FetchError> {
+        let Some(issuer) = self.issuers.get(name) else { return Ok(0) };
+        let result = self.fetch(&issuer.trust).await;
+        match result {
+            Ok((set, skipped)) => {
+                let count = set.len();
+                for why in &skipped {
+                    tracing::warn!(issuer = %name, "skipped a JWKS entry: {why}");
+                }
+                if let Ok(mut current) = issuer.current.write() {
+                    *current = Some(Arc::new(set));
+                }
+                if let Ok(mut health) = issuer.health.write() {
+                    *health = (Some(SystemTime::now()), None);
+                }
+                tracing::debug!(issuer = %name, keys = count, "JWKS refreshed");
+                Ok(count)
+            }
+            Err(e) => {
+                let kept = self.keys(name).map_or(0, |k| k.len());
+                tracing::warn!(issuer = %name, kept_keys = kept, "JWKS refresh failed: {e}");
+                if let Ok(mut health) = issuer.health.write() {
+                    health.1 = Some(e.to_string());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Refreshes trust entry `name` because a token needs a key the current set lacks (`kid`, or
+    /// any key when `kid` is `None` and none is loaded). Rate limited to one forced refresh per
+    /// [`MIN_FORCED_REFRESH`] per issuer; concurrent callers wait for the one refresh. Returns true
+    /// when the needed key is now present.
+    pub async fn refresh_for(&self, name: &str, kid: Option<&str>) -> bool {
+        let Some(issuer) = self.issuers.get(name) else { return false };
+        let has_it = |keys: Option<Arc<KeySet>>| match (keys, kid) {
+            (Some(k), Some(kid)) => k.has_kid(kid),
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        let mut last = issuer.last_forced.lock().await;
+        if has_it(self.keys(name)) {
+            return true;
+        }
+        if last.is_some_and(|t| t.elapsed() < MIN_FORCED_REFRESH) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        self.refresh(name).await.is_ok() && has_it(self.keys(name))
+    }
+
+    /// Starts one background task per issuer: fetch now, then on its refresh interval, retrying
+    /// failures with backoff. Abort the handles to stop them.
+    pub fn spawn_refreshers(self: &Arc<Self>) -> Vec<JoinHandle<()>> {
+        self.issuers
+            .values()
+            .map(|issuer| {
+                let me = Arc::clone(self);
+                let name = issuer.trust.name.clone();
+                let interval = issuer.trust.jwks_refresh;
+                tokio::spawn(async move {
+                    let mut delay = FIRST_RETRY_DELAY;
+                    loop {
+                        let wait = match me.refresh(&name).await {
+                            Ok(_) => {
+                                delay = FIRST_RETRY_DELAY;
+                                interval
+                            }
+                            Err(_) => {
+                                let d = delay.min(interval);
+                                delay = (delay * 2).min(MAX_RETRY_DELAY);
+                                d
+                            }
+                        };
+                        tokio::time::sleep(wait).await;
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// Whether every issuer's keys have been loaded at least once.
+    pub fn all_loaded(&self) -> bool {
+        self.issuers.keys().all(|name| self.keys(name).is_some())
+    }
+
+    /// Per-issuer status for `/readyz`.
+    pub fn status(&self) -> Vec<IssuerStatus> {
+        let mut out: Vec<IssuerStatus> = self
+            .issuers
+            .iter()
+            .map(|(name, issuer)| {
+                let keys = self.keys(name);
+                let (last_success, last_error) =
+                    issuer.health.read().map(|h| h.clone()).unwrap_or((None, None));
+                IssuerStatus {
+                    name: name.clone(),
+                    loaded: keys.is_some(),
+                    keys: keys.map_or(0, |k| k.len()),
+                    last_success: last_success.map(super::unix_seconds),
+                    last_error,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    async fn fetch(&self, trust: &TrustConfig) -> Result<(KeySet, Vec<String>), FetchError> {
+        let bytes = match &trust.jwks {
+            JwksSource::Discovery => {
+                let url = format!("{}/.well-known/openid-configuration", trust.issuer.trim_end_matches('/'));
+                let doc = self.get(&url, MAX_DISCOVERY_BYTES, trust.allow_insecure_loopback).await?;
+                let jwks_uri = jwks_uri_from_discovery(&url, &doc, trust)?;
+                self.get(&jwks_uri, MAX_JWKS_BYTES, trust.allow_insecure_loopback).await?
+            }
+            JwksSource::Uri(url) => self.get(url, MAX_JWKS_BYTES, trust.allow_insecure_loopback).await?,
+            JwksSource::File(path) => {
+                let file_error =
+                    |detail: String| FetchError::File { path: path.display().to_string(), detail };
+                let meta = tokio::fs::metadata(path).await.map_err(|e| file_error(e.to_string()))?;
+                if meta.len() > MAX_JWKS_BYTES as u64 {
+                    return Err(JwksError::TooLarge.into());
+                }
+                tokio::fs::read(path).await.map_err(|e| file_error(e.to_string()))?
+            }
+            JwksSource::Inline(doc) => doc.as_bytes().to_vec(),
+        };
+        Ok(parse_jwks(&bytes)?)
+    }
+
+    async fn get(&self, url: &str, limit: usize, allow_loopback: bool) -> Result<Vec<u8>, FetchError> {
+        let http_error = |detail: String| FetchError::Http { url: url.to_owned(), detail };
+        check_fetch_url(url, allow_loopback).map_err(http_error)?;
+        let mut response = self.http.get(url).send().await.map_err(|e| http_error(describe(&e)))?;
+        if !response.status().is_success() {
+            return Err(http_error(format!("HTTP {}", response.status())));
+        }
+        if response.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(http_error(format!("the response is larger than {limit} bytes")));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| http_error(describe(&e)))? {
+            if body.len() + chunk.len() > limit {
+                return Err(http_error(format!("the response is larger than {limit} bytes")));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+}
+
+fn jwks_uri_from_discovery(url: &str, doc: &[u8], trust: &TrustConfig) -> Result<String, FetchError> {
+    let bad = |detail: String| FetchError::Discovery { url: url.to_owned(), detail };
+    let doc: Value = serde_json::from_slice(doc).map_err(|_| bad("not JSON".into()))?;
+    let issuer = doc.get("issuer").and_then(Value::as_str).ok_or_else(|| bad("no issuer".into()))?;
+    // OIDC Discovery 1.0 §4.3: the issuer in the document must be exactly the one configured.
+    if issuer != trust.issuer {
+        return Err(bad(format!("it names issuer {issuer:?}, not {:?}", trust.issuer)));
+    }
+    let jwks_uri = doc.get("jwks_uri").and_then(Value::as_str).ok_or_else(|| bad("no jwks_uri".into()))?;
+    check_fetch_url(jwks_uri, trust.allow_insecure_loopback).map_err(bad)?;
+    Ok(jwks_uri.to_owned())
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        "could not connect".into()
+    } else if e.is_redirect() {
+        "redirects are not followed".into()
+    } else {
+        "the request failed".into()
+    }
+}
