@@ -69,15 +69,25 @@ pub struct Caller {
 /// A truncated SHA-256, hex: correlates without revealing.
 pub fn short_hash(value: &str) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, value.as_bytes());
-    digest.as_ref()[..12].iter().map(|b| format!("{b:02x}")).collect()
+    digest.as_ref()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// RFC 3339 in UTC with second precision, like AWS's `Expiration`.
 pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     time::OffsetDateTime::from_unix_timestamp(secs as i64)
         .ok()
-        .and_then(|t| t.format(&time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z")).ok())
+        .and_then(|t| {
+            t.format(&time::macros::format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
+            ))
+            .ok()
+        })
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
 }
 
@@ -97,7 +107,11 @@ impl Audit {
         let sink = match config {
             AuditSinkConfig::Stdout => Sink::Stdout,
             AuditSinkConfig::File(path) => {
-                let file = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+                let file = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o600)
+                    .open(path)?;
                 Sink::File(Mutex::new(file))
             }
         };
@@ -116,7 +130,9 @@ impl Audit {
                 out.flush()
             }
             Sink::File(file) => {
-                let mut f = file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut f = file
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 f.write_all(&line)
             }
         }
@@ -146,14 +162,26 @@ mod tests {
         let path = dir.path().join("audit.jsonl");
         let audit = Audit::open(&AuditSinkConfig::File(path.clone())).unwrap();
         for id in ["a", "b"] {
-            audit.record(&AuditEvent { decision_id: id.into(), outcome: "deny", ..Default::default() }).unwrap();
+            audit
+                .record(&AuditEvent {
+                    decision_id: id.into(),
+                    outcome: "deny",
+                    ..Default::default()
+                })
+                .unwrap();
         }
         let text = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[1]["decision_id"], "b");
         assert_eq!(lines[0]["outcome"], "deny");
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 }

@@ -18,7 +18,9 @@ use std::time::{Duration, SystemTime};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use moka::Expiry;
-use stsbridge_providers::{Credential, Issued, Provider, ProviderError, ProviderKind, ProviderRequest, UpstreamInfo};
+use stsbridge_providers::{
+    Credential, Issued, Provider, ProviderError, ProviderKind, ProviderRequest, UpstreamInfo,
+};
 
 use crate::token::unix_seconds;
 
@@ -88,7 +90,9 @@ impl Timing {
         let lifetime = expires_at.duration_since(fetched_at).unwrap_or_default();
         // Keep AWS's 15 minutes where the session leaves at least a minute of serving time after
         // them; otherwise keep the last fifth of the lifetime.
-        let margin = if provider == ProviderKind::Aws && lifetime >= AWS_MIN_REMAINING + Duration::from_secs(60) {
+        let margin = if provider == ProviderKind::Aws
+            && lifetime >= AWS_MIN_REMAINING + Duration::from_secs(60)
+        {
             AWS_MIN_REMAINING
         } else {
             lifetime / 5
@@ -97,7 +101,11 @@ impl Timing {
         let fresh_window = fresh_until.duration_since(fetched_at).unwrap_or_default();
         let refresh_at = fresh_until - fresh_window / 5;
         let usable_until = expires_at - STALE_FLOOR.min(lifetime / 10);
-        Timing { refresh_at, fresh_until, usable_until }
+        Timing {
+            refresh_at,
+            fresh_until,
+            usable_until,
+        }
     }
 
     /// Where an entry with this timing stands at `now`.
@@ -132,8 +140,17 @@ pub struct Entry {
 impl Entry {
     fn new(issued: Issued, provider: ProviderKind, fetched_at: SystemTime) -> Entry {
         let timing = Timing::new(provider, fetched_at, issued.credential.expires_at());
-        let ttl = timing.usable_until.duration_since(fetched_at).unwrap_or_default();
-        Entry { credential: issued.credential, upstream: issued.upstream, timing, ttl, refresh_failed_at: AtomicU64::new(0) }
+        let ttl = timing
+            .usable_until
+            .duration_since(fetched_at)
+            .unwrap_or_default();
+        Entry {
+            credential: issued.credential,
+            upstream: issued.upstream,
+            timing,
+            ttl,
+            refresh_failed_at: AtomicU64::new(0),
+        }
     }
 
     fn recently_failed(&self, now: SystemTime) -> bool {
@@ -145,10 +162,21 @@ impl Entry {
 struct EntryExpiry;
 
 impl Expiry<Key, Arc<Entry>> for EntryExpiry {
-    fn expire_after_create(&self, _: &Key, value: &Arc<Entry>, _: std::time::Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _: &Key,
+        value: &Arc<Entry>,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
         Some(value.ttl)
     }
-    fn expire_after_update(&self, _: &Key, value: &Arc<Entry>, _: std::time::Instant, _: Option<Duration>) -> Option<Duration> {
+    fn expire_after_update(
+        &self,
+        _: &Key,
+        value: &Arc<Entry>,
+        _: std::time::Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
         Some(value.ttl)
     }
 }
@@ -167,7 +195,10 @@ impl CredentialCache {
     /// A cache of at most `max_entries` credentials over `providers`.
     pub fn new(max_entries: u64, providers: Vec<Arc<dyn Provider>>) -> Arc<Self> {
         Arc::new(CredentialCache {
-            entries: moka::future::Cache::builder().max_capacity(max_entries).expire_after(EntryExpiry).build(),
+            entries: moka::future::Cache::builder()
+                .max_capacity(max_entries)
+                .expire_after(EntryExpiry)
+                .build(),
             inflight: Mutex::new(HashMap::new()),
             providers: providers.into_iter().map(|p| (p.kind(), p)).collect(),
         })
@@ -177,7 +208,11 @@ impl CredentialCache {
     ///
     /// Fails with the provider's error (shared by every coalesced caller) when there is no usable
     /// cached credential and the upstream call fails.
-    pub async fn get(self: &Arc<Self>, key: Key, now: SystemTime) -> Result<(Arc<Entry>, CacheEvent), Arc<ProviderError>> {
+    pub async fn get(
+        self: &Arc<Self>,
+        key: Key,
+        now: SystemTime,
+    ) -> Result<(Arc<Entry>, CacheEvent), Arc<ProviderError>> {
         if let Some(entry) = self.entries.get(&key).await {
             match entry.timing.phase(now) {
                 Phase::Fresh => return Ok((entry, CacheEvent::Hit)),
@@ -194,9 +229,18 @@ impl CredentialCache {
                     let target = key.target().to_owned();
                     let (flight, leader) = self.flight(key, now);
                     return match flight.await {
-                        Ok(fresh) => Ok((fresh, if leader { CacheEvent::Miss } else { CacheEvent::Coalesced })),
+                        Ok(fresh) => Ok((
+                            fresh,
+                            if leader {
+                                CacheEvent::Miss
+                            } else {
+                                CacheEvent::Coalesced
+                            },
+                        )),
                         Err(e) => {
-                            entry.refresh_failed_at.store(unix_seconds(now), Ordering::Relaxed);
+                            entry
+                                .refresh_failed_at
+                                .store(unix_seconds(now), Ordering::Relaxed);
                             tracing::warn!(target_name = %target, "upstream failed ({e}); serving a cached credential that is still valid");
                             Ok((entry, CacheEvent::Stale))
                         }
@@ -207,7 +251,14 @@ impl CredentialCache {
         }
         let (flight, leader) = self.flight(key, now);
         let entry = flight.await?;
-        Ok((entry, if leader { CacheEvent::Miss } else { CacheEvent::Coalesced }))
+        Ok((
+            entry,
+            if leader {
+                CacheEvent::Miss
+            } else {
+                CacheEvent::Coalesced
+            },
+        ))
     }
 
     /// Number of cached entries (approximate, as moka counts).
@@ -226,8 +277,12 @@ impl CredentialCache {
             let entry = Arc::clone(entry);
             tokio::spawn(async move {
                 if let Err(e) = flight.await {
-                    entry.refresh_failed_at.store(unix_seconds(now), Ordering::Relaxed);
-                    tracing::warn!("refresh ahead failed ({e}); the cached credential stays in use");
+                    entry
+                        .refresh_failed_at
+                        .store(unix_seconds(now), Ordering::Relaxed);
+                    tracing::warn!(
+                        "refresh ahead failed ({e}); the cached credential stays in use"
+                    );
                 }
             });
         }
@@ -236,7 +291,10 @@ impl CredentialCache {
     /// The in-flight upstream call for `key`, started if there is none; `true` when this call
     /// started it.
     fn flight(self: &Arc<Self>, key: Key, now: SystemTime) -> (Flight, bool) {
-        let mut inflight = self.inflight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut inflight = self
+            .inflight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(f) = inflight.get(&key) {
             return (f.clone(), false);
         }
@@ -250,7 +308,10 @@ impl CredentialCache {
             if let Ok(entry) = &result {
                 me.entries.insert(Arc::clone(&k), Arc::clone(entry)).await;
             }
-            me.inflight.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&k);
+            me.inflight
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&k);
             result
         });
         let flight = async move {
@@ -270,7 +331,10 @@ impl CredentialCache {
     async fn fetch(&self, key: &ProviderRequest, now: SystemTime) -> FlightResult {
         let kind = key.kind();
         let provider = self.providers.get(&kind).ok_or_else(|| {
-            Arc::new(ProviderError::Unavailable { provider: kind, detail: "the provider is not configured".into() })
+            Arc::new(ProviderError::Unavailable {
+                provider: kind,
+                detail: "the provider is not configured".into(),
+            })
         })?;
         let issued = provider.fetch(key, now).await.map_err(Arc::new)?;
         Ok(Arc::new(Entry::new(issued, kind, now)))

@@ -21,7 +21,11 @@ pub const EXIT_CONFIG: u8 = 64;
 pub const EXIT_FAILURE: u8 = 1;
 
 #[derive(Debug, Parser)]
-#[command(name = "stsbridge", version, about = "A cloud STS bridge: trade the token you have for short-lived cloud credentials.")]
+#[command(
+    name = "stsbridge",
+    version,
+    about = "A cloud STS bridge: trade the token you have for short-lived cloud credentials."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -67,15 +71,28 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Command::Serve { config, listen, aws_endpoint } => serve(config, listen, aws_endpoint),
+        Command::Serve {
+            config,
+            listen,
+            aws_endpoint,
+        } => serve(config, listen, aws_endpoint),
         Command::Check { config } => check(&config),
-        Command::Explain { config, token_file, target } => explain(&config, &token_file, &target),
+        Command::Explain {
+            config,
+            token_file,
+            target,
+        } => explain(&config, &token_file, &target),
     }
 }
 
 fn init_logging() {
-    let filter = EnvFilter::try_from_env("STSBRIDGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let filter =
+        EnvFilter::try_from_env("STSBRIDGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }
 
 fn print_errors(errors: &ConfigErrors) {
@@ -85,13 +102,20 @@ fn print_errors(errors: &ConfigErrors) {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
-        eprintln!("error: cannot start the async runtime: {e}");
-        ExitCode::from(EXIT_FAILURE)
-    })
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        })
 }
 
-fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>, aws_endpoint: Option<String>) -> ExitCode {
+fn serve(
+    config_path: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    aws_endpoint: Option<String>,
+) -> ExitCode {
     let Some(path) = config_path else {
         let rt = match runtime() {
             Ok(rt) => rt,
@@ -168,10 +192,11 @@ fn check(path: &Path) -> ExitCode {
         }
     };
     if let Some(dir) = &config.issuer.key_dir
-        && let Err(e) = issuer::check_key_dir(dir) {
-            eprintln!("error: {}: issuer.keys.dir: {e}", path.display());
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        && let Err(e) = issuer::check_key_dir(dir)
+    {
+        eprintln!("error: {}: issuer.keys.dir: {e}", path.display());
+        return ExitCode::from(EXIT_CONFIG);
+    }
     println!(
         "ok: {} trusted issuer(s); {} target(s) and {} rule(s) in {} mapping file(s)",
         config.trust.len(),
@@ -205,31 +230,73 @@ fn explain(path: &Path, token_file: &Path, target: &str) -> ExitCode {
         }
     };
     let Some(trust) = config.trust.iter().find(|t| t.issuer == parsed.issuer) else {
-        println!("token refused before any rule: its issuer {:?} is not in trust: (unknown_issuer)", parsed.issuer);
+        println!(
+            "token refused before any rule: its issuer {:?} is not in trust: (unknown_issuer)",
+            parsed.issuer
+        );
         return ExitCode::from(EXIT_FAILURE);
     };
     let (token, refusal) = token::inspect(parsed, trust, SystemTime::now());
-    println!("token: issuer {} ({}), subject {:?}", trust.name, token.issuer, token.subject);
+    println!(
+        "token: issuer {} ({}), subject {:?}",
+        trust.name, token.issuer, token.subject
+    );
     println!("signature: not checked (offline dry run)");
     match &refusal {
         None => println!("claims: pass (exp, nbf, iat, lifetime, aud, sub)"),
-        Some(e) => println!("claims: FAIL: {e} ({}); the service would refuse this token with 401", e.code()),
+        Some(e) => println!(
+            "claims: FAIL: {e} ({}); the service would refuse this token with 401",
+            e.code()
+        ),
     }
     if mappings.target(target).is_none() {
-        println!("target {target:?} does not exist (known: {})", mappings.target_names().join(", "));
+        println!(
+            "target {target:?} does not exist (known: {})",
+            mappings.target_names().join(", ")
+        );
         return ExitCode::from(EXIT_FAILURE);
     }
     let rules = mappings.explain(&token, target);
     if rules.is_empty() {
-        println!("\nno rule of issuer {} mentions target {target}", trust.name);
+        println!(
+            "\nno rule of issuer {} mentions target {target}",
+            trust.name
+        );
     }
     for r in &rules {
-        let effect = if r.effect == Effect::Allow { "allow" } else { "deny" };
-        println!("\nrule {} ({effect}, {}): {}", r.rule, r.file.display(), if r.matched { "MATCHES" } else { "does not match" });
-        println!("  [{}] subject {} (token: {:?})", mark(r.subject.pass), r.subject_test, token.subject);
+        let effect = if r.effect == Effect::Allow {
+            "allow"
+        } else {
+            "deny"
+        };
+        println!(
+            "\nrule {} ({effect}, {}): {}",
+            r.rule,
+            r.file.display(),
+            if r.matched {
+                "MATCHES"
+            } else {
+                "does not match"
+            }
+        );
+        println!(
+            "  [{}] subject {} (token: {:?})",
+            mark(r.subject.pass),
+            r.subject_test,
+            token.subject
+        );
         for c in &r.conditions {
-            let seen = c.check.actual.as_deref().map_or("absent".to_owned(), |v| format!("{v:?}"));
-            println!("  [{}] {} {} (token: {seen})", mark(c.check.pass), c.claim, c.test);
+            let seen = c
+                .check
+                .actual
+                .as_deref()
+                .map_or("absent".to_owned(), |v| format!("{v:?}"));
+            println!(
+                "  [{}] {} {} (token: {seen})",
+                mark(c.check.pass),
+                c.claim,
+                c.test
+            );
         }
     }
     let decision = mappings.decide(&token, target);
@@ -237,9 +304,16 @@ fn explain(path: &Path, token_file: &Path, target: &str) -> ExitCode {
     match decision {
         Decision::Allow { rule, target } => {
             println!("decision: allow (rule {})", rule.name);
-            let input = RenderInput { token: &token, raw_token: &raw, requested_scopes: None, actor: None };
+            let input = RenderInput {
+                token: &token,
+                raw_token: &raw,
+                requested_scopes: None,
+                actor: None,
+            };
             match render(target, &input) {
-                Ok(request) => println!("rendered {} request:\n{request:#?}", target.kind.provider()),
+                Ok(request) => {
+                    println!("rendered {} request:\n{request:#?}", target.kind.provider())
+                }
                 Err(e) => println!("rendering fails: {e}"),
             }
         }
@@ -247,7 +321,11 @@ fn explain(path: &Path, token_file: &Path, target: &str) -> ExitCode {
         Decision::Deny { rule: None } => println!("decision: deny (no allow rule matches)"),
         Decision::UnknownTarget => println!("decision: unknown target"),
     }
-    if refusal.is_some() { ExitCode::from(EXIT_FAILURE) } else { ExitCode::SUCCESS }
+    if refusal.is_some() {
+        ExitCode::from(EXIT_FAILURE)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn mark(pass: bool) -> &'static str {

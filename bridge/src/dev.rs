@@ -23,7 +23,8 @@ use stsbridge_providers::{AssertionSigner, MintSpec};
 
 use crate::cli::{EXIT_CONFIG, EXIT_FAILURE};
 use crate::config::{
-    AuditSinkConfig, CacheConfig, Config, IssuerConfig, JwksSource, SigningAlgorithm, TrustConfig, check_url, parse_duration,
+    AuditSinkConfig, CacheConfig, Config, IssuerConfig, JwksSource, SigningAlgorithm, TrustConfig,
+    check_url, parse_duration,
 };
 use crate::exchange::{Bridge, StartError};
 use crate::issuer::Issuer;
@@ -39,12 +40,30 @@ const MAX_DEV_TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 
 /// The shipped mapping files, built in for when `stsbridge serve` runs outside the repo.
 const EMBEDDED_MAPPINGS: [(&str, &str); 6] = [
-    ("quickstart.yaml", include_str!("../../mappings/quickstart.yaml")),
-    ("ci-deploy.yaml", include_str!("../../mappings/ci-deploy.yaml")),
-    ("serverless.yaml", include_str!("../../mappings/serverless.yaml")),
-    ("cross-account.yaml", include_str!("../../mappings/cross-account.yaml")),
-    ("partner-globex.yaml", include_str!("../../mappings/partner-globex.yaml")),
-    ("policies/deploy.json", include_str!("../../mappings/policies/deploy.json")),
+    (
+        "quickstart.yaml",
+        include_str!("../../mappings/quickstart.yaml"),
+    ),
+    (
+        "ci-deploy.yaml",
+        include_str!("../../mappings/ci-deploy.yaml"),
+    ),
+    (
+        "serverless.yaml",
+        include_str!("../../mappings/serverless.yaml"),
+    ),
+    (
+        "cross-account.yaml",
+        include_str!("../../mappings/cross-account.yaml"),
+    ),
+    (
+        "partner-globex.yaml",
+        include_str!("../../mappings/partner-globex.yaml"),
+    ),
+    (
+        "policies/deploy.json",
+        include_str!("../../mappings/policies/deploy.json"),
+    ),
 ];
 
 struct DevState {
@@ -56,18 +75,23 @@ struct DevState {
 pub async fn serve(listen: Option<SocketAddr>, aws_endpoint: Option<String>) -> ExitCode {
     let listen = listen.unwrap_or(DEV_LISTEN);
     if !listen.ip().is_loopback() {
-        eprintln!("error: dev mode mints test tokens for anyone who can reach it, so it listens on loopback only (got {listen})");
+        eprintln!(
+            "error: dev mode mints test tokens for anyone who can reach it, so it listens on loopback only (got {listen})"
+        );
         return ExitCode::from(EXIT_CONFIG);
     }
     if let Some(endpoint) = &aws_endpoint
-        && let Err(m) = check_url(endpoint, true) {
-            eprintln!("error: --aws-endpoint: {m}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        && let Err(m) = check_url(endpoint, true)
+    {
+        eprintln!("error: --aws-endpoint: {m}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("error: cannot listen on {listen}: {e} (pick another port with --listen 127.0.0.1:PORT)");
+            eprintln!(
+                "error: cannot listen on {listen}: {e} (pick another port with --listen 127.0.0.1:PORT)"
+            );
             return ExitCode::from(EXIT_FAILURE);
         }
     };
@@ -124,11 +148,21 @@ pub async fn serve(listen: Option<SocketAddr>, aws_endpoint: Option<String>) -> 
     let config = Config {
         source: None,
         listen: addr,
-        issuer: IssuerConfig { url: base.clone(), key_dir: None, algorithm: SigningAlgorithm::Rs256, assertion_lifetime: Duration::from_secs(300) },
+        issuer: IssuerConfig {
+            url: base.clone(),
+            key_dir: None,
+            algorithm: SigningAlgorithm::Rs256,
+            assertion_lifetime: Duration::from_secs(300),
+        },
         trust,
         mappings_dir: mappings_dir.clone(),
-        aws: AwsSettings { endpoint: aws_endpoint.clone(), ..AwsSettings::default() },
-        cache: CacheConfig { max_entries: 10_000 },
+        aws: AwsSettings {
+            endpoint: aws_endpoint.clone(),
+            ..AwsSettings::default()
+        },
+        cache: CacheConfig {
+            max_entries: 10_000,
+        },
         rate_limit: None,
         audit: AuditSinkConfig::Stdout,
     };
@@ -145,8 +179,17 @@ pub async fn serve(listen: Option<SocketAddr>, aws_endpoint: Option<String>) -> 
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let state = Arc::new(DevState { issuers, audience: base.clone() });
-    let token = match mint(&state, DEV_ISSUER, "dev:alice", serde_json::Map::new(), Duration::from_secs(3600)) {
+    let state = Arc::new(DevState {
+        issuers,
+        audience: base.clone(),
+    });
+    let token = match mint(
+        &state,
+        DEV_ISSUER,
+        "dev:alice",
+        serde_json::Map::new(),
+        Duration::from_secs(3600),
+    ) {
         Ok(t) => t,
         Err((_, m)) => {
             eprintln!("error: {m}");
@@ -154,8 +197,18 @@ pub async fn serve(listen: Option<SocketAddr>, aws_endpoint: Option<String>) -> 
         }
     };
     let mappings = bridge.mappings();
-    print_banner(&base, &mappings_dir, &state, &token, mappings.target_count(), mappings.rule_count(), aws_endpoint.as_deref());
-    let extra = Router::new().route("/dev/token", post(mint_handler)).with_state(state);
+    print_banner(
+        &base,
+        &mappings_dir,
+        &state,
+        &token,
+        mappings.target_count(),
+        mappings.rule_count(),
+        aws_endpoint.as_deref(),
+    );
+    let extra = Router::new()
+        .route("/dev/token", post(mint_handler))
+        .with_state(state);
     match server::run(listener, bridge, Some(extra), server::shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -172,7 +225,9 @@ fn mappings_dir() -> std::io::Result<(PathBuf, Option<tempfile::TempDir>)> {
     if local.is_dir() {
         return Ok((local, None));
     }
-    let dir = tempfile::Builder::new().prefix("stsbridge-dev-mappings-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("stsbridge-dev-mappings-")
+        .tempdir()?;
     for (name, text) in EMBEDDED_MAPPINGS {
         let path = dir.path().join(name);
         if let Some(parent) = path.parent() {
@@ -192,10 +247,24 @@ fn mint(
 ) -> Result<String, (StatusCode, String)> {
     let signer = state.issuers.get(issuer).ok_or_else(|| {
         let known: Vec<&str> = state.issuers.keys().map(String::as_str).collect();
-        (StatusCode::BAD_REQUEST, format!("no built-in issuer {issuer:?}; known: {}\n", known.join(", ")))
+        (
+            StatusCode::BAD_REQUEST,
+            format!(
+                "no built-in issuer {issuer:?}; known: {}\n",
+                known.join(", ")
+            ),
+        )
     })?;
     let minted = signer
-        .mint(MintSpec { subject, audience: &state.audience, lifetime: Some(lifetime), extra: claims }, SystemTime::now())
+        .mint(
+            MintSpec {
+                subject,
+                audience: &state.audience,
+                lifetime: Some(lifetime),
+                extra: claims,
+            },
+            SystemTime::now(),
+        )
         .map_err(|e| (StatusCode::BAD_REQUEST, format!("{e}\n")))?;
     Ok(minted.token.expose_secret().to_owned())
 }
@@ -210,13 +279,20 @@ struct MintForm {
 
 /// `POST /dev/token` (form: `issuer`, `sub`, `claims` as a JSON object, `lifetime`): a test token
 /// from a built-in issuer, as text.
-async fn mint_handler(State(state): State<Arc<DevState>>, Form(form): Form<MintForm>) -> Result<String, (StatusCode, String)> {
+async fn mint_handler(
+    State(state): State<Arc<DevState>>,
+    Form(form): Form<MintForm>,
+) -> Result<String, (StatusCode, String)> {
     let bad = |m: String| (StatusCode::BAD_REQUEST, m);
     let claims = match form.claims.as_deref().filter(|c| !c.trim().is_empty()) {
         None => serde_json::Map::new(),
         Some(text) => match serde_json::from_str(text) {
             Ok(serde_json::Value::Object(m)) => m,
-            _ => return Err(bad("claims must be a JSON object, like {\"repository_owner\":\"acme\"}\n".into())),
+            _ => {
+                return Err(bad(
+                    "claims must be a JSON object, like {\"repository_owner\":\"acme\"}\n".into(),
+                ));
+            }
         },
     };
     let lifetime = match form.lifetime.as_deref() {
@@ -226,7 +302,13 @@ async fn mint_handler(State(state): State<Arc<DevState>>, Form(form): Form<MintF
     if lifetime.is_zero() || lifetime > MAX_DEV_TOKEN_LIFETIME {
         return Err(bad("lifetime must be between 1s and 12h\n".into()));
     }
-    let token = mint(&state, form.issuer.as_deref().unwrap_or(DEV_ISSUER), form.sub.as_deref().unwrap_or("dev:alice"), claims, lifetime)?;
+    let token = mint(
+        &state,
+        form.issuer.as_deref().unwrap_or(DEV_ISSUER),
+        form.sub.as_deref().unwrap_or("dev:alice"),
+        claims,
+        lifetime,
+    )?;
     Ok(format!("{token}\n"))
 }
 

@@ -115,7 +115,13 @@ impl ExchangeError {
             ExchangeError::Token(e) | ExchangeError::ActorToken(e) => e.code().into(),
             ExchangeError::KeysUnavailable => "jwks_unavailable".into(),
             ExchangeError::UnknownTarget(_) => "unknown_target".into(),
-            ExchangeError::Denied(r) => if r.starts_with("denied by") { "deny_rule".into() } else { "no_matching_rule".into() },
+            ExchangeError::Denied(r) => {
+                if r.starts_with("denied by") {
+                    "deny_rule".into()
+                } else {
+                    "no_matching_rule".into()
+                }
+            }
             ExchangeError::Scope(_) => "invalid_scope".into(),
             ExchangeError::Render(e) => match e {
                 RenderError::DelegationTooDeep => "delegation_too_deep".into(),
@@ -129,7 +135,9 @@ impl ExchangeError {
 
     fn outcome(&self) -> &'static str {
         match self {
-            ExchangeError::Denied(_) | ExchangeError::Render(_) | ExchangeError::RateLimited { .. } => "deny",
+            ExchangeError::Denied(_)
+            | ExchangeError::Render(_)
+            | ExchangeError::RateLimited { .. } => "deny",
             _ => "error",
         }
     }
@@ -192,12 +200,18 @@ impl Bridge {
     }
 
     /// As [`start`](Self::start), with an issuer built by the caller (dev mode).
-    pub fn start_with_issuer(config: Config, issuer: Arc<Issuer>) -> Result<Arc<Bridge>, StartError> {
+    pub fn start_with_issuer(
+        config: Config,
+        issuer: Arc<Issuer>,
+    ) -> Result<Arc<Bridge>, StartError> {
         let names: HashSet<String> = config.trust.iter().map(|t| t.name.clone()).collect();
-        let mappings = Mappings::load(&config.mappings_dir, &names).map_err(StartError::Mappings)?;
+        let mappings =
+            Mappings::load(&config.mappings_dir, &names).map_err(StartError::Mappings)?;
         let signer: Arc<dyn AssertionSigner> = issuer.clone();
-        let providers: Vec<Arc<dyn Provider>> =
-            vec![Arc::new(AwsProvider::new(&config.aws, Arc::clone(&signer))), Arc::new(JwtProvider::new(signer))];
+        let providers: Vec<Arc<dyn Provider>> = vec![
+            Arc::new(AwsProvider::new(&config.aws, Arc::clone(&signer))),
+            Arc::new(JwtProvider::new(signer)),
+        ];
         let jwks = Arc::new(JwksManager::new(&config.trust)?);
         let tasks = jwks.spawn_refreshers();
         let audit = Audit::open(&config.audit).map_err(StartError::Audit)?;
@@ -210,7 +224,11 @@ impl Bridge {
             "stsbridge started"
         );
         Ok(Arc::new(Bridge {
-            trust_by_iss: config.trust.iter().map(|t| (t.issuer.clone(), t.clone())).collect(),
+            trust_by_iss: config
+                .trust
+                .iter()
+                .map(|t| (t.issuer.clone(), t.clone()))
+                .collect(),
             cache: CredentialCache::new(config.cache.max_entries, providers),
             limiter: config.rate_limit.map(RateLimiter::new),
             mappings: RwLock::new(Arc::new(mappings)),
@@ -240,11 +258,17 @@ impl Bridge {
 
     /// The mappings in use.
     pub fn mappings(&self) -> Arc<Mappings> {
-        self.mappings.read().map(|m| Arc::clone(&m)).unwrap_or_default()
+        self.mappings
+            .read()
+            .map(|m| Arc::clone(&m))
+            .unwrap_or_default()
     }
 
     /// Runs one exchange at the current time and writes its audit event.
-    pub async fn exchange(&self, req: ExchangeRequest<'_>) -> Result<(Exchanged, Arc<Target>), Failure> {
+    pub async fn exchange(
+        &self,
+        req: ExchangeRequest<'_>,
+    ) -> Result<(Exchanged, Arc<Target>), Failure> {
         let now = SystemTime::now();
         let decision_id = random_id();
         let mut event = AuditEvent {
@@ -252,7 +276,10 @@ impl Bridge {
             decision_id: decision_id.clone(),
             endpoint: req.endpoint.as_str(),
             target: Some(req.target.to_owned()),
-            caller: Caller { client_addr: req.client.map(|a| a.to_string()), ..Caller::default() },
+            caller: Caller {
+                client_addr: req.client.map(|a| a.to_string()),
+                ..Caller::default()
+            },
             ..AuditEvent::default()
         };
         let result = self.run(&req, now, &mut event).await;
@@ -280,7 +307,10 @@ impl Bridge {
         match result {
             Ok((mut exchanged, target)) => {
                 if audited.is_err() {
-                    return Err(Failure { decision_id, error: ExchangeError::AuditFailed });
+                    return Err(Failure {
+                        decision_id,
+                        error: ExchangeError::AuditFailed,
+                    });
                 }
                 exchanged.decision_id = decision_id;
                 Ok((exchanged, target))
@@ -298,28 +328,48 @@ impl Bridge {
         now: SystemTime,
         event: &mut AuditEvent,
     ) -> Result<(Exchanged, Arc<Target>), ExchangeError> {
-        let token = self.validate(req.token, now, &mut event.caller).await.map_err(|e| match e {
-            TokenError::KeysUnavailable => ExchangeError::KeysUnavailable,
-            e => ExchangeError::Token(e),
-        })?;
+        let token = self
+            .validate(req.token, now, &mut event.caller)
+            .await
+            .map_err(|e| match e {
+                TokenError::KeysUnavailable => ExchangeError::KeysUnavailable,
+                e => ExchangeError::Token(e),
+            })?;
         let trust = self.trust_by_iss.get(&token.issuer);
         if let (Some(trust), Some(jti)) = (trust.filter(|t| t.replay_reject), &token.jti)
-            && !self.replay.first_use(&trust.name, jti, token::from_unix_seconds(token.expires_at), trust.leeway, now) {
-                return Err(ExchangeError::Token(TokenError::Replayed));
-            }
+            && !self.replay.first_use(
+                &trust.name,
+                jti,
+                token::from_unix_seconds(token.expires_at),
+                trust.leeway,
+                now,
+            )
+        {
+            return Err(ExchangeError::Token(TokenError::Replayed));
+        }
         if let Some(limiter) = &self.limiter {
-            limiter.check(&token.trust, &token.subject, now).map_err(|retry_after| ExchangeError::RateLimited { retry_after })?;
+            limiter
+                .check(&token.trust, &token.subject, now)
+                .map_err(|retry_after| ExchangeError::RateLimited { retry_after })?;
         }
 
         let mappings = self.mappings();
         let target = match mappings.decide(&token, req.target) {
-            Decision::UnknownTarget => return Err(ExchangeError::UnknownTarget(req.target.to_owned())),
+            Decision::UnknownTarget => {
+                return Err(ExchangeError::UnknownTarget(req.target.to_owned()));
+            }
             Decision::Deny { rule: Some(rule) } => {
                 event.rule = Some(rule.name.clone());
-                return Err(ExchangeError::Denied(format!("denied by rule {}", rule.name)));
+                return Err(ExchangeError::Denied(format!(
+                    "denied by rule {}",
+                    rule.name
+                )));
             }
             Decision::Deny { rule: None } => {
-                return Err(ExchangeError::Denied(format!("no rule allows this token to obtain {}", req.target)));
+                return Err(ExchangeError::Denied(format!(
+                    "no rule allows this token to obtain {}",
+                    req.target
+                )));
             }
             Decision::Allow { rule, target } => {
                 event.rule = Some(rule.name.clone());
@@ -339,28 +389,63 @@ impl Bridge {
             None => None,
             Some(raw) => {
                 let mut actor_caller = Caller::default();
-                let actor = self.validate(raw, now, &mut actor_caller).await.map_err(ExchangeError::ActorToken)?;
+                let actor = self
+                    .validate(raw, now, &mut actor_caller)
+                    .await
+                    .map_err(ExchangeError::ActorToken)?;
                 event.actor = Some(actor_caller);
                 Some(actor)
             }
         };
-        let input = RenderInput { token: &token, raw_token: req.token, requested_scopes: req.scopes, actor: actor.as_ref() };
+        let input = RenderInput {
+            token: &token,
+            raw_token: req.token,
+            requested_scopes: req.scopes,
+            actor: actor.as_ref(),
+        };
         let request = render(&target, &input).map_err(|e| match e {
             RenderError::ScopeNotAvailable(_) => ExchangeError::Scope(e),
             e => ExchangeError::Render(e),
         })?;
-        let (entry, cache) = self.cache.get(Arc::new(request), now).await.map_err(ExchangeError::Provider)?;
-        Ok((Exchanged { decision_id: String::new(), entry, cache }, target))
+        let (entry, cache) = self
+            .cache
+            .get(Arc::new(request), now)
+            .await
+            .map_err(ExchangeError::Provider)?;
+        Ok((
+            Exchanged {
+                decision_id: String::new(),
+                entry,
+                cache,
+            },
+            target,
+        ))
     }
 
     /// Validates a token, refreshing its issuer's keys when it names a key not yet known.
     /// Fills `caller` with what is known of the token as soon as it is known.
-    pub async fn validate(&self, raw: &str, now: SystemTime, caller: &mut Caller) -> Result<ValidatedToken, TokenError> {
+    pub async fn validate(
+        &self,
+        raw: &str,
+        now: SystemTime,
+        caller: &mut Caller,
+    ) -> Result<ValidatedToken, TokenError> {
         let parsed = token::parse(raw)?;
-        caller.subject = parsed.claims.get("sub").and_then(|s| s.as_str()).map(|s| s.chars().take(256).collect());
-        caller.jti_hash = parsed.claims.get("jti").and_then(|s| s.as_str()).map(short_hash);
+        caller.subject = parsed
+            .claims
+            .get("sub")
+            .and_then(|s| s.as_str())
+            .map(|s| s.chars().take(256).collect());
+        caller.jti_hash = parsed
+            .claims
+            .get("jti")
+            .and_then(|s| s.as_str())
+            .map(short_hash);
         let Some(trust) = self.trust_by_iss.get(&parsed.issuer) else {
-            caller.issuer = Some(format!("untrusted:{}", parsed.issuer.chars().take(128).collect::<String>()));
+            caller.issuer = Some(format!(
+                "untrusted:{}",
+                parsed.issuer.chars().take(128).collect::<String>()
+            ));
             return Err(TokenError::UnknownIssuer);
         };
         caller.issuer = Some(trust.name.clone());
@@ -373,7 +458,12 @@ impl Bridge {
             (Some(k), Some(kid)) => !k.has_kid(kid),
             (Some(_), None) => false,
         };
-        if missing && self.jwks.refresh_for(&trust.name, parsed.kid.as_deref()).await {
+        if missing
+            && self
+                .jwks
+                .refresh_for(&trust.name, parsed.kid.as_deref())
+                .await
+        {
             keys = self.jwks.keys(&trust.name);
         }
         token::verify(parsed, trust, keys.as_deref(), now)
@@ -388,7 +478,12 @@ impl Bridge {
 fn log_failure(decision_id: &str, error: &ExchangeError) {
     match error {
         ExchangeError::Provider(e) => match e.as_ref() {
-            ProviderError::Rejected { code, upstream_message, request_id, .. } => tracing::warn!(
+            ProviderError::Rejected {
+                code,
+                upstream_message,
+                request_id,
+                ..
+            } => tracing::warn!(
                 decision_id,
                 code = %code,
                 upstream_message = upstream_message.as_deref().unwrap_or(""),
@@ -397,7 +492,9 @@ fn log_failure(decision_id: &str, error: &ExchangeError) {
             ),
             _ => tracing::warn!(decision_id, "exchange failed upstream: {e}"),
         },
-        ExchangeError::AuditFailed | ExchangeError::KeysUnavailable => tracing::error!(decision_id, "{error}"),
+        ExchangeError::AuditFailed | ExchangeError::KeysUnavailable => {
+            tracing::error!(decision_id, "{error}")
+        }
         _ => tracing::info!(decision_id, reason = %error.reason(), "exchange refused: {error}"),
     }
 }

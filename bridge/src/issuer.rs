@@ -15,7 +15,9 @@ use std::time::{Duration, SystemTime};
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair, RSA_PKCS1_SHA256};
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair, RSA_PKCS1_SHA256,
+};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use secrecy::SecretString;
@@ -43,7 +45,9 @@ pub enum IssuerError {
         detail: String,
     },
     /// A key file is readable by others.
-    #[error("{path}: key files must be readable by their owner only (mode is {mode:o}; run chmod 600)")]
+    #[error(
+        "{path}: key files must be readable by their owner only (mode is {mode:o}; run chmod 600)"
+    )]
     Permissions {
         /// The file.
         path: PathBuf,
@@ -76,7 +80,10 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).field("alg", &self.alg).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
     }
 }
 
@@ -85,13 +92,17 @@ impl SigningKey {
     pub fn generate(alg: SigningAlgorithm) -> Result<(Self, Zeroizing<Vec<u8>>), IssuerError> {
         let der = match alg {
             SigningAlgorithm::Rs256 => {
-                let pair = RsaKeyPair::generate(KeySize::Rsa2048).map_err(|_| IssuerError::Generate)?;
+                let pair =
+                    RsaKeyPair::generate(KeySize::Rsa2048).map_err(|_| IssuerError::Generate)?;
                 let der = pair.as_der().map_err(|_| IssuerError::Generate)?;
                 Zeroizing::new(der.as_ref().to_vec())
             }
             SigningAlgorithm::Es256 => {
-                let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-                    .map_err(|_| IssuerError::Generate)?;
+                let doc = EcdsaKeyPair::generate_pkcs8(
+                    &ECDSA_P256_SHA256_FIXED_SIGNING,
+                    &SystemRandom::new(),
+                )
+                .map_err(|_| IssuerError::Generate)?;
                 Zeroizing::new(doc.as_ref().to_vec())
             }
         };
@@ -105,7 +116,11 @@ impl SigningKey {
             let public = pair.public_key();
             let n = URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero());
             let e = URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero());
-            (SigningAlgorithm::Rs256, Pair::Rsa(pair), json!({ "kty": "RSA", "e": e, "n": n }))
+            (
+                SigningAlgorithm::Rs256,
+                Pair::Rsa(pair),
+                json!({ "kty": "RSA", "e": e, "n": n }),
+            )
         } else if let Ok(pair) = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der) {
             let point = pair.public_key().as_ref();
             if point.len() != 65 {
@@ -113,7 +128,11 @@ impl SigningKey {
             }
             let x = URL_SAFE_NO_PAD.encode(&point[1..33]);
             let y = URL_SAFE_NO_PAD.encode(&point[33..65]);
-            (SigningAlgorithm::Es256, Pair::Ec(pair), json!({ "kty": "EC", "crv": "P-256", "x": x, "y": y }))
+            (
+                SigningAlgorithm::Es256,
+                Pair::Ec(pair),
+                json!({ "kty": "EC", "crv": "P-256", "x": x, "y": y }),
+            )
         } else {
             return None;
         };
@@ -122,7 +141,12 @@ impl SigningKey {
         jwk["kid"] = json!(kid);
         jwk["alg"] = json!(alg.as_str());
         jwk["use"] = json!("sig");
-        Some(SigningKey { kid, alg, pair, jwk })
+        Some(SigningKey {
+            kid,
+            alg,
+            pair,
+            jwk,
+        })
     }
 
     /// The key id (RFC 7638 thumbprint).
@@ -130,20 +154,30 @@ impl SigningKey {
         &self.kid
     }
 
+    /// The JOSE algorithm it signs with.
+    pub fn algorithm(&self) -> SigningAlgorithm {
+        self.alg
+    }
+
     /// The public JWK.
     pub fn public_jwk(&self) -> &Value {
         &self.jwk
     }
 
-    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
+    /// Signs `message` (the JWS signing input) with this key.
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
         let rng = SystemRandom::new();
         match &self.pair {
             Pair::Rsa(pair) => {
                 let mut sig = vec![0u8; pair.public_modulus_len()];
-                pair.sign(&RSA_PKCS1_SHA256, &rng, message, &mut sig).map_err(|_| SignError::Crypto)?;
+                pair.sign(&RSA_PKCS1_SHA256, &rng, message, &mut sig)
+                    .map_err(|_| SignError::Crypto)?;
                 Ok(sig)
             }
-            Pair::Ec(pair) => pair.sign(&rng, message).map(|s| s.as_ref().to_vec()).map_err(|_| SignError::Crypto),
+            Pair::Ec(pair) => pair
+                .sign(&rng, message)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(|_| SignError::Crypto),
         }
     }
 }
@@ -151,7 +185,11 @@ impl SigningKey {
 /// RFC 7638 JWK thumbprint: SHA-256 over the required members in lexicographic order.
 fn thumbprint(jwk: &Value) -> String {
     let canonical = match jwk["kty"].as_str() {
-        Some("RSA") => format!(r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#, jwk["e"].as_str().unwrap_or(""), jwk["n"].as_str().unwrap_or("")),
+        Some("RSA") => format!(
+            r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#,
+            jwk["e"].as_str().unwrap_or(""),
+            jwk["n"].as_str().unwrap_or("")
+        ),
         _ => format!(
             r#"{{"crv":"{}","kty":"EC","x":"{}","y":"{}"}}"#,
             jwk["crv"].as_str().unwrap_or(""),
@@ -159,7 +197,10 @@ fn thumbprint(jwk: &Value) -> String {
             jwk["y"].as_str().unwrap_or("")
         ),
     };
-    URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes()))
+    URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        canonical.as_bytes(),
+    ))
 }
 
 /// The key set in use: the signing key and everything published.
@@ -178,7 +219,9 @@ pub struct Issuer {
 
 impl std::fmt::Debug for Issuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Issuer").field("url", &self.url).finish_non_exhaustive()
+        f.debug_struct("Issuer")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -232,7 +275,10 @@ impl Issuer {
 
     /// `/.well-known/jwks.json`.
     pub fn jwks_json(&self) -> Arc<str> {
-        self.ring.read().map(|r| Arc::clone(&r.jwks)).unwrap_or_else(|_| Arc::from("{\"keys\":[]}"))
+        self.ring
+            .read()
+            .map(|r| Arc::clone(&r.jwks))
+            .unwrap_or_else(|_| Arc::from("{\"keys\":[]}"))
     }
 
     /// `/.well-known/openid-configuration`.
@@ -252,10 +298,19 @@ impl AssertionSigner for Issuer {
     }
 
     fn mint(&self, spec: MintSpec<'_>, now: SystemTime) -> Result<MintedAssertion, SignError> {
-        if let Some(reserved) = spec.extra.keys().find(|k| RESERVED_CLAIMS.contains(&k.as_str())) {
+        if let Some(reserved) = spec
+            .extra
+            .keys()
+            .find(|k| RESERVED_CLAIMS.contains(&k.as_str()))
+        {
             return Err(SignError::ReservedClaim(reserved.clone()));
         }
-        let key = self.ring.read().map_err(|_| SignError::NoKey)?.active.clone();
+        let key = self
+            .ring
+            .read()
+            .map_err(|_| SignError::NoKey)?
+            .active
+            .clone();
         let iat = unix_seconds(now);
         let lifetime = spec.lifetime.unwrap_or(self.lifetime);
         let exp = iat + lifetime.as_secs();
@@ -295,14 +350,21 @@ pub fn random_id() -> String {
 }
 
 fn io_error(path: &Path, e: &std::io::Error) -> IssuerError {
-    IssuerError::Io { path: path.to_path_buf(), detail: e.to_string() }
+    IssuerError::Io {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    }
 }
 
 /// Loads every `*.pem` key in `dir`, sorted by file name (the last signs); creates the directory
 /// (mode 0700) and one key (mode 0600) when there is none.
 fn load_or_create_dir(dir: &Path, alg: SigningAlgorithm) -> Result<Vec<SigningKey>, IssuerError> {
     if !dir.exists() {
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| io_error(dir, &e))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| io_error(dir, &e))?;
     }
     let mut files: Vec<PathBuf> = fs::read_dir(dir)
         .map_err(|e| io_error(dir, &e))?
@@ -346,22 +408,33 @@ fn write_key_file(path: &Path, der: &[u8]) -> Result<(), IssuerError> {
         .mode(0o600)
         .open(path)
         .map_err(|e| io_error(path, &e))?;
-    file.write_all(pem.as_bytes()).and_then(|()| file.sync_all()).map_err(|e| io_error(path, &e))
+    file.write_all(pem.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| io_error(path, &e))
 }
 
 fn read_key_file(path: &Path) -> Result<SigningKey, IssuerError> {
     let meta = fs::metadata(path).map_err(|e| io_error(path, &e))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(IssuerError::Permissions { path: path.to_path_buf(), mode });
+        return Err(IssuerError::Permissions {
+            path: path.to_path_buf(),
+            mode,
+        });
     }
     let text = Zeroizing::new(fs::read_to_string(path).map_err(|e| io_error(path, &e))?);
-    let parsed = pem::parse(text.as_bytes()).map_err(|_| IssuerError::BadKey { path: path.to_path_buf() })?;
+    let parsed = pem::parse(text.as_bytes()).map_err(|_| IssuerError::BadKey {
+        path: path.to_path_buf(),
+    })?;
     if parsed.tag() != PEM_LABEL {
-        return Err(IssuerError::BadKey { path: path.to_path_buf() });
+        return Err(IssuerError::BadKey {
+            path: path.to_path_buf(),
+        });
     }
     let der = Zeroizing::new(parsed.into_contents());
-    SigningKey::from_pkcs8(&der).ok_or_else(|| IssuerError::BadKey { path: path.to_path_buf() })
+    SigningKey::from_pkcs8(&der).ok_or_else(|| IssuerError::BadKey {
+        path: path.to_path_buf(),
+    })
 }
 
 #[cfg(test)]

@@ -34,5 +34,8 @@ pub mod mapping;
 pub mod server;
 pub mod token;
 
+#[cfg(test)]
+pub(crate) mod testutil;
+
 pub use exchange::Bridge;
 pub use server::run;

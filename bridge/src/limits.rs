@@ -35,7 +35,9 @@ impl Bucket {
             self.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64(((1.0 - self.tokens) / rate.per_second).max(0.001)))
+            Err(Duration::from_secs_f64(
+                ((1.0 - self.tokens) / rate.per_second).max(0.001),
+            ))
         }
     }
 }
@@ -51,18 +53,30 @@ impl RateLimiter {
     pub fn new(rate: RateLimit) -> Self {
         RateLimiter {
             rate,
-            buckets: moka::sync::Cache::builder().max_capacity(MAX_TRACKED_CALLERS).time_to_idle(CALLER_IDLE).build(),
+            buckets: moka::sync::Cache::builder()
+                .max_capacity(MAX_TRACKED_CALLERS)
+                .time_to_idle(CALLER_IDLE)
+                .build(),
         }
     }
 
     /// Admits one request from `(trust, subject)` at `now`, or says how long to wait.
     pub fn check(&self, trust: &str, subject: &str, now: SystemTime) -> Result<(), Duration> {
-        let now = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        let now = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
         let burst = f64::from(self.rate.burst);
         let bucket = self
             .buckets
-            .get_with((trust.to_owned(), subject.to_owned()), || Arc::new(Mutex::new(Bucket { tokens: burst, at: now })));
-        let mut b = bucket.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            .get_with((trust.to_owned(), subject.to_owned()), || {
+                Arc::new(Mutex::new(Bucket {
+                    tokens: burst,
+                    at: now,
+                }))
+            });
+        let mut b = bucket
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         b.take(now, &self.rate)
     }
 }
@@ -70,7 +84,12 @@ impl RateLimiter {
 struct UntilExpiry;
 
 impl Expiry<(String, String), Duration> for UntilExpiry {
-    fn expire_after_create(&self, _: &(String, String), ttl: &Duration, _: std::time::Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _: &(String, String),
+        ttl: &Duration,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
         Some(*ttl)
     }
 }
@@ -82,16 +101,31 @@ pub struct ReplayGuard {
 
 impl Default for ReplayGuard {
     fn default() -> Self {
-        ReplayGuard { seen: moka::sync::Cache::builder().max_capacity(MAX_REMEMBERED_JTIS).expire_after(UntilExpiry).build() }
+        ReplayGuard {
+            seen: moka::sync::Cache::builder()
+                .max_capacity(MAX_REMEMBERED_JTIS)
+                .expire_after(UntilExpiry)
+                .build(),
+        }
     }
 }
 
 impl ReplayGuard {
     /// Records `jti` of trust entry `trust`, remembered until `expires_at` (+ `leeway`); false when
     /// it was already recorded.
-    pub fn first_use(&self, trust: &str, jti: &str, expires_at: SystemTime, leeway: Duration, now: SystemTime) -> bool {
+    pub fn first_use(
+        &self,
+        trust: &str,
+        jti: &str,
+        expires_at: SystemTime,
+        leeway: Duration,
+        now: SystemTime,
+    ) -> bool {
         let ttl = expires_at.duration_since(now).unwrap_or_default() + leeway;
-        let entry = self.seen.entry((trust.to_owned(), jti.to_owned())).or_insert(ttl);
+        let entry = self
+            .seen
+            .entry((trust.to_owned(), jti.to_owned()))
+            .or_insert(ttl);
         entry.is_fresh()
     }
 }
@@ -106,7 +140,10 @@ mod tests {
 
     #[test]
     fn bucket_allows_burst_then_refills_at_rate() {
-        let limiter = RateLimiter::new(RateLimit { per_second: 2.0, burst: 3 });
+        let limiter = RateLimiter::new(RateLimit {
+            per_second: 2.0,
+            burst: 3,
+        });
         for _ in 0..3 {
             assert!(limiter.check("gh", "alice", at(0.0)).is_ok());
         }

@@ -12,7 +12,11 @@ pub struct ConfigDuration(pub Duration);
 /// Parses `30s`, `15m`, `1h`, `2d`, `1h30m`. A bare `0` is zero; anything else needs a unit.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let bad = || format!("invalid duration {text:?}: use a number and a unit (s, m, h, d), like 15m or 1h30m");
+    let bad = || {
+        format!(
+            "invalid duration {text:?}: use a number and a unit (s, m, h, d), like 15m or 1h30m"
+        )
+    };
     if text == "0" {
         return Ok(Duration::ZERO);
     }
@@ -35,7 +39,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         };
         let n: u64 = digits.parse().map_err(|_| bad())?;
         digits.clear();
-        total = n.checked_mul(unit).and_then(|v| total.checked_add(v)).ok_or_else(bad)?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
     }
     if !digits.is_empty() {
         return Err(bad());
@@ -69,7 +76,9 @@ impl<'de> Deserialize<'de> for ConfigDuration {
                 if v == 0 {
                     Ok(ConfigDuration(Duration::ZERO))
                 } else {
-                    Err(E::custom(format!("invalid duration {v}: give a unit, like {v}s or {v}m")))
+                    Err(E::custom(format!(
+                        "invalid duration {v}: give a unit, like {v}s or {v}m"
+                    )))
                 }
             }
         }
@@ -93,7 +102,16 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_a_duration() {
-        for bad in ["", "15", "m", "1x", "-5m", "1.5h", "99999999999999999999h", "1h 30m"] {
+        for bad in [
+            "",
+            "15",
+            "m",
+            "1x",
+            "-5m",
+            "1.5h",
+            "99999999999999999999h",
+            "1h 30m",
+        ] {
             let err = parse_duration(bad).unwrap_err();
             assert!(err.contains("invalid duration"), "{bad}: {err}");
         }

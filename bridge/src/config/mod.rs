@@ -50,13 +50,23 @@ pub struct ConfigError {
 impl ConfigError {
     /// A problem at `path` in `file`.
     pub fn new(file: &Path, path: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError { file: file.to_path_buf(), path: path.into(), message: message.into() }
+        ConfigError {
+            file: file.to_path_buf(),
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}: {}", self.file.display(), self.path, self.message)
+        write!(
+            f,
+            "{}: {}: {}",
+            self.file.display(),
+            self.path,
+            self.message
+        )
     }
 }
 
@@ -96,7 +106,10 @@ pub fn read_text(file: &Path) -> Result<String, ConfigError> {
         return Err(ConfigError::new(
             file,
             ".",
-            format!("the file is {} bytes; the limit is {MAX_CONFIG_FILE_BYTES}", meta.len()),
+            format!(
+                "the file is {} bytes; the limit is {MAX_CONFIG_FILE_BYTES}",
+                meta.len()
+            ),
         ));
     }
     std::fs::read_to_string(file)
@@ -108,7 +121,13 @@ pub fn parse_yaml<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, Con
     let de = serde_yaml_ng::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        ConfigError::new(file, path, e.into_inner().to_string())
+        let message = e.into_inner().to_string();
+        // The YAML error repeats the path it failed in ("a.b: unknown field ..."); say it once.
+        let message = match message.split_once(": ") {
+            Some((prefix, rest)) if path.starts_with(prefix) => rest.to_owned(),
+            _ => message,
+        };
+        ConfigError::new(file, path, message)
     })
 }
 
@@ -243,12 +262,21 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
     let mut err = |p: &str, m: String| errors.push(ConfigError::new(path, p, m));
 
     if raw.version != CONFIG_VERSION {
-        err("version", format!("unsupported version {}; this build reads version {CONFIG_VERSION}", raw.version));
+        err(
+            "version",
+            format!(
+                "unsupported version {}; this build reads version {CONFIG_VERSION}",
+                raw.version
+            ),
+        );
     }
 
     let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
     let listen = listen_text.parse::<SocketAddr>().unwrap_or_else(|_| {
-        err("listen", format!("{listen_text:?} is not an address like 0.0.0.0:8443"));
+        err(
+            "listen",
+            format!("{listen_text:?} is not an address like 0.0.0.0:8443"),
+        );
         SocketAddr::from(([127, 0, 0, 1], 0))
     });
 
@@ -268,12 +296,17 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
         "RS256" => SigningAlgorithm::Rs256,
         "ES256" => SigningAlgorithm::Es256,
         other => {
-            err("issuer.keys.algorithm", format!("{other:?} is not supported; use RS256 or ES256"));
+            err(
+                "issuer.keys.algorithm",
+                format!("{other:?} is not supported; use RS256 or ES256"),
+            );
             SigningAlgorithm::Rs256
         }
     };
-    let assertion_lifetime =
-        raw.issuer.assertion_lifetime.map_or(DEFAULT_ASSERTION_LIFETIME, |d| d.0);
+    let assertion_lifetime = raw
+        .issuer
+        .assertion_lifetime
+        .map_or(DEFAULT_ASSERTION_LIFETIME, |d| d.0);
     if assertion_lifetime < Duration::from_secs(30) || assertion_lifetime > MAX_ASSERTION_LIFETIME {
         err(
             "issuer.assertion_lifetime",
@@ -298,22 +331,40 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
     for (i, t) in raw.trust.into_iter().enumerate() {
         let at = |field: &str| format!("trust[{i}].{field}");
         if !valid_name(&t.name) {
-            err(&at("name"), format!("{:?} is not a valid name: use letters, digits, '-' and '_'", t.name));
+            err(
+                &at("name"),
+                format!(
+                    "{:?} is not a valid name: use letters, digits, '-' and '_'",
+                    t.name
+                ),
+            );
         } else if !names.insert(t.name.clone()) {
-            err(&at("name"), format!("{:?} is used by another trust entry", t.name));
+            err(
+                &at("name"),
+                format!("{:?} is used by another trust entry", t.name),
+            );
         }
         if t.issuer.is_empty() {
             err(&at("issuer"), "must not be empty".into());
         } else if !issuers.insert(t.issuer.clone()) {
-            err(&at("issuer"), format!("{:?} is trusted twice; each issuer has one entry", t.issuer));
+            err(
+                &at("issuer"),
+                format!("{:?} is trusted twice; each issuer has one entry", t.issuer),
+            );
         }
         if t.audiences.is_empty() || t.audiences.iter().any(String::is_empty) {
-            err(&at("audiences"), "list at least one non-empty audience: aud is always checked".into());
+            err(
+                &at("audiences"),
+                "list at least one non-empty audience: aud is always checked".into(),
+            );
         }
         let jwks = match (t.jwks.discovery, &t.jwks.uri, &t.jwks.file) {
             (Some(true), None, None) => {
                 if let Err(m) = check_fetch_url(&t.issuer, t.allow_insecure_loopback) {
-                    err(&at("issuer"), format!("discovery needs a fetchable issuer URL: {m}"));
+                    err(
+                        &at("issuer"),
+                        format!("discovery needs a fetchable issuer URL: {m}"),
+                    );
                 }
                 JwksSource::Discovery
             }
@@ -325,15 +376,25 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
             }
             (None | Some(false), None, Some(file)) => JwksSource::File(base.join(file)),
             _ => {
-                err(&at("jwks"), "set exactly one of discovery: true, uri: or file:".into());
+                err(
+                    &at("jwks"),
+                    "set exactly one of discovery: true, uri: or file:".into(),
+                );
                 JwksSource::Discovery
             }
         };
-        let jwks_refresh = t.jwks.refresh_interval.map_or(DEFAULT_JWKS_REFRESH, |d| d.0);
+        let jwks_refresh = t
+            .jwks
+            .refresh_interval
+            .map_or(DEFAULT_JWKS_REFRESH, |d| d.0);
         if jwks_refresh < MIN_JWKS_REFRESH {
             err(
                 &at("jwks.refresh_interval"),
-                format!("{} is too short; the minimum is {}", format_duration(jwks_refresh), format_duration(MIN_JWKS_REFRESH)),
+                format!(
+                    "{} is too short; the minimum is {}",
+                    format_duration(jwks_refresh),
+                    format_duration(MIN_JWKS_REFRESH)
+                ),
             );
         }
         let mut algorithms = Vec::new();
@@ -349,9 +410,18 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
         }
         let leeway = t.leeway.map_or(DEFAULT_LEEWAY, |d| d.0);
         if leeway > MAX_LEEWAY {
-            err(&at("leeway"), format!("{} is too lenient; the maximum is {}", format_duration(leeway), format_duration(MAX_LEEWAY)));
+            err(
+                &at("leeway"),
+                format!(
+                    "{} is too lenient; the maximum is {}",
+                    format_duration(leeway),
+                    format_duration(MAX_LEEWAY)
+                ),
+            );
         }
-        let max_token_lifetime = t.max_token_lifetime.map_or(DEFAULT_MAX_TOKEN_LIFETIME, |d| d.0);
+        let max_token_lifetime = t
+            .max_token_lifetime
+            .map_or(DEFAULT_MAX_TOKEN_LIFETIME, |d| d.0);
         if max_token_lifetime.is_zero() {
             err(&at("max_token_lifetime"), "must be more than 0".into());
         }
@@ -359,7 +429,10 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
             None | Some("allow") => false,
             Some("reject") => true,
             Some(other) => {
-                err(&at("replay"), format!("{other:?} is not one of reject, allow"));
+                err(
+                    &at("replay"),
+                    format!("{other:?} is not one of reject, allow"),
+                );
                 false
             }
         };
@@ -381,8 +454,15 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
     let mut aws = AwsSettings::default();
     if let Some(a) = raw.providers.aws {
         if let Some(region) = a.region {
-            if region.is_empty() || !region.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
-                err("providers.aws.region", format!("{region:?} is not a region name like us-east-1"));
+            if region.is_empty()
+                || !region
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            {
+                err(
+                    "providers.aws.region",
+                    format!("{region:?} is not a region name like us-east-1"),
+                );
             }
             aws.region = region;
         }
@@ -397,17 +477,39 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
         }
     }
     for (field, endpoint) in [
-        ("providers.gcp.sts_endpoint", raw.providers.gcp.as_ref().and_then(|g| g.sts_endpoint.as_ref())),
-        ("providers.gcp.iamcredentials_endpoint", raw.providers.gcp.as_ref().and_then(|g| g.iamcredentials_endpoint.as_ref())),
-        ("providers.azure.authority_host", raw.providers.azure.as_ref().and_then(|a| a.authority_host.as_ref())),
+        (
+            "providers.gcp.sts_endpoint",
+            raw.providers
+                .gcp
+                .as_ref()
+                .and_then(|g| g.sts_endpoint.as_ref()),
+        ),
+        (
+            "providers.gcp.iamcredentials_endpoint",
+            raw.providers
+                .gcp
+                .as_ref()
+                .and_then(|g| g.iamcredentials_endpoint.as_ref()),
+        ),
+        (
+            "providers.azure.authority_host",
+            raw.providers
+                .azure
+                .as_ref()
+                .and_then(|a| a.authority_host.as_ref()),
+        ),
     ] {
         if let Some(endpoint) = endpoint
-            && let Err(m) = check_url(endpoint, true) {
-                err(field, m);
-            }
+            && let Err(m) = check_url(endpoint, true)
+        {
+            err(field, m);
+        }
     }
 
-    let max_entries = raw.cache.and_then(|c| c.max_entries).unwrap_or(DEFAULT_CACHE_ENTRIES);
+    let max_entries = raw
+        .cache
+        .and_then(|c| c.max_entries)
+        .unwrap_or(DEFAULT_CACHE_ENTRIES);
     if max_entries == 0 {
         err("cache.max_entries", "must be at least 1".into());
     }
@@ -417,11 +519,16 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
         Some(l) => match l.per_subject.as_deref().map(parse_rate) {
             None => None,
             Some(Ok(per_second)) => {
-                let burst = l.burst.unwrap_or_else(|| (per_second * 2.0).ceil().max(1.0) as u32);
+                let burst = l
+                    .burst
+                    .unwrap_or_else(|| (per_second * 2.0).ceil().max(1.0) as u32);
                 if burst == 0 {
                     err("limits.burst", "must be at least 1".into());
                 }
-                Some(RateLimit { per_second, burst: burst.max(1) })
+                Some(RateLimit {
+                    per_second,
+                    burst: burst.max(1),
+                })
             }
             Some(Err(m)) => {
                 err("limits.per_subject", m);
@@ -436,11 +543,17 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
             (Some("stdout") | None, None) => AuditSinkConfig::Stdout,
             (None, Some(file)) => AuditSinkConfig::File(base.join(file)),
             (Some(other), None) => {
-                err("audit.sink", format!("{other:?} is not a sink; use sink: stdout or file: PATH"));
+                err(
+                    "audit.sink",
+                    format!("{other:?} is not a sink; use sink: stdout or file: PATH"),
+                );
                 AuditSinkConfig::Stdout
             }
             (Some(_), Some(_)) => {
-                err("audit", "set either sink: stdout or file: PATH, not both".into());
+                err(
+                    "audit",
+                    "set either sink: stdout or file: PATH, not both".into(),
+                );
                 AuditSinkConfig::Stdout
             }
         },
@@ -466,7 +579,9 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 fn parse_verify_algorithm(name: &str) -> Result<Algorithm, String> {
@@ -474,7 +589,9 @@ fn parse_verify_algorithm(name: &str) -> Result<Algorithm, String> {
         return Err("\"none\" is never accepted: tokens must be signed".into());
     }
     if name.to_ascii_uppercase().starts_with("HS") {
-        return Err(format!("{name:?} is an HMAC algorithm; issuers are verified with public keys only"));
+        return Err(format!(
+            "{name:?} is an HMAC algorithm; issuers are verified with public keys only"
+        ));
     }
     match name {
         "RS256" => Ok(Algorithm::RS256),
@@ -486,7 +603,9 @@ fn parse_verify_algorithm(name: &str) -> Result<Algorithm, String> {
         "ES256" => Ok(Algorithm::ES256),
         "ES384" => Ok(Algorithm::ES384),
         "EdDSA" => Ok(Algorithm::EdDSA),
-        other => Err(format!("{other:?} is not a supported algorithm (RS256/384/512, PS256/384/512, ES256/384, EdDSA)")),
+        other => Err(format!(
+            "{other:?} is not a supported algorithm (RS256/384/512, PS256/384/512, ES256/384, EdDSA)"
+        )),
     }
 }
 
@@ -513,7 +632,9 @@ pub fn check_url(url: &str, allow_http_loopback: bool) -> Result<(), String> {
     match parsed.scheme() {
         "https" => Ok(()),
         "http" if allow_http_loopback && is_loopback_host(&parsed) => Ok(()),
-        "http" => Err(format!("{url:?} must use https (plain http is accepted only to loopback addresses)")),
+        "http" => Err(format!(
+            "{url:?} must use https (plain http is accepted only to loopback addresses)"
+        )),
         other => Err(format!("{url:?} has scheme {other:?}; use https")),
     }
 }

@@ -31,7 +31,11 @@ impl ApiError {
 
     /// 401 `invalid_token` for a request without a token.
     pub fn missing_token() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "invalid_token", "send the subject token in the Authorization header")
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "send the subject token in the Authorization header",
+        )
     }
 
     /// 404 for paths that do not exist.
@@ -40,7 +44,13 @@ impl ApiError {
     }
 
     fn new(status: StatusCode, code: &'static str, description: impl Into<String>) -> Self {
-        ApiError { status, code, description: description.into(), decision_id: None, retry_after: None }
+        ApiError {
+            status,
+            code,
+            description: description.into(),
+            decision_id: None,
+            retry_after: None,
+        }
     }
 
     /// The HTTP status.
@@ -53,36 +63,67 @@ impl From<Failure> for ApiError {
     fn from(f: Failure) -> Self {
         let e = &f.error;
         let (status, code, description) = match e {
-            ExchangeError::InvalidRequest(m) => (StatusCode::BAD_REQUEST, "invalid_request", m.clone()),
-            ExchangeError::Token(t) => (StatusCode::UNAUTHORIZED, "invalid_token", format!("{} ({})", t, t.code())),
-            ExchangeError::ActorToken(t) => (StatusCode::BAD_REQUEST, "invalid_request", format!("actor token: {} ({})", t, t.code())),
+            ExchangeError::InvalidRequest(m) => {
+                (StatusCode::BAD_REQUEST, "invalid_request", m.clone())
+            }
+            ExchangeError::Token(t) => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                format!("{} ({})", t, t.code()),
+            ),
+            ExchangeError::ActorToken(t) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!("actor token: {} ({})", t, t.code()),
+            ),
             ExchangeError::KeysUnavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "upstream_unavailable",
                 "the keys of the token's issuer could not be fetched; try again shortly".into(),
             ),
-            ExchangeError::UnknownTarget(t) => (StatusCode::NOT_FOUND, "unknown_target", format!("there is no target named {t:?}")),
+            ExchangeError::UnknownTarget(t) => (
+                StatusCode::NOT_FOUND,
+                "unknown_target",
+                format!("there is no target named {t:?}"),
+            ),
             ExchangeError::Denied(m) => (StatusCode::FORBIDDEN, "access_denied", m.clone()),
             ExchangeError::Scope(r) => (StatusCode::BAD_REQUEST, "invalid_scope", r.to_string()),
             ExchangeError::Render(r) => (StatusCode::FORBIDDEN, "access_denied", r.to_string()),
-            ExchangeError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests from this caller".into()),
+            ExchangeError::RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests from this caller".into(),
+            ),
             ExchangeError::Provider(p) => match p.as_ref() {
-                ProviderError::Rejected { code, hint, .. } => {
-                    (StatusCode::BAD_GATEWAY, "upstream_rejected", format!("{} refused with {code}: {hint}", provider_name(p)))
-                }
-                ProviderError::InvalidResponse { .. } => {
-                    (StatusCode::BAD_GATEWAY, "upstream_rejected", format!("{} returned a response stsbridge could not use", provider_name(p)))
-                }
-                ProviderError::Throttled { .. } | ProviderError::Unavailable { .. } => {
-                    (StatusCode::SERVICE_UNAVAILABLE, "upstream_unavailable", p.to_string())
-                }
-                ProviderError::Assertion(_) | ProviderError::Mismatch { .. } => {
-                    (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "stsbridge could not complete the exchange".into())
-                }
+                ProviderError::Rejected { code, hint, .. } => (
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_rejected",
+                    format!("{} refused with {code}: {hint}", provider_name(p)),
+                ),
+                ProviderError::InvalidResponse { .. } => (
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_rejected",
+                    format!(
+                        "{} returned a response stsbridge could not use",
+                        provider_name(p)
+                    ),
+                ),
+                ProviderError::Throttled { .. } | ProviderError::Unavailable { .. } => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "upstream_unavailable",
+                    p.to_string(),
+                ),
+                ProviderError::Assertion(_) | ProviderError::Mismatch { .. } => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "stsbridge could not complete the exchange".into(),
+                ),
             },
-            ExchangeError::AuditFailed => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "the exchange could not be recorded, so no credential was issued".into())
-            }
+            ExchangeError::AuditFailed => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "the exchange could not be recorded, so no credential was issued".into(),
+            ),
         };
         let retry_after = match e {
             ExchangeError::RateLimited { retry_after } => Some(*retry_after),
@@ -94,7 +135,13 @@ impl From<Failure> for ApiError {
             ExchangeError::KeysUnavailable => Some(Duration::from_secs(5)),
             _ => None,
         };
-        ApiError { status, code, description, decision_id: Some(f.decision_id), retry_after }
+        ApiError {
+            status,
+            code,
+            description,
+            decision_id: Some(f.decision_id),
+            retry_after,
+        }
     }
 }
 
@@ -116,7 +163,10 @@ impl IntoResponse for ApiError {
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if self.status == StatusCode::UNAUTHORIZED {
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
         }
         if let Some(after) = self.retry_after {
             let secs = after.as_secs_f64().ceil().max(1.0) as u64;

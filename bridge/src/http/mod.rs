@@ -44,7 +44,10 @@ const ACCEPTED_TOKEN_TYPES: [&str; 3] = [
 /// The service's routes over `bridge`, with `extra` merged in (dev mode adds its token minting).
 pub fn router(bridge: Arc<Bridge>, extra: Option<Router>) -> Router {
     let mut app = Router::new()
-        .route("/v1/credentials/{target}", get(credentials).post(credentials))
+        .route(
+            "/v1/credentials/{target}",
+            get(credentials).post(credentials),
+        )
         .route("/oauth2/token", post(token_exchange))
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/.well-known/jwks.json", get(jwks))
@@ -56,7 +59,10 @@ pub fn router(bridge: Arc<Bridge>, extra: Option<Router>) -> Router {
     }
     app.fallback(|| async { ApiError::not_found() })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
 }
 
 /// The subject token from `Authorization`: `Bearer <token>`, or the raw token (what AWS SDKs send
@@ -85,10 +91,21 @@ async fn credentials(
     let credential_process = match query.format.as_deref() {
         None => false,
         Some("credential_process") => true,
-        Some(other) => return Err(ApiError::invalid_request(format!("unknown format {other:?}; the only format is credential_process"))),
+        Some(other) => {
+            return Err(ApiError::invalid_request(format!(
+                "unknown format {other:?}; the only format is credential_process"
+            )));
+        }
     };
     let token = bearer(&headers).ok_or_else(ApiError::missing_token)?;
-    let request = ExchangeRequest { token, target: &target, endpoint: Endpoint::Credentials, client: Some(client), scopes: None, actor_token: None };
+    let request = ExchangeRequest {
+        token,
+        target: &target,
+        endpoint: Endpoint::Credentials,
+        client: Some(client),
+        scopes: None,
+        actor_token: None,
+    };
     let (exchanged, target) = bridge.exchange(request).await?;
     let body = match (&exchanged.entry.credential, credential_process) {
         (Credential::Aws(c), false) => json!({
@@ -107,7 +124,10 @@ async fn credentials(
             "AccountId": c.account_id,
         }),
         (Credential::Token(_), true) => {
-            return Err(ApiError::invalid_request(format!("{} is not an AWS target; credential_process is for AWS targets", target.name)));
+            return Err(ApiError::invalid_request(format!(
+                "{} is not an AWS target; credential_process is for AWS targets",
+                target.name
+            )));
         }
         (Credential::Token(_), false) => token_body(&exchanged, &target),
     };
@@ -116,8 +136,13 @@ async fn credentials(
 
 /// The RFC 8693 response for a token credential.
 fn token_body(exchanged: &Exchanged, target: &Target) -> serde_json::Value {
-    let Credential::Token(t) = &exchanged.entry.credential else { return json!({}) };
-    let expires_in = t.expires_at.duration_since(SystemTime::now()).map_or(0, |d| d.as_secs());
+    let Credential::Token(t) = &exchanged.entry.credential else {
+        return json!({});
+    };
+    let expires_in = t
+        .expires_at
+        .duration_since(SystemTime::now())
+        .map_or(0, |d| d.as_secs());
     let mut body = json!({
         "access_token": t.token.expose_secret(),
         "issued_token_type": t.issued_token_type,
@@ -149,34 +174,58 @@ async fn token_exchange(
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Result<Response, ApiError> {
-    let Form(pairs) = form.map_err(|e| ApiError::invalid_request(format!("the body must be application/x-www-form-urlencoded: {}", e.body_text())))?;
+    let Form(pairs) = form.map_err(|e| {
+        ApiError::invalid_request(format!(
+            "the body must be application/x-www-form-urlencoded: {}",
+            e.body_text()
+        ))
+    })?;
     let mut fields: HashMap<&str, &str> = HashMap::new();
     for (k, v) in &pairs {
         // RFC 6749 §3.1: request parameters must not be included more than once.
         if fields.insert(k.as_str(), v.as_str()).is_some() {
-            return Err(ApiError::invalid_request(format!("parameter {k} appears more than once")));
+            return Err(ApiError::invalid_request(format!(
+                "parameter {k} appears more than once"
+            )));
         }
     }
     let field = |name: &str| fields.get(name).copied().filter(|v| !v.is_empty());
     match field("grant_type") {
         Some(TOKEN_EXCHANGE_GRANT) => {}
-        Some(other) => return Err(ApiError::invalid_request(format!("unsupported grant_type {other:?}; use {TOKEN_EXCHANGE_GRANT}"))),
+        Some(other) => {
+            return Err(ApiError::invalid_request(format!(
+                "unsupported grant_type {other:?}; use {TOKEN_EXCHANGE_GRANT}"
+            )));
+        }
         None => return Err(ApiError::invalid_request("grant_type is required")),
     }
-    let subject_token = field("subject_token").ok_or_else(|| ApiError::invalid_request("subject_token is required"))?;
+    let subject_token = field("subject_token")
+        .ok_or_else(|| ApiError::invalid_request("subject_token is required"))?;
     check_token_type(field("subject_token_type"), "subject_token_type")?;
-    let target = field("audience").ok_or_else(|| ApiError::invalid_request("audience (the target name) is required"))?;
+    let target = field("audience")
+        .ok_or_else(|| ApiError::invalid_request("audience (the target name) is required"))?;
     if let Some(t) = field("requested_token_type")
-        && t != "urn:ietf:params:oauth:token-type:jwt" && t != "urn:ietf:params:oauth:token-type:access_token" {
-            return Err(ApiError::invalid_request(format!("requested_token_type {t:?} cannot be issued; stsbridge issues JWTs")));
-        }
+        && t != "urn:ietf:params:oauth:token-type:jwt"
+        && t != "urn:ietf:params:oauth:token-type:access_token"
+    {
+        return Err(ApiError::invalid_request(format!(
+            "requested_token_type {t:?} cannot be issued; stsbridge issues JWTs"
+        )));
+    }
     let actor_token = field("actor_token");
     if actor_token.is_some() {
         check_token_type(field("actor_token_type"), "actor_token_type")?;
     } else if field("actor_token_type").is_some() {
-        return Err(ApiError::invalid_request("actor_token_type is given without actor_token"));
+        return Err(ApiError::invalid_request(
+            "actor_token_type is given without actor_token",
+        ));
     }
-    let scopes: Option<Vec<String>> = field("scope").map(|s| s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect());
+    let scopes: Option<Vec<String>> = field("scope").map(|s| {
+        s.split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    });
     let request = ExchangeRequest {
         token: subject_token,
         target,
@@ -186,13 +235,19 @@ async fn token_exchange(
         actor_token,
     };
     let (exchanged, target) = bridge.exchange(request).await?;
-    Ok(credential_response(token_body(&exchanged, &target), &exchanged.decision_id))
+    Ok(credential_response(
+        token_body(&exchanged, &target),
+        &exchanged.decision_id,
+    ))
 }
 
 fn check_token_type(value: Option<&str>, name: &str) -> Result<(), ApiError> {
     match value {
         Some(t) if ACCEPTED_TOKEN_TYPES.contains(&t) => Ok(()),
-        Some(t) => Err(ApiError::invalid_request(format!("{name} {t:?} is not accepted; send a JWT ({})", ACCEPTED_TOKEN_TYPES[0]))),
+        Some(t) => Err(ApiError::invalid_request(format!(
+            "{name} {t:?} is not accepted; send a JWT ({})",
+            ACCEPTED_TOKEN_TYPES[0]
+        ))),
         None => Err(ApiError::invalid_request(format!("{name} is required"))),
     }
 }
@@ -200,8 +255,14 @@ fn check_token_type(value: Option<&str>, name: &str) -> Result<(), ApiError> {
 fn json_document(body: Arc<str>) -> Response {
     let mut response = body.to_string().into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
     response
 }
 
@@ -226,6 +287,10 @@ async fn readyz(State(bridge): State<Arc<Bridge>>) -> Response {
         "mappings": { "files": mappings.files().len(), "targets": mappings.target_count(), "rules": mappings.rule_count() },
         "issuers": bridge.jwks().status(),
     });
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, axum::Json(body)).into_response()
 }

@@ -58,14 +58,17 @@ impl Matcher {
     /// Checks a claim value (`None` when the token lacks it).
     pub fn check(&self, value: Option<&Value>) -> Check {
         let Some(value) = value else {
-            return Check { pass: matches!(self, Matcher::Exists(false)), actual: None };
+            return Check {
+                pass: matches!(self, Matcher::Exists(false)),
+                actual: None,
+            };
         };
         let actual = Some(short(&display(value)));
         let pass = match (self, value) {
             (Matcher::Exists(e), _) => *e,
-            (Matcher::Contains(want), Value::Array(items)) => {
-                items.iter().any(|i| scalar_text(i).is_some_and(|s| &s == want))
-            }
+            (Matcher::Contains(want), Value::Array(items)) => items
+                .iter()
+                .any(|i| scalar_text(i).is_some_and(|s| &s == want)),
             (_, v) => scalar_text(v).is_some_and(|s| self.matches_str(&s)),
         };
         Check { pass, actual }
@@ -91,7 +94,11 @@ fn display(v: &Value) -> String {
 
 fn short(s: &str) -> String {
     const MAX: usize = 120;
-    if s.chars().count() <= MAX { s.to_owned() } else { format!("{}...", s.chars().take(MAX).collect::<String>()) }
+    if s.chars().count() <= MAX {
+        s.to_owned()
+    } else {
+        format!("{}...", s.chars().take(MAX).collect::<String>())
+    }
 }
 
 /// A condition on one claim.
@@ -112,12 +119,22 @@ impl Condition {
         let path = match claim.strip_prefix('/') {
             Some(pointer) => pointer
                 .split('/')
-                .map(|s| if s.is_empty() { Err(format!("{claim:?} has an empty segment")) } else { Ok(s.replace("~1", "/").replace("~0", "~")) })
+                .map(|s| {
+                    if s.is_empty() {
+                        Err(format!("{claim:?} has an empty segment"))
+                    } else {
+                        Ok(s.replace("~1", "/").replace("~0", "~"))
+                    }
+                })
                 .collect::<Result<Vec<_>, _>>()?,
             None if claim.is_empty() => return Err("empty claim name".into()),
             None => vec![claim.to_owned()],
         };
-        Ok(Condition { claim: claim.to_owned(), path, matcher: compile_matcher(spec, false)? })
+        Ok(Condition {
+            claim: claim.to_owned(),
+            path,
+            matcher: compile_matcher(spec, false)?,
+        })
     }
 
     /// Checks the condition against a token's claims.
@@ -133,10 +150,15 @@ pub fn compile_matcher(spec: &Yaml, for_subject: bool) -> Result<Matcher, String
         return Ok(Matcher::Exact(s));
     }
     let Yaml::Mapping(map) = spec else {
-        return Err("expected a value or one of {glob, regex, one_of, not_one_of, contains, exists}".into());
+        return Err(
+            "expected a value or one of {glob, regex, one_of, not_one_of, contains, exists}".into(),
+        );
     };
     if map.len() != 1 {
-        return Err(format!("a condition has exactly one operator, found {}", map.len()));
+        return Err(format!(
+            "a condition has exactly one operator, found {}",
+            map.len()
+        ));
     }
     let Some((Yaml::String(op), arg)) = map.iter().next() else {
         return Err("the operator must be a name".into());
@@ -157,14 +179,20 @@ pub fn compile_matcher(spec: &Yaml, for_subject: bool) -> Result<Matcher, String
         }
         "one_of" => Ok(Matcher::OneOf(yaml_list(arg, "one_of")?)),
         "not_one_of" => Ok(Matcher::NotOneOf(yaml_list(arg, "not_one_of")?)),
-        "contains" if !for_subject => Ok(Matcher::Contains(yaml_scalar(arg).ok_or("contains takes one value")?)),
+        "contains" if !for_subject => Ok(Matcher::Contains(
+            yaml_scalar(arg).ok_or("contains takes one value")?,
+        )),
         "exists" if !for_subject => match arg {
             Yaml::Bool(b) => Ok(Matcher::Exists(*b)),
             _ => Err("exists takes true or false".into()),
         },
         other => Err(format!(
             "unknown operator {other:?}; use {}",
-            if for_subject { "glob, regex, one_of or any" } else { "glob, regex, one_of, not_one_of, contains or exists" }
+            if for_subject {
+                "glob, regex, one_of or any"
+            } else {
+                "glob, regex, one_of, not_one_of, contains or exists"
+            }
         )),
     }
 }
@@ -180,11 +208,16 @@ pub fn yaml_scalar(v: &Yaml) -> Option<String> {
 }
 
 fn yaml_list(v: &Yaml, op: &str) -> Result<Vec<String>, String> {
-    let Yaml::Sequence(items) = v else { return Err(format!("{op} takes a list")) };
+    let Yaml::Sequence(items) = v else {
+        return Err(format!("{op} takes a list"));
+    };
     if items.is_empty() {
         return Err(format!("{op} needs at least one value"));
     }
-    items.iter().map(|i| yaml_scalar(i).ok_or_else(|| format!("{op} takes a list of values"))).collect()
+    items
+        .iter()
+        .map(|i| yaml_scalar(i).ok_or_else(|| format!("{op} takes a list of values")))
+        .collect()
 }
 
 #[cfg(test)]
@@ -214,7 +247,11 @@ mod tests {
             ("environment", "prod", true),
             ("environment", "dev", false),
             ("run_id", "42", true),
-            ("job_workflow_ref", "{glob: \"acme/workflows/.github/workflows/deploy.yml@*\"}", true),
+            (
+                "job_workflow_ref",
+                "{glob: \"acme/workflows/.github/workflows/deploy.yml@*\"}",
+                true,
+            ),
             ("job_workflow_ref", "{glob: \"evil/*\"}", false),
             ("environment", "{regex: \"pr.d\"}", true),
             ("environment", "{regex: \"pr\"}", false),

@@ -27,7 +27,9 @@ use stsbridge_providers::aws::{MAX_CHAINED_DURATION, MAX_DURATION, MIN_DURATION}
 use stsbridge_providers::request::PassthroughToken;
 use stsbridge_providers::{AssertionSource, AwsHop, AwsRequest, JwtRequest, ProviderRequest};
 
-use crate::config::{CONFIG_VERSION, ConfigError, ConfigErrors, format_duration, read_yaml, valid_name};
+use crate::config::{
+    CONFIG_VERSION, ConfigError, ConfigErrors, format_duration, read_yaml, valid_name,
+};
 use crate::token::ValidatedToken;
 use condition::{Check, Condition, Matcher, compile_matcher};
 use sanitize::{Field, sanitize};
@@ -168,7 +170,10 @@ impl Rule {
             SubjectMatcher::Any => true,
             SubjectMatcher::Is(m) => m.matches_str(subject),
         };
-        Check { pass, actual: Some(subject.to_owned()) }
+        Check {
+            pass,
+            actual: Some(subject.to_owned()),
+        }
     }
 
     fn conditions_pass(&self, claims: &serde_json::Map<String, Value>) -> bool {
@@ -244,7 +249,11 @@ impl Mappings {
     /// Loads every mapping file in `dir`; rules may only name issuers in `trust_names`.
     pub fn load(dir: &Path, trust_names: &HashSet<String>) -> Result<Mappings, ConfigErrors> {
         let files = mapping_files(dir)?;
-        let mut b = Builder { errors: Vec::new(), targets: HashMap::new(), rules: Vec::new() };
+        let mut b = Builder {
+            errors: Vec::new(),
+            targets: HashMap::new(),
+            rules: Vec::new(),
+        };
         let mut raw_rules = Vec::new();
         for path in &files {
             match read_yaml::<file::MappingFile>(path) {
@@ -254,14 +263,22 @@ impl Mappings {
                         b.errors.push(ConfigError::new(
                             path,
                             "version",
-                            format!("unsupported version {}; this build reads version {CONFIG_VERSION}", raw.version),
+                            format!(
+                                "unsupported version {}; this build reads version {CONFIG_VERSION}",
+                                raw.version
+                            ),
                         ));
                         continue;
                     }
                     for (i, t) in raw.targets.into_iter().enumerate() {
                         b.target(path, i, t);
                     }
-                    raw_rules.extend(raw.rules.into_iter().enumerate().map(|(i, r)| (path.clone(), i, r)));
+                    raw_rules.extend(
+                        raw.rules
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, r)| (path.clone(), i, r)),
+                    );
                 }
             }
         }
@@ -269,7 +286,11 @@ impl Mappings {
         let mut rule_names = HashSet::new();
         for (path, i, r) in raw_rules {
             if !rule_names.insert(r.name.clone()) {
-                b.errors.push(ConfigError::new(&path, format!("rules[{i}].name"), format!("{:?} is also the name of another rule", r.name)));
+                b.errors.push(ConfigError::new(
+                    &path,
+                    format!("rules[{i}].name"),
+                    format!("{:?} is also the name of another rule", r.name),
+                ));
             }
             b.rule(&path, i, r, trust_names);
         }
@@ -277,7 +298,12 @@ impl Mappings {
             return Err(ConfigErrors(b.errors));
         }
         let index = build_index(&b.rules).map_err(|m| ConfigError::new(dir, ".", m))?;
-        Ok(Mappings { targets: b.targets, rules: b.rules, index, files })
+        Ok(Mappings {
+            targets: b.targets,
+            rules: b.rules,
+            index,
+            files,
+        })
     }
 
     /// The files loaded.
@@ -309,7 +335,9 @@ impl Mappings {
 
     /// Decides whether `token` may obtain `target`.
     pub fn decide(&self, token: &ValidatedToken, target: &str) -> Decision<'_> {
-        let Some(t) = self.targets.get(target) else { return Decision::UnknownTarget };
+        let Some(t) = self.targets.get(target) else {
+            return Decision::UnknownTarget;
+        };
         let mut allow = None;
         for i in self.candidates(&token.trust, &token.subject) {
             let rule = &self.rules[i];
@@ -331,7 +359,9 @@ impl Mappings {
 
     /// Indices of the rules of `trust` whose subject test passes, in file order.
     fn candidates(&self, trust: &str, subject: &str) -> Vec<usize> {
-        let Some(ix) = self.index.get(trust) else { return Vec::new() };
+        let Some(ix) = self.index.get(trust) else {
+            return Vec::new();
+        };
         let mut out: Vec<usize> = ix.exact.get(subject).cloned().unwrap_or_default();
         if let Some((set, rules)) = &ix.globs {
             out.extend(set.matches(subject).into_iter().map(|m| rules[m]));
@@ -347,7 +377,9 @@ impl Mappings {
 
     /// Every rule of the token's issuer that mentions `target`, with each test's outcome.
     pub fn explain(&self, token: &ValidatedToken, target: &str) -> Vec<RuleExplanation> {
-        let Some(ix) = self.index.get(&token.trust) else { return Vec::new() };
+        let Some(ix) = self.index.get(&token.trust) else {
+            return Vec::new();
+        };
         ix.all
             .iter()
             .map(|&i| &self.rules[i])
@@ -357,7 +389,11 @@ impl Mappings {
                 let conditions: Vec<ConditionExplanation> = rule
                     .conditions
                     .iter()
-                    .map(|c| ConditionExplanation { claim: c.claim.clone(), test: c.matcher.describe(), check: c.check(&token.claims) })
+                    .map(|c| ConditionExplanation {
+                        claim: c.claim.clone(),
+                        test: c.matcher.describe(),
+                        check: c.check(&token.claims),
+                    })
                     .collect();
                 let matched = subject.pass && conditions.iter().all(|c| c.check.pass);
                 RuleExplanation {
@@ -410,17 +446,28 @@ pub struct ConditionExplanation {
 /// Renders the provider request for an allowed target.
 pub fn render(target: &Target, input: &RenderInput<'_>) -> Result<ProviderRequest, RenderError> {
     let token = input.token;
-    let ctx = RenderContext { subject: &token.subject, issuer: &token.trust, target: &target.name, claims: &token.claims };
+    let ctx = RenderContext {
+        subject: &token.subject,
+        issuer: &token.trust,
+        target: &target.name,
+        claims: &token.claims,
+    };
     let field = |t: &Template, f: Field| t.render(&ctx).map(|s| sanitize(f, &s));
     let opt = |t: &Option<Template>, f: Field| t.as_ref().map(|t| field(t, f)).transpose();
     let tags = |tags: &[(String, Template)]| -> Result<Vec<(String, String)>, TemplateError> {
-        tags.iter().map(|(k, t)| Ok((k.clone(), field(t, Field::AwsTagValue)?))).collect()
+        tags.iter()
+            .map(|(k, t)| Ok((k.clone(), field(t, Field::AwsTagValue)?)))
+            .collect()
     };
     match &target.kind {
         TargetKind::Aws(aws) => {
             let assertion = match &target.assertion {
-                AssertionMode::Mint(subject) => AssertionSource::Mint { subject: field(subject, Field::AssertionSubject)? },
-                AssertionMode::Passthrough => AssertionSource::Passthrough(PassthroughToken::new(input.raw_token)),
+                AssertionMode::Mint(subject) => AssertionSource::Mint {
+                    subject: field(subject, Field::AssertionSubject)?,
+                },
+                AssertionMode::Passthrough => {
+                    AssertionSource::Passthrough(PassthroughToken::new(input.raw_token))
+                }
             };
             let session_name = field(&aws.session_name, Field::AwsSessionName)?;
             let source_identity = opt(&aws.source_identity, Field::AwsSourceIdentity)?;
@@ -428,13 +475,15 @@ pub fn render(target: &Target, input: &RenderInput<'_>) -> Result<ProviderReques
             for hop in &aws.chain {
                 chain.push(AwsHop {
                     role_arn: hop.role_arn.clone(),
-                    session_name: opt(&hop.session_name, Field::AwsSessionName)?.unwrap_or_else(|| session_name.clone()),
+                    session_name: opt(&hop.session_name, Field::AwsSessionName)?
+                        .unwrap_or_else(|| session_name.clone()),
                     duration: hop.duration,
                     external_id: opt(&hop.external_id, Field::AwsExternalId)?,
                     session_policy: hop.session_policy.clone(),
                     tags: tags(&hop.tags)?,
                     transitive_tag_keys: hop.transitive_tag_keys.clone(),
-                    source_identity: opt(&hop.source_identity, Field::AwsSourceIdentity)?.or_else(|| source_identity.clone()),
+                    source_identity: opt(&hop.source_identity, Field::AwsSourceIdentity)?
+                        .or_else(|| source_identity.clone()),
                 });
             }
             Ok(ProviderRequest::Aws(AwsRequest {
@@ -475,7 +524,10 @@ pub fn render(target: &Target, input: &RenderInput<'_>) -> Result<ProviderReques
 }
 
 /// The `act` claim of a minted token: the new actor, wrapping any chain the subject token carried.
-fn delegation(subject: &ValidatedToken, actor: Option<&ValidatedToken>) -> Result<Option<Value>, RenderError> {
+fn delegation(
+    subject: &ValidatedToken,
+    actor: Option<&ValidatedToken>,
+) -> Result<Option<Value>, RenderError> {
     let prior = subject.claims.get("act").cloned();
     let act = match actor {
         None => prior,
@@ -512,8 +564,9 @@ pub fn referenced_issuers(dir: &Path) -> Result<BTreeSet<String>, ConfigErrors> 
 }
 
 fn mapping_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| ConfigError::new(dir, ".", format!("cannot read the mappings directory: {e}")))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        ConfigError::new(dir, ".", format!("cannot read the mappings directory: {e}"))
+    })?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -539,7 +592,9 @@ fn build_index(rules: &[Rule]) -> Result<HashMap<String, IssuerIndex>, String> {
                 }
             }
             SubjectMatcher::Is(Matcher::Glob(p, _)) => {
-                let (b, ids) = globs.entry(&rule.issuer).or_insert_with(|| (GlobSetBuilder::new(), Vec::new()));
+                let (b, ids) = globs
+                    .entry(&rule.issuer)
+                    .or_insert_with(|| (GlobSetBuilder::new(), Vec::new()));
                 b.add(globset::Glob::new(p).map_err(|e| e.to_string())?);
                 ids.push(i);
             }
@@ -553,7 +608,9 @@ fn build_index(rules: &[Rule]) -> Result<HashMap<String, IssuerIndex>, String> {
         }
     }
     for (issuer, (builder, ids)) in globs {
-        let set = builder.build().map_err(|e| format!("subject globs of {issuer}: {e}"))?;
+        let set = builder
+            .build()
+            .map_err(|e| format!("subject globs of {issuer}: {e}"))?;
         if let Some(ix) = index.get_mut(issuer) {
             ix.globs = Some((set, ids));
         }
@@ -592,10 +649,20 @@ impl Builder {
     }
 
     /// A template for a field whose literal values must already be valid.
-    fn field_template(&mut self, file: &Path, path: String, text: &str, field: Field) -> Option<Template> {
+    fn field_template(
+        &mut self,
+        file: &Path,
+        path: String,
+        text: &str,
+        field: Field,
+    ) -> Option<Template> {
         let t = self.template(file, path.clone(), text)?;
         if t.is_literal() && !sanitize::is_valid(field, text) {
-            self.err(file, path, format!("{text:?} does not fit AWS's limits for this field"));
+            self.err(
+                file,
+                path,
+                format!("{text:?} does not fit AWS's limits for this field"),
+            );
         }
         Some(t)
     }
@@ -603,16 +670,31 @@ impl Builder {
     fn target(&mut self, file: &Path, i: usize, t: file::TargetFile) {
         let at = |f: &str| format!("targets[{i}].{f}");
         if !valid_name(&t.name) {
-            self.err(file, at("name"), format!("{:?} is not a valid name: use letters, digits, '-', '_' and '.'", t.name));
+            self.err(
+                file,
+                at("name"),
+                format!(
+                    "{:?} is not a valid name: use letters, digits, '-', '_' and '.'",
+                    t.name
+                ),
+            );
         } else if let Some(other) = self.targets.get(&t.name) {
             let other = other.file.display().to_string();
-            self.err(file, at("name"), format!("{:?} is already a target in {other}", t.name));
+            self.err(
+                file,
+                at("name"),
+                format!("{:?} is already a target in {other}", t.name),
+            );
         }
         let passthrough = match t.assertion.as_deref() {
             None | Some("mint") => false,
             Some("passthrough") => true,
             Some(other) => {
-                self.err(file, at("assertion"), format!("{other:?} is not one of mint, passthrough"));
+                self.err(
+                    file,
+                    at("assertion"),
+                    format!("{other:?} is not one of mint, passthrough"),
+                );
                 false
             }
         };
@@ -622,15 +704,27 @@ impl Builder {
             }
             AssertionMode::Passthrough
         } else {
-            let text = t.assertion_subject.clone().unwrap_or_else(|| format!("target:{}", t.name));
+            let text = t
+                .assertion_subject
+                .clone()
+                .unwrap_or_else(|| format!("target:{}", t.name));
             match self.template(file, at("assertion_subject"), &text) {
                 Some(tpl) => AssertionMode::Mint(tpl),
                 None => return,
             }
         };
-        let provided = [t.aws.is_some(), t.jwt.is_some(), t.gcp.is_some(), t.azure.is_some()];
+        let provided = [
+            t.aws.is_some(),
+            t.jwt.is_some(),
+            t.gcp.is_some(),
+            t.azure.is_some(),
+        ];
         if provided.iter().filter(|p| **p).count() != 1 {
-            self.err(file, format!("targets[{i}]"), "a target names exactly one provider: aws, jwt, gcp or azure".into());
+            self.err(
+                file,
+                format!("targets[{i}]"),
+                "a target names exactly one provider: aws, jwt, gcp or azure".into(),
+            );
             return;
         }
         let kind = if let Some(aws) = t.aws {
@@ -643,7 +737,11 @@ impl Builder {
             }
         } else if let Some(jwt) = t.jwt {
             if passthrough {
-                self.err(file, at("assertion"), "jwt targets are minted by stsbridge; passthrough does not apply".into());
+                self.err(
+                    file,
+                    at("assertion"),
+                    "jwt targets are minted by stsbridge; passthrough does not apply".into(),
+                );
             }
             match self.jwt_target(file, &at("jwt"), jwt) {
                 Some(j) => TargetKind::Jwt(j),
@@ -651,36 +749,94 @@ impl Builder {
             }
         } else {
             let provider = if t.gcp.is_some() { "gcp" } else { "azure" };
-            self.err(file, at(provider), format!("{provider} targets are not available in this build of stsbridge"));
+            self.err(
+                file,
+                at(provider),
+                format!("{provider} targets are not available in this build of stsbridge"),
+            );
             return;
         };
-        self.targets.insert(t.name.clone(), Arc::new(Target { name: t.name, file: file.to_path_buf(), assertion, kind }));
+        self.targets.insert(
+            t.name.clone(),
+            Arc::new(Target {
+                name: t.name,
+                file: file.to_path_buf(),
+                assertion,
+                kind,
+            }),
+        );
     }
 
     fn aws_target(&mut self, file: &Path, at: &str, a: file::AwsTargetFile) -> Option<AwsTarget> {
         let errors_before = self.errors.len();
         self.role_arn(file, format!("{at}.role_arn"), &a.role_arn);
         let duration = a.duration.map_or(DEFAULT_AWS_DURATION, |d| d.0);
-        self.duration(file, format!("{at}.duration"), duration, MAX_DURATION, "a role session");
-        let session_name = self.field_template(file, format!("{at}.session_name"), a.session_name.as_deref().unwrap_or("{{ subject }}"), Field::AwsSessionName);
-        let source_identity = a.source_identity.as_deref().and_then(|s| self.field_template(file, format!("{at}.source_identity"), s, Field::AwsSourceIdentity));
+        self.duration(
+            file,
+            format!("{at}.duration"),
+            duration,
+            MAX_DURATION,
+            "a role session",
+        );
+        let session_name = self.field_template(
+            file,
+            format!("{at}.session_name"),
+            a.session_name.as_deref().unwrap_or("{{ subject }}"),
+            Field::AwsSessionName,
+        );
+        let source_identity = a.source_identity.as_deref().and_then(|s| {
+            self.field_template(
+                file,
+                format!("{at}.source_identity"),
+                s,
+                Field::AwsSourceIdentity,
+            )
+        });
         let tags = self.tags(file, at, &a.session_tags, &a.transitive_tag_keys);
-        let session_policy = a.session_policy_file.as_deref().and_then(|p| self.policy(file, format!("{at}.session_policy_file"), p));
+        let session_policy = a
+            .session_policy_file
+            .as_deref()
+            .and_then(|p| self.policy(file, format!("{at}.session_policy_file"), p));
         let mut chain = Vec::new();
         for (j, hop) in a.chain.into_iter().enumerate() {
             let hat = format!("{at}.chain[{j}]");
             self.role_arn(file, format!("{hat}.role_arn"), &hop.role_arn);
             let duration = hop.duration.map_or(MAX_CHAINED_DURATION, |d| d.0);
-            self.duration(file, format!("{hat}.duration"), duration, MAX_CHAINED_DURATION, "a chained (role-to-role) session");
+            self.duration(
+                file,
+                format!("{hat}.duration"),
+                duration,
+                MAX_CHAINED_DURATION,
+                "a chained (role-to-role) session",
+            );
             chain.push(HopTarget {
                 role_arn: hop.role_arn,
                 duration,
-                session_name: hop.session_name.as_deref().and_then(|s| self.field_template(file, format!("{hat}.session_name"), s, Field::AwsSessionName)),
-                external_id: hop.external_id.as_deref().and_then(|s| self.field_template(file, format!("{hat}.external_id"), s, Field::AwsExternalId)),
-                session_policy: hop.session_policy_file.as_deref().and_then(|p| self.policy(file, format!("{hat}.session_policy_file"), p)),
+                session_name: hop.session_name.as_deref().and_then(|s| {
+                    self.field_template(
+                        file,
+                        format!("{hat}.session_name"),
+                        s,
+                        Field::AwsSessionName,
+                    )
+                }),
+                external_id: hop.external_id.as_deref().and_then(|s| {
+                    self.field_template(file, format!("{hat}.external_id"), s, Field::AwsExternalId)
+                }),
+                session_policy: hop
+                    .session_policy_file
+                    .as_deref()
+                    .and_then(|p| self.policy(file, format!("{hat}.session_policy_file"), p)),
                 tags: self.tags(file, &hat, &hop.session_tags, &hop.transitive_tag_keys),
                 transitive_tag_keys: hop.transitive_tag_keys,
-                source_identity: hop.source_identity.as_deref().and_then(|s| self.field_template(file, format!("{hat}.source_identity"), s, Field::AwsSourceIdentity)),
+                source_identity: hop.source_identity.as_deref().and_then(|s| {
+                    self.field_template(
+                        file,
+                        format!("{hat}.source_identity"),
+                        s,
+                        Field::AwsSourceIdentity,
+                    )
+                }),
             });
         }
         if self.errors.len() > errors_before {
@@ -707,9 +863,15 @@ impl Builder {
             && parts[3].is_empty()
             && parts[4].len() == 12
             && parts[4].bytes().all(|b| b.is_ascii_digit())
-            && parts[5].strip_prefix("role/").is_some_and(|r| !r.is_empty());
+            && parts[5]
+                .strip_prefix("role/")
+                .is_some_and(|r| !r.is_empty());
         if !ok {
-            self.err(file, path, format!("{arn:?} is not an IAM role ARN like arn:aws:iam::111111111111:role/name"));
+            self.err(
+                file,
+                path,
+                format!("{arn:?} is not an IAM role ARN like arn:aws:iam::111111111111:role/name"),
+            );
         }
     }
 
@@ -718,14 +880,29 @@ impl Builder {
             self.err(
                 file,
                 path,
-                format!("{} is out of range: AWS allows {what} between {} and {}", format_duration(d), format_duration(MIN_DURATION), format_duration(max)),
+                format!(
+                    "{} is out of range: AWS allows {what} between {} and {}",
+                    format_duration(d),
+                    format_duration(MIN_DURATION),
+                    format_duration(max)
+                ),
             );
         }
     }
 
-    fn tags(&mut self, file: &Path, at: &str, tags: &std::collections::BTreeMap<String, String>, transitive: &[String]) -> Vec<(String, Template)> {
+    fn tags(
+        &mut self,
+        file: &Path,
+        at: &str,
+        tags: &std::collections::BTreeMap<String, String>,
+        transitive: &[String],
+    ) -> Vec<(String, Template)> {
         if tags.len() > MAX_SESSION_TAGS {
-            self.err(file, format!("{at}.session_tags"), format!("{} tags; AWS allows at most {MAX_SESSION_TAGS}", tags.len()));
+            self.err(
+                file,
+                format!("{at}.session_tags"),
+                format!("{} tags; AWS allows at most {MAX_SESSION_TAGS}", tags.len()),
+            );
         }
         let mut lower = HashSet::new();
         let mut out = Vec::new();
@@ -735,7 +912,13 @@ impl Builder {
                 self.err(file, path.clone(), format!("{k:?} is not a valid AWS tag key (1-128 letters, digits, spaces or _.:/=+-@, not starting with aws:)"));
             }
             if !lower.insert(k.to_lowercase()) {
-                self.err(file, path.clone(), format!("{k:?} differs from another tag key only in case; AWS treats them as one"));
+                self.err(
+                    file,
+                    path.clone(),
+                    format!(
+                        "{k:?} differs from another tag key only in case; AWS treats them as one"
+                    ),
+                );
             }
             if let Some(t) = self.template(file, path, v) {
                 out.push((k.clone(), t));
@@ -743,7 +926,11 @@ impl Builder {
         }
         for (j, k) in transitive.iter().enumerate() {
             if !tags.contains_key(k) {
-                self.err(file, format!("{at}.transitive_tag_keys[{j}]"), format!("{k:?} is not one of this session's tags"));
+                self.err(
+                    file,
+                    format!("{at}.transitive_tag_keys[{j}]"),
+                    format!("{k:?} is not one of this session's tags"),
+                );
             }
         }
         out
@@ -761,13 +948,25 @@ impl Builder {
         let value: Value = match serde_json::from_str(&text) {
             Ok(v @ Value::Object(_)) => v,
             _ => {
-                self.err(file, path, format!("{} is not a JSON policy document", full.display()));
+                self.err(
+                    file,
+                    path,
+                    format!("{} is not a JSON policy document", full.display()),
+                );
                 return None;
             }
         };
         let minified = value.to_string();
         if minified.chars().count() > MAX_SESSION_POLICY_CHARS {
-            self.err(file, path, format!("{} is {} characters; AWS allows {MAX_SESSION_POLICY_CHARS}", full.display(), minified.chars().count()));
+            self.err(
+                file,
+                path,
+                format!(
+                    "{} is {} characters; AWS allows {MAX_SESSION_POLICY_CHARS}",
+                    full.display(),
+                    minified.chars().count()
+                ),
+            );
             return None;
         }
         Some(minified.into())
@@ -779,8 +978,16 @@ impl Builder {
             self.err(file, format!("{at}.audience"), "must not be empty".into());
         }
         for (k, s) in j.scopes.iter().enumerate() {
-            if s.is_empty() || !s.chars().all(|c| c.is_ascii_graphic() && c != '"' && c != '\\') {
-                self.err(file, format!("{at}.scopes[{k}]"), format!("{s:?} is not an OAuth scope token (printable ASCII, no spaces)"));
+            if s.is_empty()
+                || !s
+                    .chars()
+                    .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\')
+            {
+                self.err(
+                    file,
+                    format!("{at}.scopes[{k}]"),
+                    format!("{s:?} is not an OAuth scope token (printable ASCII, no spaces)"),
+                );
             }
         }
         let lifetime = j.lifetime.map_or(DEFAULT_JWT_LIFETIME, |d| d.0);
@@ -788,29 +995,51 @@ impl Builder {
             self.err(
                 file,
                 format!("{at}.lifetime"),
-                format!("{} is out of range; internal tokens live between {} and {}", format_duration(lifetime), format_duration(MIN_JWT_LIFETIME), format_duration(MAX_JWT_LIFETIME)),
+                format!(
+                    "{} is out of range; internal tokens live between {} and {}",
+                    format_duration(lifetime),
+                    format_duration(MIN_JWT_LIFETIME),
+                    format_duration(MAX_JWT_LIFETIME)
+                ),
             );
         }
-        let subject = self.template(file, format!("{at}.subject"), j.subject.as_deref().unwrap_or("{{ subject }}"));
+        let subject = self.template(
+            file,
+            format!("{at}.subject"),
+            j.subject.as_deref().unwrap_or("{{ subject }}"),
+        );
         if self.errors.len() > before {
             return None;
         }
         let mut scopes = j.scopes;
         scopes.sort();
         scopes.dedup();
-        Some(JwtTarget { audience: j.audience, scopes, lifetime, subject: subject? })
+        Some(JwtTarget {
+            audience: j.audience,
+            scopes,
+            lifetime,
+            subject: subject?,
+        })
     }
 
     fn rule(&mut self, file: &Path, i: usize, r: file::RuleFile, trust_names: &HashSet<String>) {
         let at = |f: &str| format!("rules[{i}].{f}");
         let before = self.errors.len();
         if !valid_name(&r.name) {
-            self.err(file, at("name"), format!("{:?} is not a valid name", r.name));
+            self.err(
+                file,
+                at("name"),
+                format!("{:?} is not a valid name", r.name),
+            );
         }
         if !trust_names.contains(&r.issuer) {
             let mut known: Vec<&String> = trust_names.iter().collect();
             known.sort();
-            self.err(file, at("issuer"), format!("{:?} is not a trust entry (known: {known:?})", r.issuer));
+            self.err(
+                file,
+                at("issuer"),
+                format!("{:?} is not a trust entry (known: {known:?})", r.issuer),
+            );
         }
         let subject = match &r.subject {
             None => {
@@ -828,7 +1057,11 @@ impl Builder {
         let mut conditions = Vec::new();
         for (k, spec) in &r.claims {
             let Yaml::String(claim) = k else {
-                self.err(file, at("claims"), format!("claim names are strings, found {k:?}"));
+                self.err(
+                    file,
+                    at("claims"),
+                    format!("claim names are strings, found {k:?}"),
+                );
                 continue;
             };
             match Condition::compile(claim, spec) {
@@ -840,22 +1073,38 @@ impl Builder {
             (Some(a), None) => (Effect::Allow, a, "allow"),
             (None, Some(d)) => (Effect::Deny, d, "deny"),
             _ => {
-                self.err(file, format!("rules[{i}]"), "a rule lists either allow: [targets] or deny: [targets]".into());
+                self.err(
+                    file,
+                    format!("rules[{i}]"),
+                    "a rule lists either allow: [targets] or deny: [targets]".into(),
+                );
                 return;
             }
         };
         if list.is_empty() {
-            self.err(file, at(field), "list at least one target, or \"*\" for every target".into());
+            self.err(
+                file,
+                at(field),
+                "list at least one target, or \"*\" for every target".into(),
+            );
         }
         let targets = if list.iter().any(|t| t == "*") {
             if list.len() > 1 {
-                self.err(file, at(field), "\"*\" already covers every target; list it alone".into());
+                self.err(
+                    file,
+                    at(field),
+                    "\"*\" already covers every target; list it alone".into(),
+                );
             }
             None
         } else {
             for (k, t) in list.iter().enumerate() {
                 if !self.targets.contains_key(t) {
-                    self.err(file, format!("rules[{i}].{field}[{k}]"), format!("{t:?} is not a target in any mapping file"));
+                    self.err(
+                        file,
+                        format!("rules[{i}].{field}[{k}]"),
+                        format!("{t:?} is not a target in any mapping file"),
+                    );
                 }
             }
             Some(list.into_iter().collect())
@@ -864,21 +1113,32 @@ impl Builder {
             return;
         }
         if let Some(subject) = subject {
-            self.rules.push(Rule { name: r.name, file: file.to_path_buf(), issuer: r.issuer, subject, conditions, effect, targets });
+            self.rules.push(Rule {
+                name: r.name,
+                file: file.to_path_buf(),
+                issuer: r.issuer,
+                subject,
+                conditions,
+                effect,
+                targets,
+            });
         }
     }
 }
 
 fn compile_subject(spec: &Yaml) -> Result<SubjectMatcher, String> {
     if let Yaml::Mapping(m) = spec
-        && let Some(any) = m.get("any") {
-            return match (any, m.len()) {
-                (Yaml::Bool(true), 1) => Ok(SubjectMatcher::Any),
-                _ => Err("write subject: { any: true } alone to match every subject".into()),
-            };
-        }
+        && let Some(any) = m.get("any")
+    {
+        return match (any, m.len()) {
+            (Yaml::Bool(true), 1) => Ok(SubjectMatcher::Any),
+            _ => Err("write subject: { any: true } alone to match every subject".into()),
+        };
+    }
     match compile_matcher(spec, true)? {
-        Matcher::NotOneOf(_) => Err("not_one_of on the subject would match nearly everyone; use a deny rule".into()),
+        Matcher::NotOneOf(_) => {
+            Err("not_one_of on the subject would match nearly everyone; use a deny rule".into())
+        }
         m => Ok(SubjectMatcher::Is(m)),
     }
 }

@@ -81,7 +81,9 @@ pub fn is_valid(field: Field, value: &str) -> bool {
 pub fn valid_aws_tag_key(key: &str) -> bool {
     let n = key.chars().count();
     (1..=128).contains(&n)
-        && key.chars().all(|c| c.is_alphanumeric() || c == ' ' || "_.:/=+-@".contains(c))
+        && key
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == ' ' || "_.:/=+-@".contains(c))
         && !key.to_ascii_lowercase().starts_with("aws:")
 }
 
@@ -91,7 +93,13 @@ mod tests {
 
     #[test]
     fn session_names_fit_aws() {
-        assert_eq!(sanitize(Field::AwsSessionName, "repo:acme/payments:ref:refs/heads/main"), "repo-acme-payments-ref-refs-heads-main");
+        assert_eq!(
+            sanitize(
+                Field::AwsSessionName,
+                "repo:acme/payments:ref:refs/heads/main"
+            ),
+            "repo-acme-payments-ref-refs-heads-main"
+        );
         assert_eq!(sanitize(Field::AwsSessionName, "x"), "x-");
         assert_eq!(sanitize(Field::AwsSessionName, ""), "--");
         assert_eq!(sanitize(Field::AwsSessionName, &"a".repeat(100)).len(), 64);
@@ -101,9 +109,17 @@ mod tests {
 
     #[test]
     fn tag_values_keep_unicode_letters_and_cut_at_256() {
-        assert_eq!(sanitize(Field::AwsTagValue, "acme/payments é"), "acme/payments é");
+        assert_eq!(
+            sanitize(Field::AwsTagValue, "acme/payments é"),
+            "acme/payments é"
+        );
         assert_eq!(sanitize(Field::AwsTagValue, "a;b|c"), "a_b_c");
-        assert_eq!(sanitize(Field::AwsTagValue, &"ж".repeat(300)).chars().count(), 256);
+        assert_eq!(
+            sanitize(Field::AwsTagValue, &"ж".repeat(300))
+                .chars()
+                .count(),
+            256
+        );
         assert_eq!(sanitize(Field::AwsTagValue, ""), "");
     }
 
@@ -115,9 +131,15 @@ mod tests {
 
     #[test]
     fn assertion_subjects_fit_google_127_bytes() {
-        let s = sanitize(Field::AssertionSubject, &format!("target:{}", "é".repeat(200)));
+        let s = sanitize(
+            Field::AssertionSubject,
+            &format!("target:{}", "é".repeat(200)),
+        );
         assert!(s.len() <= 127 && s.is_ascii(), "{s}");
-        assert_eq!(sanitize(Field::AssertionSubject, "target:a b"), "target:a-b");
+        assert_eq!(
+            sanitize(Field::AssertionSubject, "target:a b"),
+            "target:a-b"
+        );
     }
 
     #[test]

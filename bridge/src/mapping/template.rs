@@ -70,8 +70,12 @@ impl Template {
                 parts.push(Part::Literal(rest[..start].to_owned()));
             }
             let after = &rest[start + 2..];
-            let end = after.find("}}").ok_or_else(|| format!("{text:?}: '{{{{' is never closed with '}}}}'"))?;
-            parts.push(Part::Var(parse_var(after[..end].trim()).map_err(|m| format!("{text:?}: {m}"))?));
+            let end = after
+                .find("}}")
+                .ok_or_else(|| format!("{text:?}: '{{{{' is never closed with '}}}}'"))?;
+            parts.push(Part::Var(
+                parse_var(after[..end].trim()).map_err(|m| format!("{text:?}: {m}"))?,
+            ));
             rest = &after[end + 2..];
         }
         if rest.contains("}}") {
@@ -80,12 +84,18 @@ impl Template {
         if !rest.is_empty() {
             parts.push(Part::Literal(rest.to_owned()));
         }
-        Ok(Template { source: text.to_owned(), parts })
+        Ok(Template {
+            source: text.to_owned(),
+            parts,
+        })
     }
 
     /// A template that is just literal text.
     pub fn literal(text: &str) -> Template {
-        Template { source: text.to_owned(), parts: vec![Part::Literal(text.to_owned())] }
+        Template {
+            source: text.to_owned(),
+            parts: vec![Part::Literal(text.to_owned())],
+        }
     }
 
     /// Whether it reads anything from the token.
@@ -103,7 +113,8 @@ impl Template {
                 Part::Var(Var::Issuer) => out.push_str(ctx.issuer),
                 Part::Var(Var::Target) => out.push_str(ctx.target),
                 Part::Var(Var::Claim { path, display }) => {
-                    let value = lookup(ctx.claims, path).ok_or_else(|| TemplateError::MissingClaim(display.clone()))?;
+                    let value = lookup(ctx.claims, path)
+                        .ok_or_else(|| TemplateError::MissingClaim(display.clone()))?;
                     match scalar_text(value) {
                         Some(s) => out.push_str(&s),
                         None => return Err(TemplateError::NotScalar(display.clone())),
@@ -143,10 +154,15 @@ fn parse_var(expr: &str) -> Result<Var, String> {
         _ => {}
     }
     let Some(path) = expr.strip_prefix("claims") else {
-        return Err(format!("unknown variable {expr:?}; use subject, issuer, target or claims.NAME"));
+        return Err(format!(
+            "unknown variable {expr:?}; use subject, issuer, target or claims.NAME"
+        ));
     };
     let segments = parse_claim_path(path)?;
-    Ok(Var::Claim { display: format!("claims{path}"), path: segments })
+    Ok(Var::Claim {
+        display: format!("claims{path}"),
+        path: segments,
+    })
 }
 
 /// Parses `.a.b["c.d"]` into segments.
@@ -156,8 +172,14 @@ pub fn parse_claim_path(mut path: &str) -> Result<Vec<String>, String> {
         if let Some(rest) = path.strip_prefix('.') {
             let end = rest.find(['.', '[']).unwrap_or(rest.len());
             let name = &rest[..end];
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-                return Err(format!("bad claim name {name:?}; write claims[\"{name}\"] for other characters"));
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(format!(
+                    "bad claim name {name:?}; write claims[\"{name}\"] for other characters"
+                ));
             }
             segments.push(name.to_owned());
             path = &rest[end..];
@@ -166,7 +188,9 @@ pub fn parse_claim_path(mut path: &str) -> Result<Vec<String>, String> {
             segments.push(rest[..end].to_owned());
             path = &rest[end + 2..];
         } else {
-            return Err(format!("expected .name or [\"name\"] after claims, found {path:?}"));
+            return Err(format!(
+                "expected .name or [\"name\"] after claims, found {path:?}"
+            ));
         }
     }
     if segments.is_empty() {
@@ -181,7 +205,12 @@ mod tests {
     use serde_json::json;
 
     fn ctx(claims: &Map<String, Value>) -> RenderContext<'_> {
-        RenderContext { subject: "repo:acme/x", issuer: "github", target: "deploy", claims }
+        RenderContext {
+            subject: "repo:acme/x",
+            issuer: "github",
+            target: "deploy",
+            claims,
+        }
     }
 
     #[test]
@@ -189,7 +218,10 @@ mod tests {
         let claims = json!({"run_id": 42, "kubernetes.io": {"namespace": "payments"}, "ok": true});
         let claims = claims.as_object().unwrap();
         let t = Template::parse(r#"gh-{{ claims.run_id }}-{{claims["kubernetes.io"].namespace}}-{{ subject }}@{{issuer}}/{{ target }}/{{ claims.ok }}"#).unwrap();
-        assert_eq!(t.render(&ctx(claims)).unwrap(), "gh-42-payments-repo:acme/x@github/deploy/true");
+        assert_eq!(
+            t.render(&ctx(claims)).unwrap(),
+            "gh-42-payments-repo:acme/x@github/deploy/true"
+        );
         assert!(!t.is_literal());
         assert!(Template::parse("plain").unwrap().is_literal());
     }
@@ -199,14 +231,28 @@ mod tests {
         let claims = json!({"groups": ["a"]});
         let claims = claims.as_object().unwrap();
         let t = Template::parse("{{ claims.run_id }}").unwrap();
-        assert_eq!(t.render(&ctx(claims)), Err(TemplateError::MissingClaim("claims.run_id".into())));
+        assert_eq!(
+            t.render(&ctx(claims)),
+            Err(TemplateError::MissingClaim("claims.run_id".into()))
+        );
         let t = Template::parse("{{ claims.groups }}").unwrap();
-        assert_eq!(t.render(&ctx(claims)), Err(TemplateError::NotScalar("claims.groups".into())));
+        assert_eq!(
+            t.render(&ctx(claims)),
+            Err(TemplateError::NotScalar("claims.groups".into()))
+        );
     }
 
     #[test]
     fn syntax_errors_are_caught_at_load() {
-        for bad in ["{{ subject", "x }}", "{{ nope }}", "{{ claims }}", "{{ claims.a b }}", "{{ claims[\"a }}", "{{ claims.a..b }}"] {
+        for bad in [
+            "{{ subject",
+            "x }}",
+            "{{ nope }}",
+            "{{ claims }}",
+            "{{ claims.a b }}",
+            "{{ claims[\"a }}",
+            "{{ claims.a..b }}",
+        ] {
             assert!(Template::parse(bad).is_err(), "{bad}");
         }
     }

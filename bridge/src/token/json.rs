@@ -25,9 +25,12 @@ pub enum JsonFault {
 pub fn parse_object(bytes: &[u8], max_depth: usize) -> Result<Map<String, Value>, JsonFault> {
     let fault = Cell::new(None);
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = StrictValue { depth_left: max_depth, fault: &fault }
-        .deserialize(&mut de)
-        .and_then(|v| de.end().map(|()| v));
+    let value = StrictValue {
+        depth_left: max_depth,
+        fault: &fault,
+    }
+    .deserialize(&mut de)
+    .and_then(|v| de.end().map(|()| v));
     match (value, fault.get()) {
         (_, Some(f)) => Err(f),
         (Ok(Value::Object(map)), None) => Ok(map),
@@ -86,9 +89,10 @@ impl<'de> Visitor<'de> for StrictValue<'_> {
             return Err(self.fail(JsonFault::TooDeep));
         }
         let mut out = Vec::new();
-        while let Some(v) =
-            seq.next_element_seed(StrictValue { depth_left: self.depth_left - 1, fault: self.fault })?
-        {
+        while let Some(v) = seq.next_element_seed(StrictValue {
+            depth_left: self.depth_left - 1,
+            fault: self.fault,
+        })? {
             out.push(v);
         }
         Ok(Value::Array(out))
@@ -99,8 +103,10 @@ impl<'de> Visitor<'de> for StrictValue<'_> {
         }
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            let value =
-                map.next_value_seed(StrictValue { depth_left: self.depth_left - 1, fault: self.fault })?;
+            let value = map.next_value_seed(StrictValue {
+                depth_left: self.depth_left - 1,
+                fault: self.fault,
+            })?;
             if out.insert(key, value).is_some() {
                 return Err(self.fail(JsonFault::DuplicateKey));
             }
@@ -121,14 +127,23 @@ mod tests {
 
     #[test]
     fn duplicate_keys_are_refused_at_any_depth() {
-        assert_eq!(parse_object(br#"{"sub":"a","sub":"b"}"#, 4), Err(JsonFault::DuplicateKey));
-        assert_eq!(parse_object(br#"{"x":{"k":1,"k":2}}"#, 4), Err(JsonFault::DuplicateKey));
+        assert_eq!(
+            parse_object(br#"{"sub":"a","sub":"b"}"#, 4),
+            Err(JsonFault::DuplicateKey)
+        );
+        assert_eq!(
+            parse_object(br#"{"x":{"k":1,"k":2}}"#, 4),
+            Err(JsonFault::DuplicateKey)
+        );
     }
 
     #[test]
     fn nesting_is_limited() {
         assert!(parse_object(br#"{"a":{"b":{}}}"#, 3).is_ok());
-        assert_eq!(parse_object(br#"{"a":{"b":{"c":{}}}}"#, 3), Err(JsonFault::TooDeep));
+        assert_eq!(
+            parse_object(br#"{"a":{"b":{"c":{}}}}"#, 3),
+            Err(JsonFault::TooDeep)
+        );
         let deep = format!("{{\"a\":{}1{}}}", "[".repeat(10_000), "]".repeat(10_000));
         assert_eq!(parse_object(deep.as_bytes(), 16), Err(JsonFault::TooDeep));
     }

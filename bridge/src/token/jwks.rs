@@ -97,7 +97,10 @@ impl JwksManager {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("stsbridge/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| FetchError::Http { url: String::new(), detail: e.to_string() })?;
+            .map_err(|e| FetchError::Http {
+                url: String::new(),
+                detail: e.to_string(),
+            })?;
         let issuers = trust
             .iter()
             .map(|t| {
@@ -121,7 +124,9 @@ impl JwksManager {
 
     /// Fetches trust entry `name`'s keys now and swaps them in; on failure the previous set stays.
     pub async fn refresh(&self, name: &str) -> Result<usize, FetchError> {
-        let Some(issuer) = self.issuers.get(name) else { return Ok(0) };
+        let Some(issuer) = self.issuers.get(name) else {
+            return Ok(0);
+        };
         let result = self.fetch(&issuer.trust).await;
         match result {
             Ok((set, skipped)) => {
@@ -154,7 +159,9 @@ impl JwksManager {
     /// [`MIN_FORCED_REFRESH`] per issuer; concurrent callers wait for the one refresh. Returns true
     /// when the needed key is now present.
     pub async fn refresh_for(&self, name: &str, kid: Option<&str>) -> bool {
-        let Some(issuer) = self.issuers.get(name) else { return false };
+        let Some(issuer) = self.issuers.get(name) else {
+            return false;
+        };
         let has_it = |keys: Option<Arc<KeySet>>| match (keys, kid) {
             (Some(k), Some(kid)) => k.has_kid(kid),
             (Some(_), None) => true,
@@ -213,8 +220,11 @@ impl JwksManager {
             .iter()
             .map(|(name, issuer)| {
                 let keys = self.keys(name);
-                let (last_success, last_error) =
-                    issuer.health.read().map(|h| h.clone()).unwrap_or((None, None));
+                let (last_success, last_error) = issuer
+                    .health
+                    .read()
+                    .map(|h| h.clone())
+                    .unwrap_or((None, None));
                 IssuerStatus {
                     name: name.clone(),
                     loaded: keys.is_some(),
@@ -231,40 +241,76 @@ impl JwksManager {
     async fn fetch(&self, trust: &TrustConfig) -> Result<(KeySet, Vec<String>), FetchError> {
         let bytes = match &trust.jwks {
             JwksSource::Discovery => {
-                let url = format!("{}/.well-known/openid-configuration", trust.issuer.trim_end_matches('/'));
-                let doc = self.get(&url, MAX_DISCOVERY_BYTES, trust.allow_insecure_loopback).await?;
+                let url = format!(
+                    "{}/.well-known/openid-configuration",
+                    trust.issuer.trim_end_matches('/')
+                );
+                let doc = self
+                    .get(&url, MAX_DISCOVERY_BYTES, trust.allow_insecure_loopback)
+                    .await?;
                 let jwks_uri = jwks_uri_from_discovery(&url, &doc, trust)?;
-                self.get(&jwks_uri, MAX_JWKS_BYTES, trust.allow_insecure_loopback).await?
+                self.get(&jwks_uri, MAX_JWKS_BYTES, trust.allow_insecure_loopback)
+                    .await?
             }
-            JwksSource::Uri(url) => self.get(url, MAX_JWKS_BYTES, trust.allow_insecure_loopback).await?,
+            JwksSource::Uri(url) => {
+                self.get(url, MAX_JWKS_BYTES, trust.allow_insecure_loopback)
+                    .await?
+            }
             JwksSource::File(path) => {
-                let file_error =
-                    |detail: String| FetchError::File { path: path.display().to_string(), detail };
-                let meta = tokio::fs::metadata(path).await.map_err(|e| file_error(e.to_string()))?;
+                let file_error = |detail: String| FetchError::File {
+                    path: path.display().to_string(),
+                    detail,
+                };
+                let meta = tokio::fs::metadata(path)
+                    .await
+                    .map_err(|e| file_error(e.to_string()))?;
                 if meta.len() > MAX_JWKS_BYTES as u64 {
                     return Err(JwksError::TooLarge.into());
                 }
-                tokio::fs::read(path).await.map_err(|e| file_error(e.to_string()))?
+                tokio::fs::read(path)
+                    .await
+                    .map_err(|e| file_error(e.to_string()))?
             }
             JwksSource::Inline(doc) => doc.as_bytes().to_vec(),
         };
         Ok(parse_jwks(&bytes)?)
     }
 
-    async fn get(&self, url: &str, limit: usize, allow_loopback: bool) -> Result<Vec<u8>, FetchError> {
-        let http_error = |detail: String| FetchError::Http { url: url.to_owned(), detail };
+    async fn get(
+        &self,
+        url: &str,
+        limit: usize,
+        allow_loopback: bool,
+    ) -> Result<Vec<u8>, FetchError> {
+        let http_error = |detail: String| FetchError::Http {
+            url: url.to_owned(),
+            detail,
+        };
         check_fetch_url(url, allow_loopback).map_err(http_error)?;
-        let mut response = self.http.get(url).send().await.map_err(|e| http_error(describe(&e)))?;
+        let mut response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| http_error(describe(&e)))?;
         if !response.status().is_success() {
             return Err(http_error(format!("HTTP {}", response.status())));
         }
         if response.content_length().is_some_and(|n| n > limit as u64) {
-            return Err(http_error(format!("the response is larger than {limit} bytes")));
+            return Err(http_error(format!(
+                "the response is larger than {limit} bytes"
+            )));
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| http_error(describe(&e)))? {
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| http_error(describe(&e)))?
+        {
             if body.len() + chunk.len() > limit {
-                return Err(http_error(format!("the response is larger than {limit} bytes")));
+                return Err(http_error(format!(
+                    "the response is larger than {limit} bytes"
+                )));
             }
             body.extend_from_slice(&chunk);
         }
@@ -272,15 +318,31 @@ impl JwksManager {
     }
 }
 
-fn jwks_uri_from_discovery(url: &str, doc: &[u8], trust: &TrustConfig) -> Result<String, FetchError> {
-    let bad = |detail: String| FetchError::Discovery { url: url.to_owned(), detail };
+fn jwks_uri_from_discovery(
+    url: &str,
+    doc: &[u8],
+    trust: &TrustConfig,
+) -> Result<String, FetchError> {
+    let bad = |detail: String| FetchError::Discovery {
+        url: url.to_owned(),
+        detail,
+    };
     let doc: Value = serde_json::from_slice(doc).map_err(|_| bad("not JSON".into()))?;
-    let issuer = doc.get("issuer").and_then(Value::as_str).ok_or_else(|| bad("no issuer".into()))?;
+    let issuer = doc
+        .get("issuer")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("no issuer".into()))?;
     // OIDC Discovery 1.0 §4.3: the issuer in the document must be exactly the one configured.
     if issuer != trust.issuer {
-        return Err(bad(format!("it names issuer {issuer:?}, not {:?}", trust.issuer)));
+        return Err(bad(format!(
+            "it names issuer {issuer:?}, not {:?}",
+            trust.issuer
+        )));
     }
-    let jwks_uri = doc.get("jwks_uri").and_then(Value::as_str).ok_or_else(|| bad("no jwks_uri".into()))?;
+    let jwks_uri = doc
+        .get("jwks_uri")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("no jwks_uri".into()))?;
     check_fetch_url(jwks_uri, trust.allow_insecure_loopback).map_err(bad)?;
     Ok(jwks_uri.to_owned())
 }

@@ -64,7 +64,10 @@ pub struct VerifyingKey {
 
 impl std::fmt::Debug for VerifyingKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VerifyingKey").field("kid", &self.kid).field("family", &self.family).finish()
+        f.debug_struct("VerifyingKey")
+            .field("kid", &self.kid)
+            .field("family", &self.family)
+            .finish()
     }
 }
 
@@ -137,7 +140,10 @@ pub fn parse_jwks(bytes: &[u8]) -> Result<(KeySet, Vec<String>), JwksError> {
         return Err(JwksError::TooLarge);
     }
     let doc: Value = serde_json::from_slice(bytes).map_err(|_| JwksError::NotJwks)?;
-    let entries = doc.get("keys").and_then(Value::as_array).ok_or(JwksError::NotJwks)?;
+    let entries = doc
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or(JwksError::NotJwks)?;
     let mut keys = Vec::new();
     let mut skipped = Vec::new();
     for (i, entry) in entries.iter().enumerate() {
@@ -151,7 +157,11 @@ pub fn parse_jwks(bytes: &[u8]) -> Result<(KeySet, Vec<String>), JwksError> {
         }
     }
     if keys.is_empty() {
-        let why = if skipped.is_empty() { "the keys array is empty".to_owned() } else { skipped.join("; ") };
+        let why = if skipped.is_empty() {
+            "the keys array is empty".to_owned()
+        } else {
+            skipped.join("; ")
+        };
         return Err(JwksError::NoUsableKey(why));
     }
     Ok((KeySet::new(keys), skipped))
@@ -160,24 +170,37 @@ pub fn parse_jwks(bytes: &[u8]) -> Result<(KeySet, Vec<String>), JwksError> {
 fn parse_jwk(jwk: &Value) -> Result<VerifyingKey, String> {
     let field = |name: &str| jwk.get(name).and_then(Value::as_str);
     if let Some(usage) = field("use")
-        && usage != "sig" {
-            return Err(format!("use is {usage:?}, not sig"));
-        }
+        && usage != "sig"
+    {
+        return Err(format!("use is {usage:?}, not sig"));
+    }
     let kid = field("kid").map(str::to_owned);
     let alg = match field("alg") {
         None => None,
         Some(name) => match name.parse::<Algorithm>() {
             Ok(a) if KeyFamily::of(a).is_some() => Some(a),
-            _ => return Err(format!("alg {name:?} is not a supported signature algorithm")),
+            _ => {
+                return Err(format!(
+                    "alg {name:?} is not a supported signature algorithm"
+                ));
+            }
         },
     };
     let (family, key) = match field("kty") {
         Some("RSA") => {
-            let (n, e) = (field("n").ok_or("RSA key without n")?, field("e").ok_or("RSA key without e")?);
-            let modulus = URL_SAFE_NO_PAD.decode(n).map_err(|_| "n is not base64url")?;
+            let (n, e) = (
+                field("n").ok_or("RSA key without n")?,
+                field("e").ok_or("RSA key without e")?,
+            );
+            let modulus = URL_SAFE_NO_PAD
+                .decode(n)
+                .map_err(|_| "n is not base64url")?;
             let significant = modulus.iter().skip_while(|b| **b == 0).count();
             if significant < MIN_RSA_MODULUS_BYTES {
-                return Err(format!("RSA key of {} bits; at least 2048 are required", significant * 8));
+                return Err(format!(
+                    "RSA key of {} bits; at least 2048 are required",
+                    significant * 8
+                ));
             }
             let key = DecodingKey::from_rsa_components(n, e).map_err(|_| "bad RSA components")?;
             (KeyFamily::Rsa, key)
@@ -188,21 +211,36 @@ fn parse_jwk(jwk: &Value) -> Result<VerifyingKey, String> {
                 Some("P-384") => KeyFamily::P384,
                 other => return Err(format!("EC curve {other:?} is not supported")),
             };
-            let (x, y) = (field("x").ok_or("EC key without x")?, field("y").ok_or("EC key without y")?);
-            (family, DecodingKey::from_ec_components(x, y).map_err(|_| "bad EC components")?)
+            let (x, y) = (
+                field("x").ok_or("EC key without x")?,
+                field("y").ok_or("EC key without y")?,
+            );
+            (
+                family,
+                DecodingKey::from_ec_components(x, y).map_err(|_| "bad EC components")?,
+            )
         }
         Some("OKP") => {
             if field("crv") != Some("Ed25519") {
                 return Err("OKP keys must be Ed25519".into());
             }
             let x = field("x").ok_or("OKP key without x")?;
-            (KeyFamily::Ed25519, DecodingKey::from_ed_components(x).map_err(|_| "bad Ed25519 key")?)
+            (
+                KeyFamily::Ed25519,
+                DecodingKey::from_ed_components(x).map_err(|_| "bad Ed25519 key")?,
+            )
         }
         other => return Err(format!("kty {other:?} is not a signature key type")),
     };
     if let Some(a) = alg
-        && KeyFamily::of(a) != Some(family) {
-            return Err(format!("alg {a:?} does not fit the key type"));
-        }
-    Ok(VerifyingKey { kid, family, alg, key })
+        && KeyFamily::of(a) != Some(family)
+    {
+        return Err(format!("alg {a:?} does not fit the key type"));
+    }
+    Ok(VerifyingKey {
+        kid,
+        family,
+        alg,
+        key,
+    })
 }

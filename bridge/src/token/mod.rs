@@ -196,16 +196,23 @@ pub fn parse(token: &str) -> Result<Parsed<'_>, TokenError> {
         return Err(TokenError::TooLarge);
     }
     let mut parts = token.split('.');
-    let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(c), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(TokenError::Malformed);
     };
     if h.is_empty() || c.is_empty() {
         return Err(TokenError::Malformed);
     }
-    let header_bytes = URL_SAFE_NO_PAD.decode(h).map_err(|_| TokenError::Malformed)?;
-    let header = parse_object(&header_bytes, MAX_CLAIM_DEPTH).map_err(|f| json_error(f, TokenError::MalformedHeader))?;
-    let alg_name = header.get("alg").and_then(Value::as_str).ok_or(TokenError::MalformedHeader)?;
+    let header_bytes = URL_SAFE_NO_PAD
+        .decode(h)
+        .map_err(|_| TokenError::Malformed)?;
+    let header = parse_object(&header_bytes, MAX_CLAIM_DEPTH)
+        .map_err(|f| json_error(f, TokenError::MalformedHeader))?;
+    let alg_name = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .ok_or(TokenError::MalformedHeader)?;
     let alg = classify_alg(alg_name)?;
     if header.contains_key("crit") {
         return Err(TokenError::CritUnsupported);
@@ -215,15 +222,25 @@ pub fn parse(token: &str) -> Result<Parsed<'_>, TokenError> {
         Some(Value::String(k)) => Some(k.clone()),
         Some(_) => return Err(TokenError::MalformedHeader),
     };
-    let claims_bytes = URL_SAFE_NO_PAD.decode(c).map_err(|_| TokenError::Malformed)?;
-    let claims = parse_object(&claims_bytes, MAX_CLAIM_DEPTH).map_err(|f| json_error(f, TokenError::MalformedClaims))?;
+    let claims_bytes = URL_SAFE_NO_PAD
+        .decode(c)
+        .map_err(|_| TokenError::Malformed)?;
+    let claims = parse_object(&claims_bytes, MAX_CLAIM_DEPTH)
+        .map_err(|f| json_error(f, TokenError::MalformedClaims))?;
     let issuer = match claims.get("iss") {
         None => return Err(TokenError::MissingIssuer),
         Some(Value::String(i)) if !i.is_empty() => i.clone(),
         Some(_) => return Err(TokenError::InvalidClaim("iss")),
     };
     let signing_input = &token[..h.len() + 1 + c.len()];
-    Ok(Parsed { alg, kid, claims, issuer, signing_input, signature: s })
+    Ok(Parsed {
+        alg,
+        kid,
+        claims,
+        issuer,
+        signing_input,
+        signature: s,
+    })
 }
 
 fn json_error(fault: JsonFault, otherwise: TokenError) -> TokenError {
@@ -264,13 +281,20 @@ pub fn verify(
         return Err(TokenError::AlgNotAllowed);
     }
     let keys = keys.ok_or(TokenError::KeysUnavailable)?;
-    let candidates = keys.candidates(parsed.kid.as_deref(), parsed.alg).ok_or(TokenError::UnknownKid)?;
+    let candidates = keys
+        .candidates(parsed.kid.as_deref(), parsed.alg)
+        .ok_or(TokenError::UnknownKid)?;
     if candidates.is_empty() {
         return Err(TokenError::NoMatchingKey);
     }
     let verified = candidates.iter().any(|k| {
-        jsonwebtoken::crypto::verify(parsed.signature, parsed.signing_input.as_bytes(), &k.key, parsed.alg)
-            .unwrap_or(false)
+        jsonwebtoken::crypto::verify(
+            parsed.signature,
+            parsed.signing_input.as_bytes(),
+            &k.key,
+            parsed.alg,
+        )
+        .unwrap_or(false)
     });
     if !verified {
         return Err(TokenError::BadSignature);
@@ -278,7 +302,11 @@ pub fn verify(
     check_claims(parsed, trust, now)
 }
 
-fn check_claims(parsed: Parsed<'_>, trust: &TrustConfig, now: SystemTime) -> Result<ValidatedToken, TokenError> {
+fn check_claims(
+    parsed: Parsed<'_>,
+    trust: &TrustConfig,
+    now: SystemTime,
+) -> Result<ValidatedToken, TokenError> {
     let claims = parsed.claims;
     let now = unix_seconds(now);
     let leeway = trust.leeway.as_secs();
@@ -345,16 +373,37 @@ fn check_claims(parsed: Parsed<'_>, trust: &TrustConfig, now: SystemTime) -> Res
 
 /// For offline dry runs (`stsbridge explain`): every check of [`verify`] except the signature.
 /// Returns the token as rules would see it and, when a check fails, why it would be refused.
-pub fn inspect(parsed: Parsed<'_>, trust: &TrustConfig, now: SystemTime) -> (ValidatedToken, Option<TokenError>) {
+pub fn inspect(
+    parsed: Parsed<'_>,
+    trust: &TrustConfig,
+    now: SystemTime,
+) -> (ValidatedToken, Option<TokenError>) {
     let fallback = ValidatedToken {
         trust: trust.name.clone(),
         issuer: parsed.issuer.clone(),
-        subject: parsed.claims.get("sub").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        subject: parsed
+            .claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
         claims: parsed.claims.clone(),
-        jti: parsed.claims.get("jti").and_then(Value::as_str).map(str::to_owned),
-        expires_at: parsed.claims.get("exp").and_then(Value::as_u64).unwrap_or(0),
+        jti: parsed
+            .claims
+            .get("jti")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        expires_at: parsed
+            .claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
     };
-    let refused = if trust.algorithms.contains(&parsed.alg) { None } else { Some(TokenError::AlgNotAllowed) };
+    let refused = if trust.algorithms.contains(&parsed.alg) {
+        None
+    } else {
+        Some(TokenError::AlgNotAllowed)
+    };
     match check_claims(parsed, trust, now) {
         Ok(token) => (token, refused),
         Err(e) => (fallback, Some(refused.unwrap_or(e))),
@@ -362,7 +411,10 @@ pub fn inspect(parsed: Parsed<'_>, trust: &TrustConfig, now: SystemTime) -> (Val
 }
 
 /// A NumericDate claim as whole seconds (fractions truncated); `None` when absent.
-fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Option<u64>, TokenError> {
+fn numeric_date(
+    claims: &Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<u64>, TokenError> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::Number(n)) => {
@@ -381,7 +433,8 @@ fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Optio
 
 /// Seconds since the epoch (0 for times before it).
 pub fn unix_seconds(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The time `secs` after the epoch.

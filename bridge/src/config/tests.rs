@@ -1,0 +1,163 @@
+use super::*;
+
+fn write(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("stsbridge.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const DESIGN_EXAMPLE: &str = r#"
+version: 1
+listen: 0.0.0.0:8443
+issuer:
+  url: https://sts.example.com
+  keys: { dir: /var/lib/stsbridge/keys, algorithm: RS256 }
+  assertion_lifetime: 5m
+trust:
+  - name: github
+    issuer: https://token.actions.githubusercontent.com
+    audiences: [https://sts.example.com]
+    jwks: { discovery: true }
+    allow_insecure_loopback: false
+    algorithms: [RS256]
+    leeway: 30s
+    max_token_lifetime: 1h
+    replay: reject
+mappings: ./mappings
+providers:
+  aws:   { region: us-east-1 }
+  gcp:   { sts_endpoint: https://sts.googleapis.com, iamcredentials_endpoint: https://iamcredentials.googleapis.com }
+  azure: { authority_host: https://login.microsoftonline.com }
+cache: { max_entries: 100000 }
+limits: { per_subject: "20/s", burst: 40 }
+audit: { sink: stdout }
+"#;
+
+#[test]
+fn the_design_example_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = load(&write(dir.path(), DESIGN_EXAMPLE)).unwrap();
+    assert_eq!(c.listen, "0.0.0.0:8443".parse().unwrap());
+    assert_eq!(c.issuer.assertion_lifetime, Duration::from_secs(300));
+    assert_eq!(c.trust[0].jwks, JwksSource::Discovery);
+    assert!(c.trust[0].replay_reject);
+    assert_eq!(c.mappings_dir, dir.path().join("./mappings"));
+    assert_eq!(
+        c.rate_limit,
+        Some(RateLimit {
+            per_second: 20.0,
+            burst: 40
+        })
+    );
+    assert_eq!(c.audit, AuditSinkConfig::Stdout);
+}
+
+fn errors_of(text: &str) -> Vec<ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    load(&write(dir.path(), text)).unwrap_err().0
+}
+
+const MINIMAL: &str = "version: 1\nissuer: { url: https://sts.example.com, keys: { dir: keys } }\n";
+
+#[test]
+fn unknown_keys_are_rejected_with_their_path() {
+    let e = errors_of(&format!(
+        "{MINIMAL}cache: {{ max_entries: 5, max_entires: 6 }}\n"
+    ));
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].path, "cache.max_entires");
+    assert!(
+        e[0].message.starts_with("unknown field `max_entires`"),
+        "{}",
+        e[0].message
+    );
+}
+
+#[test]
+fn bad_durations_name_field_and_value() {
+    let e = errors_of(
+        "version: 1\nissuer: { url: https://sts.example.com, keys: { dir: k }, assertion_lifetime: 5 minutes }\n",
+    );
+    assert_eq!(e[0].path, "issuer.assertion_lifetime");
+    assert!(e[0].message.contains("\"5 minutes\""), "{}", e[0].message);
+    assert!(
+        e[0].to_string()
+            .contains("stsbridge.yaml: issuer.assertion_lifetime:"),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let e = errors_of(
+        r#"
+version: 2
+listen: nowhere
+issuer: { url: "http://sts.example.com", keys: { dir: k, algorithm: HS256 } }
+trust:
+  - { name: a, issuer: "https://a", audiences: [], jwks: { uri: "http://idp.example.com/jwks" }, algorithms: [HS256, none, RS999] }
+  - { name: a, issuer: "https://a", audiences: [x], jwks: { discovery: true, file: k.json } }
+audit: { sink: syslog }
+"#,
+    );
+    let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
+    for want in [
+        "version",
+        "listen",
+        "issuer.url",
+        "issuer.keys.algorithm",
+        "trust[0].audiences",
+        "trust[0].jwks.uri",
+        "trust[0].algorithms[0]",
+        "trust[0].algorithms[1]",
+        "trust[0].algorithms[2]",
+        "trust[1].name",
+        "trust[1].issuer",
+        "trust[1].jwks",
+        "audit.sink",
+    ] {
+        assert!(paths.contains(&want), "{want} missing from {paths:?}");
+    }
+    let hmac = e
+        .iter()
+        .find(|e| e.path == "trust[0].algorithms[0]")
+        .unwrap();
+    assert!(hmac.message.contains("HMAC"), "{}", hmac.message);
+}
+
+#[test]
+fn plain_http_only_to_loopback_and_only_when_allowed() {
+    let trust = |uri: &str, allow: bool| {
+        format!(
+            "{MINIMAL}trust:\n  - {{ name: t, issuer: \"https://t\", audiences: [a], jwks: {{ uri: \"{uri}\" }}, allow_insecure_loopback: {allow} }}\n"
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    assert!(load(&write(dir.path(), &trust("http://127.0.0.1:9/jwks", true))).is_ok());
+    assert!(load(&write(dir.path(), &trust("http://127.0.0.1:9/jwks", false))).is_err());
+    assert!(load(&write(dir.path(), &trust("http://10.0.0.1/jwks", true))).is_err());
+    assert!(
+        load(&write(
+            dir.path(),
+            &trust("https://idp.example.com/jwks", false)
+        ))
+        .is_ok()
+    );
+    assert!(check_url("http://[::1]:5000", true).is_ok());
+    assert!(check_url("ftp://x", true).is_err());
+}
+
+#[test]
+fn rates_parse() {
+    assert_eq!(parse_rate("20/s"), Ok(20.0));
+    assert_eq!(parse_rate("600/m"), Ok(10.0));
+    assert!(parse_rate("0/s").is_err());
+    assert!(parse_rate("fast").is_err());
+}
+
+#[test]
+fn a_missing_file_is_a_clear_error() {
+    let e = load(Path::new("/nonexistent/stsbridge.yaml")).unwrap_err();
+    assert!(e.to_string().contains("cannot read the file"), "{e}");
+}
