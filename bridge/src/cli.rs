@@ -164,7 +164,10 @@ fn serve(
                 return ExitCode::from(EXIT_FAILURE);
             }
         };
-        tracing::info!(%listen, "serving");
+        match listener.local_addr() {
+            Ok(addr) => tracing::info!("listening on {addr}"),
+            Err(_) => tracing::info!("listening on {listen}"),
+        }
         match server::run(listener, bridge, None, server::shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

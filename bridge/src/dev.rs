@@ -206,6 +206,7 @@ pub async fn serve(listen: Option<SocketAddr>, aws_endpoint: Option<String>) -> 
         mappings.rule_count(),
         aws_endpoint.as_deref(),
     );
+    tracing::info!("listening on {addr}");
     let extra = Router::new()
         .route("/dev/token", post(mint_handler))
         .with_state(state);

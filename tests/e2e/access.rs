@@ -1,0 +1,189 @@
+//! Who gets in: denials with decision ids, invalid tokens, replay, rate limits, and key rotation
+//! at the IdP.
+
+use serde_json::json;
+
+use crate::{Setup, Stack};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_token_gets_403_with_a_decision_id_and_no_credentials() {
+    let stack = Stack::start(Setup::default()).await;
+    let mallory = stack.idp.token("svc:mallory", json!({}));
+    let (status, body, _) = stack.credentials("api", &format!("Bearer {mallory}")).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"], "access_denied");
+    assert!(body.get("access_token").is_none() && body.get("AccessKeyId").is_none());
+    let id = body["decision_id"].as_str().unwrap();
+    let event = stack.bridge.audit_event(id).await;
+    assert_eq!(event["outcome"], "deny");
+    assert_eq!(event["reason"], "deny_rule");
+    assert_eq!(event["rule"], "no-mallory");
+    assert_eq!(event["caller"]["subject"], "svc:mallory");
+
+    // Allowed to call the API, but not to deploy: no rule matches.
+    let bob = stack.idp.token("svc:bob", json!({}));
+    let (status, body, _) = stack.credentials("deploy", &format!("Bearer {bob}")).await;
+    assert_eq!(status, 403, "{body}");
+    let event = stack
+        .bridge
+        .audit_event(body["decision_id"].as_str().unwrap())
+        .await;
+    assert_eq!(event["reason"], "no_matching_rule");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_tokens_get_401() {
+    let stack = Stack::start(Setup::default()).await;
+    let expired = stack
+        .idp
+        .token("svc:alice", json!({ "iat": 1_000, "exp": 1_600 }));
+    let wrong_audience = stack
+        .idp
+        .token("svc:alice", json!({ "aud": "https://elsewhere.example" }));
+    let good = stack.idp.token("svc:alice", json!({}));
+    let tampered = {
+        let parts: Vec<&str> = good.split('.').collect();
+        format!("{}.{}.{}", parts[0], parts[1], &parts[2][4..])
+    };
+    let other_idp = stsbridge_e2e::TestIdp::start()
+        .await
+        .token("svc:alice", json!({}));
+    for (token, code) in [
+        (expired, "expired"),
+        (wrong_audience, "audience_mismatch"),
+        (tampered, "bad_signature"),
+        (other_idp, "unknown_issuer"),
+        ("not-a-jwt".to_owned(), "malformed_token"),
+    ] {
+        let (status, body, headers) = stack.credentials("api", &format!("Bearer {token}")).await;
+        assert_eq!(status, 401, "{code}: {body}");
+        assert_eq!(body["error"], "invalid_token");
+        assert!(
+            body["error_description"].as_str().unwrap().contains(code),
+            "{code}: {body}"
+        );
+        assert_eq!(
+            headers["www-authenticate"],
+            "Bearer error=\"invalid_token\""
+        );
+        let event = stack
+            .bridge
+            .audit_event(body["decision_id"].as_str().unwrap())
+            .await;
+        assert_eq!(event["reason"], code);
+    }
+    let r = stack
+        .http
+        .get(stack.bridge.url("/v1/credentials/api"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "no Authorization header");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_targets_and_paths_are_404() {
+    let stack = Stack::start(Setup::default()).await;
+    let token = stack.idp.token("svc:alice", json!({}));
+    let (status, body, _) = stack.credentials("nope", &format!("Bearer {token}")).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"], "unknown_target");
+    let r = stack
+        .http
+        .get(stack.bridge.url("/v2/whatever"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_tokens_are_refused_where_configured() {
+    let stack = Stack::start(Setup {
+        trust_extra: "    replay: reject",
+        ..Setup::default()
+    })
+    .await;
+    let token = stack.idp.token("svc:alice", json!({}));
+    let (first, _, _) = stack.credentials("api", &format!("Bearer {token}")).await;
+    assert_eq!(first, 200);
+    let (second, body, _) = stack.credentials("api", &format!("Bearer {token}")).await;
+    assert_eq!(second, 401, "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("replayed_jti")
+    );
+    let no_jti = stack.idp.token("svc:alice", json!({ "jti": null }));
+    let (status, body, _) = stack.credentials("api", &format!("Bearer {no_jti}")).await;
+    assert_eq!(status, 401);
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("missing_jti")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_over_their_rate_get_429_with_retry_after() {
+    let stack = Stack::start(Setup {
+        extra: "limits: { per_subject: \"1/m\", burst: 2 }",
+        ..Setup::default()
+    })
+    .await;
+    let token = stack.idp.token("svc:alice", json!({}));
+    for _ in 0..2 {
+        assert_eq!(
+            stack.credentials("api", &format!("Bearer {token}")).await.0,
+            200
+        );
+    }
+    let (status, body, headers) = stack.credentials("api", &format!("Bearer {token}")).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"], "rate_limited");
+    assert!(
+        headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    // Another caller is not affected.
+    let bob = stack.idp.token("svc:bob", json!({}));
+    assert_eq!(
+        stack.credentials("api", &format!("Bearer {bob}")).await.0,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_idp_key_is_fetched_and_an_idp_outage_keeps_the_last_good_keys() {
+    let stack = Stack::start(Setup::default()).await;
+    let fetches = stack.idp.jwks_fetches();
+    stack.idp.rotate();
+    let token = stack.idp.token("svc:alice", json!({}));
+    let (status, body, _) = stack.credentials("api", &format!("Bearer {token}")).await;
+    assert_eq!(status, 200, "an unknown kid triggers a refresh: {body}");
+    assert_eq!(stack.idp.jwks_fetches(), fetches + 1);
+
+    // Unknown kids cannot make stsbridge hammer the IdP: forced refreshes are rate limited.
+    stack.idp.rotate();
+    for _ in 0..5 {
+        let t = stack.idp.token("svc:alice", json!({}));
+        assert_eq!(
+            stack.credentials("api", &format!("Bearer {t}")).await.0,
+            401
+        );
+    }
+    assert_eq!(stack.idp.jwks_fetches(), fetches + 1);
+
+    // The IdP goes down: tokens signed with the keys stsbridge holds keep working.
+    let stack = Stack::start(Setup::default()).await;
+    let token = stack.idp.token("svc:alice", json!({}));
+    stack.idp.set_up(false);
+    let (status, body, _) = stack.credentials("api", &format!("Bearer {token}")).await;
+    assert_eq!(status, 200, "{body}");
+}

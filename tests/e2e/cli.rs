@@ -1,0 +1,171 @@
+//! The command line: `check` and `explain` exit codes and messages, and dev mode's printed
+//! commands completing an exchange.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::json;
+use stsbridge_e2e::{BridgeProcess, TestIdp};
+
+use crate::{BIN, Setup, write_config};
+
+fn run(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_exits_0_or_64_naming_file_field_and_value() {
+    let idp = TestIdp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &idp, &Setup::default());
+    let (code, out, err) = run(dir.path(), &["check", "--config", "stsbridge.yaml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("3 target(s) and 3 rule(s)"), "{out}");
+
+    std::fs::write(
+        dir.path().join("mappings/bad.yaml"),
+        "version: 1\nrules:\n  - { name: x, issuer: ci, subject: s, allow: [nope] }\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(dir.path(), &["check", "--config", "stsbridge.yaml"]);
+    assert_eq!(code, 64);
+    assert!(
+        err.contains("mappings/bad.yaml: rules[0].allow[0]: \"nope\" is not a target"),
+        "{err}"
+    );
+
+    std::fs::write(
+        dir.path().join("stsbridge.yaml"),
+        "version: 1\nissuer: { url: https://x, keys: { dir: k }, assertion_lifetime: soon }\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(dir.path(), &["check", "--config", "stsbridge.yaml"]);
+    assert_eq!(code, 64);
+    assert!(
+        err.contains("stsbridge.yaml: issuer.assertion_lifetime: invalid duration \"soon\""),
+        "{err}"
+    );
+
+    // serve refuses the same config before binding anything.
+    let (code, _, _) = run(dir.path(), &["serve", "--config", "stsbridge.yaml"]);
+    assert_eq!(code, 64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_shows_each_condition_and_the_rendered_request() {
+    let idp = TestIdp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &idp, &Setup::default());
+    let token = idp.token("repo:acme/app:ref:refs/heads/main", json!({ "repository_owner": "evil", "run_id": "7", "repository": "acme/app", "actor": "octocat" }));
+    std::fs::write(dir.path().join("token"), &token).unwrap();
+    let (code, out, err) = run(
+        dir.path(),
+        &[
+            "explain",
+            "--config",
+            "stsbridge.yaml",
+            "--token-file",
+            "token",
+            "--target",
+            "deploy",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("rule main-deploys (allow"), "{out}");
+    assert!(
+        out.contains("[pass] subject == \"repo:acme/app:ref:refs/heads/main\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("[FAIL] repository_owner == \"acme\" (token: \"evil\")"),
+        "{out}"
+    );
+    assert!(
+        out.contains("decision: deny (no allow rule matches)"),
+        "{out}"
+    );
+
+    let token = idp.token("repo:acme/app:ref:refs/heads/main", json!({ "repository_owner": "acme", "run_id": "7", "repository": "acme/app", "actor": "octocat" }));
+    std::fs::write(dir.path().join("token"), &token).unwrap();
+    let (code, out, _) = run(
+        dir.path(),
+        &[
+            "explain",
+            "--config",
+            "stsbridge.yaml",
+            "--token-file",
+            "token",
+            "--target",
+            "deploy",
+        ],
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("decision: allow (rule main-deploys)"), "{out}");
+    assert!(out.contains("session_name: \"gh-7\""), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_mode_prints_commands_that_complete_an_exchange() {
+    // Dev mode is what a newcomer runs from the repository root.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let dev = BridgeProcess::spawn(BIN, root, &["serve", "--listen", "127.0.0.1:0"], &[]).await;
+    let banner = dev.stdout();
+    let token = banner
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("export TOKEN='")
+                .and_then(|t| t.strip_suffix('\''))
+        })
+        .unwrap_or_else(|| panic!("no token in the banner:\n{banner}"));
+    let exchange = banner
+        .lines()
+        .find(|l| l.starts_with("curl -s ") && l.contains("/oauth2/token"))
+        .expect("an exchange command");
+    assert!(exchange.contains(&dev.base), "{exchange}");
+
+    // The printed command, as curl would send it.
+    let mut fields: Vec<(String, String)> = Vec::new();
+    let mut words = exchange.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == "-d" {
+            let field = words
+                .next()
+                .unwrap()
+                .trim_matches('"')
+                .replace("$TOKEN", token);
+            let (k, v) = field.split_once('=').unwrap();
+            fields.push((k.into(), v.into()));
+        }
+    }
+    let http = reqwest::Client::new();
+    let r = http
+        .post(dev.url("/oauth2/token"))
+        .form(&fields)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(body["access_token"].as_str().unwrap().starts_with("ey"));
+
+    let r = http
+        .get(dev.url("/v1/credentials/hello-api"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Dev mode never listens beyond loopback.
+    let (code, _, err) = run(root, &["serve", "--listen", "0.0.0.0:0"]);
+    assert_eq!(code, 64, "{err}");
+}

@@ -1,0 +1,137 @@
+//! Nothing secret in anything the server wrote: a full round of exchanges (AWS on moto, a chained
+//! hop, RFC 8693 with delegation, refusals, an upstream error) at debug log level, then every line
+//! of stdout (audit) and stderr (logs) is searched for every token received and every secret
+//! handed out.
+
+use std::time::Duration;
+
+use serde_json::json;
+use stsbridge_e2e::moto::moto;
+use stsbridge_e2e::{assert_no_secrets, sts};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::{Setup, Stack};
+
+const GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_token_or_secret_appears_in_anything_the_server_wrote() {
+    let moto = moto();
+    let stack = Stack::start(Setup {
+        sts: Some(&moto.endpoint),
+        env: vec![("STSBRIDGE_LOG", "debug")],
+        ..Setup::default()
+    })
+    .await;
+    let mut secrets: Vec<(&str, String)> = Vec::new();
+
+    let main = stack.main_token();
+    secrets.push(("subject token", main.clone()));
+    for target in ["deploy", "cross", "deploy?format=credential_process"] {
+        let (status, creds, _) = stack.credentials(target, &main).await;
+        assert_eq!(status, 200, "{creds}");
+        secrets.push((
+            "secret access key",
+            creds["SecretAccessKey"].as_str().unwrap().to_owned(),
+        ));
+        let session = creds["Token"]
+            .as_str()
+            .or(creds["SessionToken"].as_str())
+            .unwrap();
+        secrets.push(("session token", session.to_owned()));
+    }
+
+    let subject = stack.idp.token("svc:alice", json!({}));
+    let actor = stack.idp.token("svc:gateway", json!({}));
+    secrets.push(("subject token", subject.clone()));
+    secrets.push(("actor token", actor.clone()));
+    let (status, body) = stack
+        .token_exchange(&[
+            ("grant_type", GRANT),
+            ("subject_token", &subject),
+            ("subject_token_type", JWT),
+            ("actor_token", &actor),
+            ("actor_token_type", JWT),
+            ("audience", "api"),
+        ])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    secrets.push((
+        "minted token",
+        body["access_token"].as_str().unwrap().to_owned(),
+    ));
+
+    // Refusals: a denied token, an expired one, a tampered one.
+    let mallory = stack.idp.token("svc:mallory", json!({}));
+    let expired = stack
+        .idp
+        .token("svc:alice", json!({ "iat": 1_000, "exp": 1_600 }));
+    let tampered = format!("{}x", &subject[..subject.len() - 1]);
+    for token in [&mallory, &expired, &tampered] {
+        let (status, _, _) = stack.credentials("api", &format!("Bearer {token}")).await;
+        assert!(status == 401 || status == 403);
+        secrets.push(("refused token", token.to_string()));
+    }
+    let (status, _) = stack
+        .token_exchange(&[
+            ("grant_type", GRANT),
+            ("subject_token", &tampered),
+            ("subject_token_type", JWT),
+            ("audience", "api"),
+        ])
+        .await;
+    assert_eq!(status, 401);
+
+    // An upstream error on a second bridge: the assertion it minted must not be logged either.
+    let stand_in = MockServer::start().await;
+    Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(
+            ResponseTemplate::new(400).set_body_string(sts::error("InvalidIdentityToken", "no")),
+        )
+        .mount(&stand_in)
+        .await;
+    let failing = Stack::start(Setup {
+        sts: Some(&stand_in.uri()),
+        env: vec![("STSBRIDGE_LOG", "debug")],
+        ..Setup::default()
+    })
+    .await;
+    let token = failing.main_token();
+    assert_eq!(failing.credentials("deploy", &token).await.0, 502);
+    let sent =
+        String::from_utf8(stand_in.received_requests().await.unwrap()[0].body.clone()).unwrap();
+    let assertion = reqwest::Url::parse(&format!("http://x/?{sent}"))
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "WebIdentityToken")
+        .unwrap()
+        .1
+        .into_owned();
+    let mut failing_secrets = vec![("subject token", token), ("minted assertion", assertion)];
+
+    // The signing keys themselves.
+    for stack in [&stack, &failing] {
+        for entry in std::fs::read_dir(stack.dir.path().join("keys")).unwrap() {
+            let pem = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            for line in pem.lines().filter(|l| !l.starts_with("-----")).take(3) {
+                failing_secrets.push(("signing key material", line.to_owned()));
+                secrets.push(("signing key material", line.to_owned()));
+            }
+        }
+    }
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        stack.bridge.stderr().contains("DEBUG"),
+        "the log level under test is debug"
+    );
+    assert_no_secrets("the audit stream", &stack.bridge.stdout(), &secrets);
+    assert_no_secrets("the log", &stack.bridge.stderr(), &secrets);
+    assert_no_secrets(
+        "the audit stream",
+        &failing.bridge.stdout(),
+        &failing_secrets,
+    );
+    assert_no_secrets("the log", &failing.bridge.stderr(), &failing_secrets);
+}

@@ -1,0 +1,204 @@
+//! The end-to-end suite: one test binary. Each test starts the real `stsbridge` binary on a port
+//! from the OS with its own config, a test IdP on loopback, and the upstream it needs (moto's STS
+//! server, or a wiremock stand-in speaking STS's documented wire format), then talks HTTP to it
+//! like a client.
+
+mod access;
+mod aws;
+mod cli;
+mod errors;
+mod leaks;
+mod token_exchange;
+
+use std::path::Path;
+
+use serde_json::Value;
+use stsbridge_e2e::{BRIDGE_URL, BridgeProcess, TestIdp};
+
+/// The binary under test (the same entry point as `bridge/src/main.rs`).
+pub const BIN: &str = env!("CARGO_BIN_EXE_stsbridge-under-test");
+
+/// The mappings most tests use.
+pub const MAPPINGS: &str = r#"
+version: 1
+targets:
+  - name: deploy
+    aws:
+      role_arn: arn:aws:iam::111111111111:role/deploy
+      duration: 1h
+      session_name: "gh-{{ claims.run_id }}"
+      source_identity: "{{ claims.actor }}"
+      session_tags: { repository: "{{ claims.repository }}" }
+      transitive_tag_keys: [repository]
+  - name: cross
+    aws:
+      role_arn: arn:aws:iam::111111111111:role/hub
+      chain:
+        - role_arn: arn:aws:iam::222222222222:role/deployer
+          external_id: stsbridge-test
+  - name: api
+    jwt: { audience: billing-api, scopes: [billing:read, billing:write], lifetime: 5m }
+rules:
+  - name: main-deploys
+    issuer: ci
+    subject: "repo:acme/app:ref:refs/heads/main"
+    claims: { repository_owner: acme }
+    allow: [deploy, cross, api]
+  - name: services-call-api
+    issuer: ci
+    subject: { glob: "svc:*" }
+    allow: [api]
+  - name: no-mallory
+    issuer: ci
+    subject: "svc:mallory"
+    deny: ["*"]
+"#;
+
+/// Options of one stack.
+#[derive(Default)]
+pub struct Setup<'a> {
+    /// STS endpoint (moto or a stand-in).
+    pub sts: Option<&'a str>,
+    /// Extra YAML lines inside the `ci` trust entry.
+    pub trust_extra: &'a str,
+    /// Extra top-level YAML.
+    pub extra: &'a str,
+    /// Mapping file contents (default [`MAPPINGS`]).
+    pub mappings: Option<&'a str>,
+    /// Environment of the process.
+    pub env: Vec<(&'a str, &'a str)>,
+}
+
+/// Writes a config and mappings for `idp` into `dir`; returns the config path.
+pub fn write_config(dir: &Path, idp: &TestIdp, setup: &Setup<'_>) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir.join("mappings")).unwrap();
+    std::fs::write(
+        dir.join("mappings/test.yaml"),
+        setup.mappings.unwrap_or(MAPPINGS),
+    )
+    .unwrap();
+    let sts = setup.sts.unwrap_or("http://127.0.0.1:9");
+    let config = format!(
+        r#"version: 1
+listen: 127.0.0.1:0
+issuer:
+  url: {BRIDGE_URL}
+  keys: {{ dir: keys }}
+  assertion_lifetime: 5m
+trust:
+  - name: ci
+    issuer: {issuer}
+    audiences: [{BRIDGE_URL}]
+    jwks: {{ discovery: true }}
+    allow_insecure_loopback: true
+{trust_extra}
+mappings: mappings
+providers:
+  aws: {{ region: us-east-1, endpoint: "{sts}", timeout: 5s }}
+audit: {{ sink: stdout }}
+{extra}
+"#,
+        issuer = idp.issuer,
+        trust_extra = setup.trust_extra,
+        extra = setup.extra,
+    );
+    let path = dir.join("stsbridge.yaml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+/// A running stack: the IdP, the bridge, and the directory they live in.
+pub struct Stack {
+    /// The test IdP the bridge trusts as `ci`.
+    pub idp: TestIdp,
+    /// The bridge under test.
+    pub bridge: BridgeProcess,
+    /// A client for talking to it.
+    pub http: reqwest::Client,
+    /// Its working directory (config, mappings, keys).
+    pub dir: tempfile::TempDir,
+}
+
+impl Stack {
+    /// Starts an IdP and a bridge configured by `setup`.
+    pub async fn start(setup: Setup<'_>) -> Stack {
+        let idp = TestIdp::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        write_config(dir.path(), &idp, &setup);
+        let bridge = BridgeProcess::spawn(
+            BIN,
+            dir.path(),
+            &["serve", "--config", "stsbridge.yaml"],
+            &setup.env,
+        )
+        .await;
+        Stack {
+            idp,
+            bridge,
+            http: reqwest::Client::new(),
+            dir,
+        }
+    }
+
+    /// The token of the main branch of acme/app, with a run id.
+    pub fn main_token(&self) -> String {
+        self.idp.token(
+            "repo:acme/app:ref:refs/heads/main",
+            serde_json::json!({ "repository_owner": "acme", "repository": "acme/app", "run_id": "42", "actor": "octocat" }),
+        )
+    }
+
+    /// `GET /v1/credentials/{target}` with `Authorization: <auth>`.
+    pub async fn credentials(
+        &self,
+        target: &str,
+        auth: &str,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let r = self
+            .http
+            .get(self.bridge.url(&format!("/v1/credentials/{target}")))
+            .header("Authorization", auth)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        (status, r.json().await.unwrap_or(Value::Null), headers)
+    }
+
+    /// `POST /oauth2/token` with form `fields`.
+    pub async fn token_exchange(&self, fields: &[(&str, &str)]) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.bridge.url("/oauth2/token"))
+            .form(fields)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// Verifies `token` against the bridge's own published JWKS and returns its claims.
+pub async fn verify_with_bridge_jwks(stack: &Stack, token: &str, audience: &str) -> Value {
+    let jwks: jsonwebtoken::jwk::JwkSet = stack
+        .http
+        .get(stack.bridge.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    let jwk = jwks
+        .find(header.kid.as_deref().unwrap())
+        .expect("the token's kid is published");
+    let mut validation = jsonwebtoken::Validation::new(header.alg);
+    validation.set_issuer(&[BRIDGE_URL]);
+    validation.set_audience(&[audience]);
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
+    jsonwebtoken::decode::<Value>(token, &key, &validation)
+        .unwrap()
+        .claims
+}

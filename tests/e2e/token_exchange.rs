@@ -1,0 +1,152 @@
+//! RFC 8693 token exchange: internal audience-bound JWTs, narrowed scopes, delegation.
+
+use crate::{Setup, Stack, verify_with_bridge_jwks};
+
+const GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_minted_token_verifies_against_stsbridge_jwks() {
+    let stack = Stack::start(Setup::default()).await;
+    let subject = stack.idp.token("svc:alice", serde_json::json!({}));
+    let (status, body) = stack
+        .token_exchange(&[
+            ("grant_type", GRANT),
+            ("subject_token", &subject),
+            ("subject_token_type", JWT),
+            ("audience", "api"),
+            ("scope", "billing:read"),
+        ])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["issued_token_type"], JWT);
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["scope"], "billing:read");
+    let expires_in = body["expires_in"].as_u64().unwrap();
+    assert!((290..=300).contains(&expires_in), "{expires_in}");
+    let claims = verify_with_bridge_jwks(
+        &stack,
+        body["access_token"].as_str().unwrap(),
+        "billing-api",
+    )
+    .await;
+    assert_eq!(claims["sub"], "svc:alice");
+    assert_eq!(claims["scope"], "billing:read");
+    assert!(claims.get("act").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_token_becomes_act_and_scopes_never_widen() {
+    let stack = Stack::start(Setup::default()).await;
+    let subject = stack.idp.token("svc:alice", serde_json::json!({}));
+    let actor = stack.idp.token("svc:gateway", serde_json::json!({}));
+    let (status, body) = stack
+        .token_exchange(&[
+            ("grant_type", GRANT),
+            ("subject_token", &subject),
+            ("subject_token_type", JWT),
+            ("actor_token", &actor),
+            ("actor_token_type", JWT),
+            ("audience", "api"),
+        ])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let claims = verify_with_bridge_jwks(
+        &stack,
+        body["access_token"].as_str().unwrap(),
+        "billing-api",
+    )
+    .await;
+    assert_eq!(claims["act"]["sub"], "svc:gateway");
+    assert_eq!(claims["act"]["iss"], stack.idp.issuer);
+    assert_eq!(claims["scope"], "billing:read billing:write");
+
+    let (status, body) = stack
+        .token_exchange(&[
+            ("grant_type", GRANT),
+            ("subject_token", &subject),
+            ("subject_token_type", JWT),
+            ("audience", "api"),
+            ("scope", "billing:admin"),
+        ])
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "invalid_scope");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_exchange_requests_are_400() {
+    let stack = Stack::start(Setup::default()).await;
+    let subject = stack.idp.token("svc:alice", serde_json::json!({}));
+    let cases: Vec<Vec<(&str, &str)>> = vec![
+        vec![
+            ("subject_token", &subject),
+            ("subject_token_type", JWT),
+            ("audience", "api"),
+        ],
+        vec![
+            ("grant_type", "client_credentials"),
+            ("subject_token", &subject),
+            ("subject_token_type", JWT),
+            ("audience", "api"),
+        ],
+        vec![
+            ("grant_type", GRANT),
+            ("subject_token_type", JWT),
+            ("audience", "api"),
+        ],
+        vec![
+            ("grant_type", GRANT),
+            ("subject_token", &subject),
+            (
+                "subject_token_type",
+                "urn:ietf:params:oauth:token-type:saml2",
+            ),
+            ("audience", "api"),
+        ],
+        vec![
+            ("grant_type", GRANT),
+            ("subject_token", &subject),
+            ("subject_token_type", JWT),
+        ],
+        vec![
+            ("grant_type", GRANT),
+            ("grant_type", GRANT),
+            ("subject_token", &subject),
+            ("subject_token_type", JWT),
+            ("audience", "api"),
+        ],
+        vec![
+            ("grant_type", GRANT),
+            ("subject_token", &subject),
+            ("subject_token_type", JWT),
+            ("audience", "api"),
+            (
+                "requested_token_type",
+                "urn:ietf:params:oauth:token-type:saml2",
+            ),
+        ],
+    ];
+    for fields in cases {
+        let (status, body) = stack.token_exchange(&fields).await;
+        assert_eq!(status, 400, "{fields:?}: {body}");
+        assert_eq!(body["error"], "invalid_request", "{fields:?}");
+    }
+    // AWS targets are served in their own shape, not as RFC 8693 tokens.
+    let main = stack.main_token();
+    let (status, body) = stack
+        .token_exchange(&[
+            ("grant_type", GRANT),
+            ("subject_token", &main),
+            ("subject_token_type", JWT),
+            ("audience", "deploy"),
+        ])
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("/v1/credentials/deploy")
+    );
+}

@@ -1,0 +1,172 @@
+//! The real `stsbridge` binary, started on 127.0.0.1 and a port from the OS, with its stdout (audit
+//! events) and stderr (logs) captured in full for assertions and the leak check.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A running `stsbridge serve`.
+pub struct BridgeProcess {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+    /// The working directory (config, mappings, keys).
+    pub dir: PathBuf,
+}
+
+impl Drop for BridgeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn capture(
+    stream: impl std::io::Read + Send + 'static,
+    into: Arc<Mutex<String>>,
+    listening: Option<mpsc::Sender<String>>,
+) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if let (Some(tx), Some(at)) = (&listening, line.find("listening on ")) {
+                let _ = tx.send(line[at + "listening on ".len()..].trim().to_owned());
+            }
+            let mut all = into.lock().expect("lock");
+            all.push_str(&line);
+            all.push('\n');
+        }
+    });
+}
+
+impl BridgeProcess {
+    /// Runs `binary` with `args` in `dir` and waits until it listens and is ready. The caller
+    /// passes `--listen 127.0.0.1:0` or a config with that address.
+    pub async fn spawn(
+        binary: &str,
+        dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> BridgeProcess {
+        let mut cmd = Command::new(binary);
+        cmd.args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        capture(
+            child.stdout.take().expect("stdout"),
+            Arc::clone(&stdout),
+            Some(tx.clone()),
+        );
+        capture(
+            child.stderr.take().expect("stderr"),
+            Arc::clone(&stderr),
+            Some(tx),
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = loop {
+            if let Ok(addr) = rx.try_recv() {
+                break addr;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                panic!(
+                    "stsbridge exited with {status} before listening:\n{}",
+                    stderr.lock().expect("lock")
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stsbridge did not listen within 30 s:\n{}",
+                stderr.lock().expect("lock")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let process = BridgeProcess {
+            child,
+            base: format!("http://{addr}"),
+            stdout,
+            stderr,
+            dir: dir.to_path_buf(),
+        };
+        process.wait_ready().await;
+        process
+    }
+
+    async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = client.get(self.url("/readyz")).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stsbridge did not become ready:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A URL on the bridge.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Everything written to stdout so far.
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().expect("lock").clone()
+    }
+
+    /// Everything written to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("lock").clone()
+    }
+
+    /// The audit events written so far (JSON lines on stdout).
+    pub fn audit_events(&self) -> Vec<Value> {
+        self.stdout()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v.get("decision_id").is_some())
+            .collect()
+    }
+
+    /// The audit event with this decision id, waiting briefly for it to be flushed.
+    pub async fn audit_event(&self, decision_id: &str) -> Value {
+        for _ in 0..100 {
+            if let Some(e) = self
+                .audit_events()
+                .into_iter()
+                .find(|e| e["decision_id"] == decision_id)
+            {
+                return e;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "no audit event with decision id {decision_id}:\n{}",
+            self.stdout()
+        );
+    }
+}
