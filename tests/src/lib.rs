@@ -3,6 +3,13 @@
 //! moto's STS server, and the STS wire formats for wiremock stubs. The tests themselves are in
 //! `e2e/`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test harness: a setup that fails must fail the test, loudly and at once"
+)]
+
 pub mod bridge;
 pub mod idp;
 pub mod moto;
