@@ -114,10 +114,10 @@ impl BridgeProcess {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(r) = client.get(self.url("/readyz")).send().await {
-                if r.status().is_success() {
-                    return;
-                }
+            if let Ok(r) = client.get(self.url("/readyz")).send().await
+                && r.status().is_success()
+            {
+                return;
             }
             assert!(
                 Instant::now() < deadline,
