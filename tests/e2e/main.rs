@@ -3,6 +3,13 @@
 //! server, or a wiremock stand-in speaking STS's documented wire format), then talks HTTP to it
 //! like a client.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers: a failed step must fail the test at once"
+)]
+
 mod access;
 mod aws;
 mod cli;
