@@ -169,3 +169,14 @@ async fn dev_mode_prints_commands_that_complete_an_exchange() {
     let (code, _, err) = run(root, &["serve", "--listen", "0.0.0.0:0"]);
     assert_eq!(code, 64, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_production_example_config_checks_clean() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let (code, out, err) = run(
+        root,
+        &["check", "--config", "examples/production/stsbridge.yaml"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("4 trusted issuer(s)"), "{out}");
+}
