@@ -64,6 +64,9 @@ pub struct Caller {
     pub jti_hash: Option<String>,
     /// Client socket address.
     pub client_addr: Option<String>,
+    /// Whether the token passed validation; when false, `subject` and `jti_hash` are what an
+    /// unverified token claimed.
+    pub verified: bool,
 }
 
 /// A truncated SHA-256, hex: correlates without revealing.

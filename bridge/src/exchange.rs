@@ -85,9 +85,14 @@ pub enum ExchangeError {
     /// No such target (404).
     #[error("unknown target {0:?}")]
     UnknownTarget(String),
-    /// No rule allows it, or a deny rule refuses it (403).
-    #[error("{0}")]
-    Denied(String),
+    /// A deny rule refuses it, or no allow rule matches (403).
+    #[error("{}", denial(rule.as_deref(), target))]
+    Denied {
+        /// The deny rule, or `None` when no allow rule matched.
+        rule: Option<String>,
+        /// The target.
+        target: String,
+    },
     /// A requested scope is not available (400 `invalid_scope`).
     #[error(transparent)]
     Scope(RenderError),
@@ -108,6 +113,13 @@ pub enum ExchangeError {
     AuditFailed,
 }
 
+fn denial(rule: Option<&str>, target: &str) -> String {
+    match rule {
+        Some(rule) => format!("denied by rule {rule}"),
+        None => format!("no rule allows this token to obtain {target}"),
+    }
+}
+
 impl ExchangeError {
     fn reason(&self) -> String {
         match self {
@@ -115,13 +127,8 @@ impl ExchangeError {
             ExchangeError::Token(e) | ExchangeError::ActorToken(e) => e.code().into(),
             ExchangeError::KeysUnavailable => "jwks_unavailable".into(),
             ExchangeError::UnknownTarget(_) => "unknown_target".into(),
-            ExchangeError::Denied(r) => {
-                if r.starts_with("denied by") {
-                    "deny_rule".into()
-                } else {
-                    "no_matching_rule".into()
-                }
-            }
+            ExchangeError::Denied { rule: Some(_), .. } => "deny_rule".into(),
+            ExchangeError::Denied { rule: None, .. } => "no_matching_rule".into(),
             ExchangeError::Scope(_) => "invalid_scope".into(),
             ExchangeError::Render(e) => match e {
                 RenderError::DelegationTooDeep => "delegation_too_deep".into(),
@@ -135,7 +142,7 @@ impl ExchangeError {
 
     fn outcome(&self) -> &'static str {
         match self {
-            ExchangeError::Denied(_)
+            ExchangeError::Denied { .. }
             | ExchangeError::Render(_)
             | ExchangeError::RateLimited { .. } => "deny",
             _ => "error",
@@ -358,18 +365,12 @@ impl Bridge {
             Decision::UnknownTarget => {
                 return Err(ExchangeError::UnknownTarget(req.target.to_owned()));
             }
-            Decision::Deny { rule: Some(rule) } => {
-                event.rule = Some(rule.name.clone());
-                return Err(ExchangeError::Denied(format!(
-                    "denied by rule {}",
-                    rule.name
-                )));
-            }
-            Decision::Deny { rule: None } => {
-                return Err(ExchangeError::Denied(format!(
-                    "no rule allows this token to obtain {}",
-                    req.target
-                )));
+            Decision::Deny { rule } => {
+                event.rule = rule.map(|r| r.name.clone());
+                return Err(ExchangeError::Denied {
+                    rule: event.rule.clone(),
+                    target: req.target.to_owned(),
+                });
             }
             Decision::Allow { rule, target } => {
                 event.rule = Some(rule.name.clone());
@@ -466,7 +467,9 @@ impl Bridge {
         {
             keys = self.jwks.keys(&trust.name);
         }
-        token::verify(parsed, trust, keys.as_deref(), now)
+        let token = token::verify(parsed, trust, keys.as_deref(), now)?;
+        caller.verified = true;
+        Ok(token)
     }
 
     /// Readiness: keys, mappings and every issuer's JWKS loaded.

@@ -19,6 +19,7 @@ async fn a_denied_token_gets_403_with_a_decision_id_and_no_credentials() {
     assert_eq!(event["reason"], "deny_rule");
     assert_eq!(event["rule"], "no-mallory");
     assert_eq!(event["caller"]["subject"], "svc:mallory");
+    assert_eq!(event["caller"]["verified"], true);
 
     // Allowed to call the API, but not to deploy: no rule matches.
     let bob = stack.idp.token("svc:bob", json!({}));

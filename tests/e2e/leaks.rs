@@ -10,10 +10,7 @@ use stsbridge_e2e::moto::moto;
 use stsbridge_e2e::{assert_no_secrets, sts};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::{Setup, Stack};
-
-const GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+use crate::{JWT, Setup, Stack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_token_or_secret_appears_in_anything_the_server_wrote() {
@@ -47,14 +44,11 @@ async fn no_token_or_secret_appears_in_anything_the_server_wrote() {
     secrets.push(("subject token", subject.clone()));
     secrets.push(("actor token", actor.clone()));
     let (status, body) = stack
-        .token_exchange(&[
-            ("grant_type", GRANT),
-            ("subject_token", &subject),
-            ("subject_token_type", JWT),
-            ("actor_token", &actor),
-            ("actor_token_type", JWT),
-            ("audience", "api"),
-        ])
+        .exchange(
+            &subject,
+            "api",
+            &[("actor_token", &actor), ("actor_token_type", JWT)],
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     secrets.push((
@@ -73,14 +67,7 @@ async fn no_token_or_secret_appears_in_anything_the_server_wrote() {
         assert!(status == 401 || status == 403);
         secrets.push(("refused token", token.to_string()));
     }
-    let (status, _) = stack
-        .token_exchange(&[
-            ("grant_type", GRANT),
-            ("subject_token", &tampered),
-            ("subject_token_type", JWT),
-            ("audience", "api"),
-        ])
-        .await;
+    let (status, _) = stack.exchange(&tampered, "api", &[]).await;
     assert_eq!(status, 401);
 
     // An upstream error on a second bridge: the assertion it minted must not be logged either.

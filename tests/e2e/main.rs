@@ -25,6 +25,11 @@ use stsbridge_e2e::{BRIDGE_URL, BridgeProcess, TestIdp};
 /// The binary under test (the same entry point as `bridge/src/main.rs`).
 pub const BIN: &str = env!("CARGO_BIN_EXE_stsbridge-under-test");
 
+/// RFC 8693 grant type.
+pub const GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// RFC 8693 token type of JWTs.
+pub const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+
 /// The mappings most tests use.
 pub const MAPPINGS: &str = r#"
 version: 1
@@ -171,6 +176,23 @@ impl Stack {
         let status = r.status().as_u16();
         let headers = r.headers().clone();
         (status, r.json().await.unwrap_or(Value::Null), headers)
+    }
+
+    /// An RFC 8693 exchange of `subject` for target `audience`, with `extra` form fields.
+    pub async fn exchange(
+        &self,
+        subject: &str,
+        audience: &str,
+        extra: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut fields = vec![
+            ("grant_type", GRANT),
+            ("subject_token", subject),
+            ("subject_token_type", JWT),
+            ("audience", audience),
+        ];
+        fields.extend_from_slice(extra);
+        self.token_exchange(&fields).await
     }
 
     /// `POST /oauth2/token` with form `fields`.

@@ -1,22 +1,13 @@
 //! RFC 8693 token exchange: internal audience-bound JWTs, narrowed scopes, delegation.
 
-use crate::{Setup, Stack, verify_with_bridge_jwks};
-
-const GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+use crate::{GRANT, JWT, Setup, Stack, verify_with_bridge_jwks};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_minted_token_verifies_against_stsbridge_jwks() {
     let stack = Stack::start(Setup::default()).await;
     let subject = stack.idp.token("svc:alice", serde_json::json!({}));
     let (status, body) = stack
-        .token_exchange(&[
-            ("grant_type", GRANT),
-            ("subject_token", &subject),
-            ("subject_token_type", JWT),
-            ("audience", "api"),
-            ("scope", "billing:read"),
-        ])
+        .exchange(&subject, "api", &[("scope", "billing:read")])
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["issued_token_type"], JWT);
@@ -41,14 +32,11 @@ async fn an_actor_token_becomes_act_and_scopes_never_widen() {
     let subject = stack.idp.token("svc:alice", serde_json::json!({}));
     let actor = stack.idp.token("svc:gateway", serde_json::json!({}));
     let (status, body) = stack
-        .token_exchange(&[
-            ("grant_type", GRANT),
-            ("subject_token", &subject),
-            ("subject_token_type", JWT),
-            ("actor_token", &actor),
-            ("actor_token_type", JWT),
-            ("audience", "api"),
-        ])
+        .exchange(
+            &subject,
+            "api",
+            &[("actor_token", &actor), ("actor_token_type", JWT)],
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     let claims = verify_with_bridge_jwks(
@@ -62,13 +50,7 @@ async fn an_actor_token_becomes_act_and_scopes_never_widen() {
     assert_eq!(claims["scope"], "billing:read billing:write");
 
     let (status, body) = stack
-        .token_exchange(&[
-            ("grant_type", GRANT),
-            ("subject_token", &subject),
-            ("subject_token_type", JWT),
-            ("audience", "api"),
-            ("scope", "billing:admin"),
-        ])
+        .exchange(&subject, "api", &[("scope", "billing:admin")])
         .await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"], "invalid_scope");
@@ -134,14 +116,7 @@ async fn malformed_exchange_requests_are_400() {
     }
     // AWS targets are served in their own shape, not as RFC 8693 tokens.
     let main = stack.main_token();
-    let (status, body) = stack
-        .token_exchange(&[
-            ("grant_type", GRANT),
-            ("subject_token", &main),
-            ("subject_token_type", JWT),
-            ("audience", "deploy"),
-        ])
-        .await;
+    let (status, body) = stack.exchange(&main, "deploy", &[]).await;
     assert_eq!(status, 400, "{body}");
     assert!(
         body["error_description"]

@@ -86,7 +86,7 @@ impl From<Failure> for ApiError {
                 "unknown_target",
                 format!("there is no target named {t:?}"),
             ),
-            ExchangeError::Denied(m) => (StatusCode::FORBIDDEN, "access_denied", m.clone()),
+            ExchangeError::Denied { .. } => (StatusCode::FORBIDDEN, "access_denied", e.to_string()),
             ExchangeError::Scope(r) => (StatusCode::BAD_REQUEST, "invalid_scope", r.to_string()),
             ExchangeError::Render(r) => (StatusCode::FORBIDDEN, "access_denied", r.to_string()),
             ExchangeError::RateLimited { .. } => (

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
-use axum::extract::rejection::FormRejection;
+use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -85,9 +85,11 @@ async fn credentials(
     State(bridge): State<Arc<Bridge>>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     Path(target): Path<String>,
-    Query(query): Query<FormatQuery>,
+    query: Result<Query<FormatQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let Query(query) = query
+        .map_err(|e| ApiError::invalid_request(format!("bad query string: {}", e.body_text())))?;
     let credential_process = match query.format.as_deref() {
         None => false,
         Some("credential_process") => true,
