@@ -160,6 +160,8 @@ pub async fn serve(listen: Option<SocketAddr>, aws_endpoint: Option<String>) -> 
             endpoint: aws_endpoint.clone(),
             ..AwsSettings::default()
         },
+        gcp: Default::default(),
+        azure: Default::default(),
         cache: CacheConfig {
             max_entries: 10_000,
         },

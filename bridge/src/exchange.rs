@@ -8,6 +8,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use stsbridge_providers::aws::AwsProvider;
+use stsbridge_providers::azure::AzureProvider;
+use stsbridge_providers::gcp::GcpProvider;
 use stsbridge_providers::jwt::JwtProvider;
 use stsbridge_providers::{AssertionSigner, Provider, ProviderError};
 use tokio::task::JoinHandle;
@@ -174,6 +176,9 @@ pub enum StartError {
     /// The JWKS client could not be built.
     #[error(transparent)]
     Jwks(#[from] FetchError),
+    /// A provider's HTTP client could not be built.
+    #[error(transparent)]
+    Provider(ProviderError),
 }
 
 /// The service: configuration, keys, mappings, cache and audit.
@@ -217,6 +222,13 @@ impl Bridge {
         let signer: Arc<dyn AssertionSigner> = issuer.clone();
         let providers: Vec<Arc<dyn Provider>> = vec![
             Arc::new(AwsProvider::new(&config.aws, Arc::clone(&signer))),
+            Arc::new(
+                GcpProvider::new(&config.gcp, Arc::clone(&signer)).map_err(StartError::Provider)?,
+            ),
+            Arc::new(
+                AzureProvider::new(&config.azure, Arc::clone(&signer))
+                    .map_err(StartError::Provider)?,
+            ),
             Arc::new(JwtProvider::new(signer)),
         ];
         let jwks = Arc::new(JwksManager::new(&config.trust)?);

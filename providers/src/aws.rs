@@ -55,6 +55,8 @@ pub struct AwsSettings {
     pub operation_timeout: Duration,
     /// Timeout to connect.
     pub connect_timeout: Duration,
+    /// Most exchanges in flight at once (each may make several STS calls).
+    pub max_concurrent: usize,
 }
 
 impl Default for AwsSettings {
@@ -64,12 +66,14 @@ impl Default for AwsSettings {
             endpoint: None,
             operation_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(3),
+            max_concurrent: 64,
         }
     }
 }
 
 /// The AWS provider.
 pub struct AwsProvider {
+    limiter: tokio::sync::Semaphore,
     base: aws_sdk_sts::Config,
     first_hop: aws_sdk_sts::Client,
     signer: Arc<dyn AssertionSigner>,
@@ -95,6 +99,7 @@ impl AwsProvider {
         let base = builder.build();
         let first_hop = aws_sdk_sts::Client::from_conf(base.clone());
         AwsProvider {
+            limiter: tokio::sync::Semaphore::new(settings.max_concurrent.max(1)),
             base,
             first_hop,
             signer,
@@ -106,6 +111,14 @@ impl AwsProvider {
         request: &AwsRequest,
         now: SystemTime,
     ) -> Result<Issued, ProviderError> {
+        let _permit = self
+            .limiter
+            .acquire()
+            .await
+            .map_err(|_| ProviderError::Unavailable {
+                provider: ProviderKind::Aws,
+                detail: "the provider is shutting down".into(),
+            })?;
         let started = Instant::now();
         let mut upstream = UpstreamInfo::default();
         let token: SecretString = match &request.assertion {

@@ -13,7 +13,7 @@ use crate::signer::SignError;
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
     /// The upstream refused the request. Maps to 502 `upstream_rejected`.
-    #[error("{provider} rejected the request with {code}: {hint}")]
+    #[error("{} rejected the request with {code}: {hint}", provider.upstream_name())]
     Rejected {
         /// Which provider.
         provider: ProviderKind,
@@ -28,7 +28,7 @@ pub enum ProviderError {
     },
     /// The upstream throttled us and retries within budget did not help. Maps to 503 with
     /// `Retry-After`.
-    #[error("{provider} is throttling requests")]
+    #[error("{} is throttling requests", provider.upstream_name())]
     Throttled {
         /// Which provider.
         provider: ProviderKind,
@@ -36,7 +36,7 @@ pub enum ProviderError {
         retry_after: Duration,
     },
     /// The upstream could not be reached or did not answer in time. Maps to 503.
-    #[error("{provider} is unavailable: {detail}")]
+    #[error("{} is unavailable: {detail}", provider.upstream_name())]
     Unavailable {
         /// Which provider.
         provider: ProviderKind,
@@ -44,7 +44,7 @@ pub enum ProviderError {
         detail: String,
     },
     /// The upstream answered something we could not use. Maps to 502.
-    #[error("{provider} returned an unusable response: {detail}")]
+    #[error("{} returned an unusable response: {detail}", provider.upstream_name())]
     InvalidResponse {
         /// Which provider.
         provider: ProviderKind,

@@ -11,15 +11,23 @@
 //!   short-lived assertion a cloud is shown.
 //! - [`error`]: [`ProviderError`], which keeps the cloud's own error code and says what to check.
 //! - [`aws`]: STS `AssumeRoleWithWebIdentity` plus chained `AssumeRole` hops, on `aws-sdk-sts`.
+//! - [`gcp`]: workload identity federation (STS token exchange, then service account
+//!   impersonation), on Google's documented REST protocol.
+//! - [`azure`]: Entra ID's client-credentials grant with a federated client assertion, on its
+//!   documented REST protocol.
 //! - [`jwt`]: internal audience-bound tokens (RFC 8693), minted by stsbridge itself; needs no cloud.
+//! - [`rest`]: what the REST providers share: bounded concurrency, retries with jittered backoff.
 
 #![forbid(unsafe_code)]
 
 pub mod aws;
+pub mod azure;
 pub mod credential;
 pub mod error;
+pub mod gcp;
 pub mod jwt;
 pub mod request;
+pub mod rest;
 pub mod signer;
 
 use std::time::{Duration, SystemTime};
@@ -28,7 +36,10 @@ use futures::future::BoxFuture;
 
 pub use credential::{AccessToken, AwsCredential, Credential};
 pub use error::ProviderError;
-pub use request::{AssertionSource, AwsHop, AwsRequest, JwtRequest, ProviderKind, ProviderRequest};
+pub use request::{
+    AssertionSource, AwsHop, AwsRequest, AzureRequest, GcpRequest, JwtRequest, ProviderKind,
+    ProviderRequest,
+};
 pub use signer::{AssertionSigner, MintSpec, MintedAssertion, SignError};
 
 /// What a provider hands back for one upstream exchange.

@@ -16,6 +16,10 @@ use secrecy::{ExposeSecret, SecretString};
 pub enum ProviderKind {
     /// AWS STS.
     Aws,
+    /// GCP workload identity federation.
+    Gcp,
+    /// Azure (Entra ID) federated credentials.
+    Azure,
     /// stsbridge's own internal tokens.
     Jwt,
 }
@@ -25,7 +29,19 @@ impl ProviderKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderKind::Aws => "aws",
+            ProviderKind::Gcp => "gcp",
+            ProviderKind::Azure => "azure",
             ProviderKind::Jwt => "jwt",
+        }
+    }
+
+    /// The upstream's name as operators know it.
+    pub fn upstream_name(self) -> &'static str {
+        match self {
+            ProviderKind::Aws => "AWS STS",
+            ProviderKind::Gcp => "Google Cloud",
+            ProviderKind::Azure => "Entra ID",
+            ProviderKind::Jwt => "stsbridge's issuer",
         }
     }
 }
@@ -41,6 +57,10 @@ impl fmt::Display for ProviderKind {
 pub enum ProviderRequest {
     /// AssumeRoleWithWebIdentity plus optional AssumeRole hops.
     Aws(AwsRequest),
+    /// STS token exchange plus optional service account impersonation.
+    Gcp(GcpRequest),
+    /// Client-credentials grant with a federated client assertion.
+    Azure(AzureRequest),
     /// An internal audience-bound JWT.
     Jwt(JwtRequest),
 }
@@ -50,6 +70,8 @@ impl ProviderRequest {
     pub fn kind(&self) -> ProviderKind {
         match self {
             ProviderRequest::Aws(_) => ProviderKind::Aws,
+            ProviderRequest::Gcp(_) => ProviderKind::Gcp,
+            ProviderRequest::Azure(_) => ProviderKind::Azure,
             ProviderRequest::Jwt(_) => ProviderKind::Jwt,
         }
     }
@@ -58,6 +80,8 @@ impl ProviderRequest {
     pub fn target(&self) -> &str {
         match self {
             ProviderRequest::Aws(r) => &r.target,
+            ProviderRequest::Gcp(r) => &r.target,
+            ProviderRequest::Azure(r) => &r.target,
             ProviderRequest::Jwt(r) => &r.target,
         }
     }
@@ -162,6 +186,43 @@ pub struct AwsHop {
     pub transitive_tag_keys: Vec<String>,
     /// `SourceIdentity` (AWS keeps the first hop's value; a different one is refused).
     pub source_identity: Option<String>,
+}
+
+/// GCP: an STS token exchange against a workload identity pool provider, then, when a service
+/// account is named, `generateAccessToken` for it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct GcpRequest {
+    /// Target name.
+    pub target: String,
+    /// The token shown to Google's STS.
+    pub assertion: AssertionSource,
+    /// STS `audience`: `//iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/P/providers/V`.
+    pub audience: String,
+    /// `aud` of the minted assertion (the pool provider's allowed audience).
+    pub assertion_audience: String,
+    /// OAuth scopes of the final token, sorted.
+    pub scopes: Vec<String>,
+    /// Service account to impersonate; `None` returns the federated token itself.
+    pub service_account: Option<String>,
+    /// Lifetime asked of `generateAccessToken`.
+    pub lifetime: Duration,
+    /// Delegation chain of service accounts for `generateAccessToken`.
+    pub delegates: Vec<String>,
+}
+
+/// Azure: the client-credentials grant with a federated client assertion.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AzureRequest {
+    /// Target name.
+    pub target: String,
+    /// The client assertion.
+    pub assertion: AssertionSource,
+    /// Tenant (GUID or verified domain).
+    pub tenant_id: String,
+    /// Application (client) id of the app registration or user-assigned identity.
+    pub client_id: String,
+    /// `scope`, ending in `/.default`.
+    pub scope: String,
 }
 
 /// An internal token (RFC 8693), minted by stsbridge's own issuer.

@@ -131,6 +131,8 @@ pub struct AwsFile {
     pub endpoint: Option<String>,
     /// Timeout of one STS call, retries included.
     pub timeout: Option<ConfigDuration>,
+    /// Most exchanges in flight to AWS at once.
+    pub max_concurrent: Option<usize>,
 }
 
 /// `providers.gcp:`.
@@ -141,6 +143,10 @@ pub struct GcpFile {
     pub sts_endpoint: Option<String>,
     /// IAM credentials endpoint override.
     pub iamcredentials_endpoint: Option<String>,
+    /// Timeout of one HTTP attempt.
+    pub timeout: Option<ConfigDuration>,
+    /// Most calls in flight to GCP at once.
+    pub max_concurrent: Option<usize>,
 }
 
 /// `providers.azure:`.
@@ -149,6 +155,10 @@ pub struct GcpFile {
 pub struct AzureFile {
     /// Entra ID authority host override.
     pub authority_host: Option<String>,
+    /// Timeout of one HTTP attempt.
+    pub timeout: Option<ConfigDuration>,
+    /// Most calls in flight to Entra ID at once.
+    pub max_concurrent: Option<usize>,
 }
 
 /// `cache:`.

@@ -15,6 +15,9 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use serde::de::DeserializeOwned;
 use stsbridge_providers::aws::AwsSettings;
+use stsbridge_providers::azure::AzureSettings;
+use stsbridge_providers::gcp::GcpSettings;
+use stsbridge_providers::rest::RestSettings;
 
 pub use duration::{ConfigDuration, format_duration, parse_duration};
 
@@ -146,6 +149,10 @@ pub struct Config {
     pub mappings_dir: PathBuf,
     /// AWS provider settings.
     pub aws: AwsSettings,
+    /// GCP provider settings.
+    pub gcp: GcpSettings,
+    /// Azure provider settings.
+    pub azure: AzureSettings,
     /// Credential cache.
     pub cache: CacheConfig,
     /// Per-caller rate limit, when configured.
@@ -475,34 +482,55 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
         if let Some(t) = a.timeout {
             aws.operation_timeout = t.0;
         }
+        if let Some(n) = a.max_concurrent {
+            aws.max_concurrent = n;
+        }
     }
-    for (field, endpoint) in [
-        (
+    let aws_max_concurrent = Some(aws.max_concurrent);
+    let mut endpoint = |field: &str, value: Option<String>, target: &mut String| {
+        if let Some(value) = value {
+            match check_url(&value, true) {
+                Ok(()) => *target = value.trim_end_matches('/').to_owned(),
+                Err(m) => err(field, m),
+            }
+        }
+    };
+    let mut gcp = GcpSettings::default();
+    let mut azure = AzureSettings::default();
+    if let Some(g) = raw.providers.gcp {
+        endpoint(
             "providers.gcp.sts_endpoint",
-            raw.providers
-                .gcp
-                .as_ref()
-                .and_then(|g| g.sts_endpoint.as_ref()),
-        ),
-        (
+            g.sts_endpoint,
+            &mut gcp.sts_endpoint,
+        );
+        endpoint(
             "providers.gcp.iamcredentials_endpoint",
-            raw.providers
-                .gcp
-                .as_ref()
-                .and_then(|g| g.iamcredentials_endpoint.as_ref()),
+            g.iamcredentials_endpoint,
+            &mut gcp.iamcredentials_endpoint,
+        );
+        rest_settings(&mut gcp.rest, g.timeout, g.max_concurrent);
+    }
+    if let Some(a) = raw.providers.azure {
+        endpoint(
+            "providers.azure.authority_host",
+            a.authority_host,
+            &mut azure.authority_host,
+        );
+        rest_settings(&mut azure.rest, a.timeout, a.max_concurrent);
+    }
+    for (field, value) in [
+        ("providers.aws.max_concurrent", aws_max_concurrent),
+        (
+            "providers.gcp.max_concurrent",
+            Some(gcp.rest.max_concurrent),
         ),
         (
-            "providers.azure.authority_host",
-            raw.providers
-                .azure
-                .as_ref()
-                .and_then(|a| a.authority_host.as_ref()),
+            "providers.azure.max_concurrent",
+            Some(azure.rest.max_concurrent),
         ),
     ] {
-        if let Some(endpoint) = endpoint
-            && let Err(m) = check_url(endpoint, true)
-        {
-            err(field, m);
+        if value == Some(0) {
+            err(field, "must be at least 1".into());
         }
     }
 
@@ -569,10 +597,25 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
         trust,
         mappings_dir: base.join(raw.mappings.unwrap_or_else(|| PathBuf::from("mappings"))),
         aws,
+        gcp,
+        azure,
         cache: CacheConfig { max_entries },
         rate_limit,
         audit,
     })
+}
+
+fn rest_settings(
+    rest: &mut RestSettings,
+    timeout: Option<ConfigDuration>,
+    max_concurrent: Option<usize>,
+) {
+    if let Some(t) = timeout {
+        rest.attempt_timeout = t.0;
+    }
+    if let Some(n) = max_concurrent {
+        rest.max_concurrent = n;
+    }
 }
 
 /// Names of trust entries, targets and rules: what metrics labels and file names can carry.

@@ -146,10 +146,7 @@ impl From<Failure> for ApiError {
 }
 
 fn provider_name(p: &ProviderError) -> &'static str {
-    p.provider().map_or("the provider", |k| match k.as_str() {
-        "aws" => "AWS STS",
-        _ => "the provider",
-    })
+    p.provider().map_or("the provider", |k| k.upstream_name())
 }
 
 impl IntoResponse for ApiError {

@@ -136,28 +136,42 @@ async fn credentials(
     Ok(credential_response(body, &exchanged.decision_id))
 }
 
-/// The RFC 8693 response for a token credential.
+/// A token credential in its target's native shape: GCP's
+/// `{access_token, expires_in, token_type, service_account}`, the Azure managed-identity
+/// `{access_token, expires_on, resource, token_type, client_id}`, or RFC 8693's for JWT targets.
 fn token_body(exchanged: &Exchanged, target: &Target) -> serde_json::Value {
     let Credential::Token(t) = &exchanged.entry.credential else {
         return json!({});
     };
-    let expires_in = t
-        .expires_at
-        .duration_since(SystemTime::now())
-        .map_or(0, |d| d.as_secs());
-    let mut body = json!({
-        "access_token": t.token.expose_secret(),
-        "issued_token_type": t.issued_token_type,
-        "token_type": t.token_type,
-        "expires_in": expires_in,
-    });
-    if let Some(scope) = &t.scope {
-        body["scope"] = json!(scope);
+    let now = SystemTime::now();
+    let expires_in = t.expires_at.duration_since(now).map_or(0, |d| d.as_secs());
+    match &target.kind {
+        TargetKind::Gcp(gcp) => json!({
+            "access_token": t.token.expose_secret(),
+            "expires_in": expires_in,
+            "token_type": t.token_type,
+            "service_account": gcp.service_account,
+        }),
+        TargetKind::Azure(azure) => json!({
+            "access_token": t.token.expose_secret(),
+            "expires_on": crate::token::unix_seconds(t.expires_at).to_string(),
+            "resource": azure.resource(),
+            "token_type": t.token_type,
+            "client_id": azure.client_id,
+        }),
+        TargetKind::Jwt(_) | TargetKind::Aws(_) => {
+            let mut body = json!({
+                "access_token": t.token.expose_secret(),
+                "issued_token_type": t.issued_token_type,
+                "token_type": t.token_type,
+                "expires_in": expires_in,
+            });
+            if let Some(scope) = &t.scope {
+                body["scope"] = json!(scope);
+            }
+            body
+        }
     }
-    if let TargetKind::Jwt(_) = &target.kind {
-        body["audience"] = json!(target.name);
-    }
-    body
 }
 
 fn credential_response(body: serde_json::Value, decision_id: &str) -> Response {

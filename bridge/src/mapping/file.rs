@@ -38,10 +38,47 @@ pub struct TargetFile {
     pub aws: Option<AwsTargetFile>,
     /// An internal JWT.
     pub jwt: Option<JwtTargetFile>,
-    /// A GCP service account (not available in this build).
-    pub gcp: Option<Yaml>,
-    /// An Azure identity (not available in this build).
-    pub azure: Option<Yaml>,
+    /// GCP workload identity federation (and a service account).
+    pub gcp: Option<GcpTargetFile>,
+    /// An Azure app registration or user-assigned identity.
+    pub azure: Option<AzureTargetFile>,
+}
+
+/// `targets[].gcp`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcpTargetFile {
+    /// The workload identity pool provider:
+    /// `//iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/P/providers/V`.
+    pub audience: String,
+    /// `aud` of the minted assertion (default: the provider's default allowed audience,
+    /// `https:` followed by `audience`).
+    pub assertion_audience: Option<String>,
+    /// Service account to impersonate; without it the federated token is returned.
+    pub service_account: Option<String>,
+    /// OAuth scopes (default cloud-platform).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Token lifetime with impersonation (default 1h).
+    pub lifetime: Option<ConfigDuration>,
+    /// Service accounts in the delegation chain.
+    #[serde(default)]
+    pub delegates: Vec<String>,
+    /// The organization policy `iam.allowServiceAccountCredentialLifetimeExtension` allows up to 12h.
+    #[serde(default)]
+    pub allow_lifetime_extension: bool,
+}
+
+/// `targets[].azure`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureTargetFile {
+    /// Tenant id (GUID) or verified domain.
+    pub tenant_id: String,
+    /// Application (client) id.
+    pub client_id: String,
+    /// Scope, ending in `/.default`.
+    pub scope: String,
 }
 
 /// `targets[].aws`.

@@ -24,8 +24,11 @@ use regex::RegexSet;
 use serde_json::Value;
 use serde_yaml_ng::Value as Yaml;
 use stsbridge_providers::aws::{MAX_CHAINED_DURATION, MAX_DURATION, MIN_DURATION};
+use stsbridge_providers::gcp;
 use stsbridge_providers::request::PassthroughToken;
-use stsbridge_providers::{AssertionSource, AwsHop, AwsRequest, JwtRequest, ProviderRequest};
+use stsbridge_providers::{
+    AssertionSource, AwsHop, AwsRequest, AzureRequest, GcpRequest, JwtRequest, ProviderRequest,
+};
 
 use crate::config::{
     CONFIG_VERSION, ConfigError, ConfigErrors, format_duration, read_yaml, valid_name,
@@ -43,6 +46,8 @@ const MAX_SESSION_TAGS: usize = 50;
 const MAX_SESSION_POLICY_CHARS: usize = 2048;
 const DEFAULT_JWT_LIFETIME: Duration = Duration::from_secs(300);
 const MIN_JWT_LIFETIME: Duration = Duration::from_secs(30);
+/// The shortest lifetime asked of a cloud token: anything shorter is spent on the round trip.
+const MIN_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
 /// Internal tokens are for service-to-service calls: an hour is the most they should live.
 pub const MAX_JWT_LIFETIME: Duration = Duration::from_secs(3600);
 /// Longest chain of `act` claims a minted token may carry.
@@ -75,6 +80,10 @@ pub enum AssertionMode {
 pub enum TargetKind {
     /// An AWS role (and chain).
     Aws(AwsTarget),
+    /// GCP workload identity federation.
+    Gcp(GcpTarget),
+    /// An Azure identity.
+    Azure(AzureTarget),
     /// An internal JWT.
     Jwt(JwtTarget),
 }
@@ -84,6 +93,8 @@ impl TargetKind {
     pub fn provider(&self) -> &'static str {
         match self {
             TargetKind::Aws(_) => "aws",
+            TargetKind::Gcp(_) => "gcp",
+            TargetKind::Azure(_) => "azure",
             TargetKind::Jwt(_) => "jwt",
         }
     }
@@ -112,6 +123,36 @@ struct HopTarget {
     tags: Vec<(String, Template)>,
     transitive_tag_keys: Vec<String>,
     source_identity: Option<Template>,
+}
+
+/// A compiled GCP target.
+#[derive(Debug)]
+pub struct GcpTarget {
+    audience: String,
+    assertion_audience: String,
+    /// The impersonated service account, served as the metadata server's `email`.
+    pub service_account: Option<String>,
+    scopes: Vec<String>,
+    lifetime: Duration,
+    delegates: Vec<String>,
+}
+
+/// A compiled Azure target.
+#[derive(Debug)]
+pub struct AzureTarget {
+    tenant_id: String,
+    /// Application (client) id.
+    pub client_id: String,
+    /// Scope (`<resource>/.default`).
+    pub scope: String,
+}
+
+impl AzureTarget {
+    /// The resource the scope is for (the scope without `/.default`), as managed identity
+    /// endpoints report it.
+    pub fn resource(&self) -> &str {
+        self.scope.strip_suffix("/.default").unwrap_or(&self.scope)
+    }
 }
 
 /// A compiled JWT target.
@@ -459,16 +500,36 @@ pub fn render(target: &Target, input: &RenderInput<'_>) -> Result<ProviderReques
             .map(|(k, t)| Ok((k.clone(), field(t, Field::AwsTagValue)?)))
             .collect()
     };
+    let assertion = || -> Result<AssertionSource, TemplateError> {
+        Ok(match &target.assertion {
+            AssertionMode::Mint(subject) => AssertionSource::Mint {
+                subject: field(subject, Field::AssertionSubject)?,
+            },
+            AssertionMode::Passthrough => {
+                AssertionSource::Passthrough(PassthroughToken::new(input.raw_token))
+            }
+        })
+    };
     match &target.kind {
+        TargetKind::Gcp(gcp) => Ok(ProviderRequest::Gcp(GcpRequest {
+            target: target.name.clone(),
+            assertion: assertion()?,
+            audience: gcp.audience.clone(),
+            assertion_audience: gcp.assertion_audience.clone(),
+            scopes: gcp.scopes.clone(),
+            service_account: gcp.service_account.clone(),
+            lifetime: gcp.lifetime,
+            delegates: gcp.delegates.clone(),
+        })),
+        TargetKind::Azure(azure) => Ok(ProviderRequest::Azure(AzureRequest {
+            target: target.name.clone(),
+            assertion: assertion()?,
+            tenant_id: azure.tenant_id.clone(),
+            client_id: azure.client_id.clone(),
+            scope: azure.scope.clone(),
+        })),
         TargetKind::Aws(aws) => {
-            let assertion = match &target.assertion {
-                AssertionMode::Mint(subject) => AssertionSource::Mint {
-                    subject: field(subject, Field::AssertionSubject)?,
-                },
-                AssertionMode::Passthrough => {
-                    AssertionSource::Passthrough(PassthroughToken::new(input.raw_token))
-                }
-            };
+            let assertion = assertion()?;
             let session_name = field(&aws.session_name, Field::AwsSessionName)?;
             let source_identity = opt(&aws.source_identity, Field::AwsSourceIdentity)?;
             let mut chain = Vec::with_capacity(aws.chain.len());
@@ -747,13 +808,17 @@ impl Builder {
                 Some(j) => TargetKind::Jwt(j),
                 None => return,
             }
+        } else if let Some(gcp) = t.gcp {
+            match self.gcp_target(file, &at("gcp"), gcp) {
+                Some(g) => TargetKind::Gcp(g),
+                None => return,
+            }
+        } else if let Some(azure) = t.azure {
+            match self.azure_target(file, &at("azure"), azure) {
+                Some(a) => TargetKind::Azure(a),
+                None => return,
+            }
         } else {
-            let provider = if t.gcp.is_some() { "gcp" } else { "azure" };
-            self.err(
-                file,
-                at(provider),
-                format!("{provider} targets are not available in this build of stsbridge"),
-            );
             return;
         };
         self.targets.insert(
@@ -765,6 +830,172 @@ impl Builder {
                 kind,
             }),
         );
+    }
+
+    fn gcp_target(&mut self, file: &Path, at: &str, g: file::GcpTargetFile) -> Option<GcpTarget> {
+        let before = self.errors.len();
+        if !valid_gcp_audience(&g.audience) {
+            self.err(
+                file,
+                format!("{at}.audience"),
+                format!(
+                    "{:?} is not a workload identity pool provider like \
+                     //iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/POOL/providers/PROVIDER",
+                    g.audience
+                ),
+            );
+        }
+        if let Some(sa) = &g.service_account
+            && !valid_service_account(sa)
+        {
+            self.err(
+                file,
+                format!("{at}.service_account"),
+                format!("{sa:?} is not a service account email like name@project.iam.gserviceaccount.com"),
+            );
+        }
+        for (j, d) in g.delegates.iter().enumerate() {
+            if !valid_service_account(d) {
+                self.err(
+                    file,
+                    format!("{at}.delegates[{j}]"),
+                    format!("{d:?} is not a service account email"),
+                );
+            }
+        }
+        if g.service_account.is_none() && !g.delegates.is_empty() {
+            self.err(
+                file,
+                format!("{at}.delegates"),
+                "delegates need a service_account to impersonate".into(),
+            );
+        }
+        let max = if g.allow_lifetime_extension {
+            gcp::MAX_EXTENDED_LIFETIME
+        } else {
+            gcp::MAX_LIFETIME
+        };
+        let lifetime = match (g.lifetime, &g.service_account) {
+            (Some(l), None) => {
+                self.err(
+                    file,
+                    format!("{at}.lifetime"),
+                    format!(
+                        "{}: Google sets the lifetime of a federated token itself; a lifetime needs a service_account",
+                        format_duration(l.0)
+                    ),
+                );
+                l.0
+            }
+            (Some(l), Some(_)) => l.0,
+            (None, _) => gcp::MAX_LIFETIME,
+        };
+        if lifetime < MIN_TOKEN_LIFETIME || lifetime > max {
+            let why = if g.allow_lifetime_extension {
+                String::new()
+            } else {
+                "; up to 12h needs the organization policy iam.allowServiceAccountCredentialLifetimeExtension \
+                 and allow_lifetime_extension: true"
+                    .to_owned()
+            };
+            self.err(
+                file,
+                format!("{at}.lifetime"),
+                format!(
+                    "{} is out of range: between {} and {}{why}",
+                    format_duration(lifetime),
+                    format_duration(MIN_TOKEN_LIFETIME),
+                    format_duration(max)
+                ),
+            );
+        }
+        let mut scopes = if g.scopes.is_empty() {
+            vec![gcp::CLOUD_PLATFORM.to_owned()]
+        } else {
+            g.scopes
+        };
+        for (j, scope) in scopes.iter().enumerate() {
+            if !valid_scope_token(scope) {
+                self.err(
+                    file,
+                    format!("{at}.scopes[{j}]"),
+                    format!("{scope:?} is not an OAuth scope"),
+                );
+            }
+        }
+        scopes.sort();
+        scopes.dedup();
+        let assertion_audience = g
+            .assertion_audience
+            .unwrap_or_else(|| format!("https:{}", g.audience));
+        if assertion_audience.is_empty() {
+            self.err(
+                file,
+                format!("{at}.assertion_audience"),
+                "must not be empty".into(),
+            );
+        }
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(GcpTarget {
+            audience: g.audience,
+            assertion_audience,
+            service_account: g.service_account,
+            scopes,
+            lifetime,
+            delegates: g.delegates,
+        })
+    }
+
+    fn azure_target(
+        &mut self,
+        file: &Path,
+        at: &str,
+        a: file::AzureTargetFile,
+    ) -> Option<AzureTarget> {
+        let before = self.errors.len();
+        if ["common", "organizations", "consumers"]
+            .contains(&a.tenant_id.to_ascii_lowercase().as_str())
+        {
+            self.err(
+                file,
+                format!("{at}.tenant_id"),
+                format!("{:?} is a multi-tenant alias; the client-credentials grant needs the tenant's id or domain", a.tenant_id),
+            );
+        } else if !is_guid(&a.tenant_id) && !is_domain(&a.tenant_id) {
+            self.err(
+                file,
+                format!("{at}.tenant_id"),
+                format!(
+                    "{:?} is neither a tenant GUID nor a domain like contoso.onmicrosoft.com",
+                    a.tenant_id
+                ),
+            );
+        }
+        if !is_guid(&a.client_id) {
+            self.err(
+                file,
+                format!("{at}.client_id"),
+                format!("{:?} is not an application (client) id GUID", a.client_id),
+            );
+        }
+        let resource = a.scope.strip_suffix("/.default");
+        if resource.is_none_or(|r| r.is_empty()) || !valid_scope_token(&a.scope) {
+            self.err(
+                file,
+                format!("{at}.scope"),
+                format!("{:?} must be a resource followed by /.default, like https://storage.azure.com/.default", a.scope),
+            );
+        }
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(AzureTarget {
+            tenant_id: a.tenant_id,
+            client_id: a.client_id,
+            scope: a.scope,
+        })
     }
 
     fn aws_target(&mut self, file: &Path, at: &str, a: file::AwsTargetFile) -> Option<AwsTarget> {
@@ -978,11 +1209,7 @@ impl Builder {
             self.err(file, format!("{at}.audience"), "must not be empty".into());
         }
         for (k, s) in j.scopes.iter().enumerate() {
-            if s.is_empty()
-                || !s
-                    .chars()
-                    .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\')
-            {
+            if !valid_scope_token(s) {
                 self.err(
                     file,
                     format!("{at}.scopes[{k}]"),
@@ -1124,6 +1351,74 @@ impl Builder {
             });
         }
     }
+}
+
+/// `//iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/ID`,
+/// pool and provider ids being 4-32 lowercase letters, digits and hyphens.
+fn valid_gcp_audience(audience: &str) -> bool {
+    let Some(rest) = audience.strip_prefix("//iam.googleapis.com/projects/") else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split('/').collect();
+    let id = |s: &str| {
+        (4..=32).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    parts.len() == 7
+        && !parts[0].is_empty()
+        && parts[0].bytes().all(|b| b.is_ascii_digit())
+        && parts[1] == "locations"
+        && parts[2] == "global"
+        && parts[3] == "workloadIdentityPools"
+        && id(parts[4])
+        && parts[5] == "providers"
+        && id(parts[6])
+}
+
+/// `name@project.iam.gserviceaccount.com` and Google's other service account domains.
+fn valid_service_account(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    (6..=63).contains(&local.len())
+        && local
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !local.starts_with('-')
+        && domain.ends_with(".gserviceaccount.com")
+        && domain
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+}
+
+fn is_guid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+fn is_domain(s: &str) -> bool {
+    s.len() <= 253
+        && s.contains('.')
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+        })
+}
+
+/// An OAuth scope token (RFC 6749 §3.3): printable ASCII without spaces, quotes or backslashes.
+fn valid_scope_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
 }
 
 fn compile_subject(spec: &Yaml) -> Result<SubjectMatcher, String> {

@@ -344,7 +344,7 @@ fn target_validation() {
         ),
         (
             "version: 1\ntargets:\n  - { name: t, gcp: { audience: x } }\n",
-            "targets[0].gcp",
+            "targets[0].gcp.audience",
         ),
         ("version: 1\ntargets:\n  - { name: t }\n", "targets[0]"),
         (
@@ -573,4 +573,135 @@ fn ten_thousand_partners_decide_by_index() {
         std::hint::black_box(m.decide(&hit, "t"));
     }
     eprintln!("10,200 rules: {:?} per decision", start.elapsed() / 1000);
+}
+
+const GCP_AUDIENCE: &str = "//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/stsbridge/providers/stsbridge";
+
+#[test]
+fn gcp_and_azure_targets_load_and_render() {
+    let text = format!(
+        r#"version: 1
+targets:
+  - name: reader
+    gcp:
+      audience: "{GCP_AUDIENCE}"
+      service_account: reader@analytics.iam.gserviceaccount.com
+      scopes: [https://www.googleapis.com/auth/cloud-platform]
+      lifetime: 30m
+  - name: federated
+    gcp: {{ audience: "{GCP_AUDIENCE}" }}
+  - name: blob
+    azure: {{ tenant_id: 72f988bf-86f1-41af-91ab-2d7cd011db47, client_id: 3f1e5a2c-0b6d-4c8e-9a7b-1d2e3f4a5b6c, scope: "https://storage.azure.com/.default" }}
+rules:
+  - {{ name: r, issuer: github, subject: x, allow: ["*"] }}
+"#
+    );
+    let m = load(&[("a.yaml", &text)]).unwrap();
+    let t = token("github", json!({"sub": "x"}));
+    let input = RenderInput {
+        token: &t,
+        raw_token: "x",
+        requested_scopes: None,
+        actor: None,
+    };
+    let ProviderRequest::Gcp(g) = render(m.target("reader").unwrap(), &input).unwrap() else {
+        panic!()
+    };
+    assert_eq!(g.audience, GCP_AUDIENCE);
+    assert_eq!(g.assertion_audience, format!("https:{GCP_AUDIENCE}"));
+    assert_eq!(
+        g.service_account.as_deref(),
+        Some("reader@analytics.iam.gserviceaccount.com")
+    );
+    assert_eq!(g.lifetime, Duration::from_secs(1800));
+    assert_eq!(
+        g.assertion,
+        AssertionSource::Mint {
+            subject: "target:reader".into()
+        }
+    );
+    let ProviderRequest::Gcp(f) = render(m.target("federated").unwrap(), &input).unwrap() else {
+        panic!()
+    };
+    assert_eq!(f.service_account, None);
+    assert_eq!(
+        f.scopes,
+        vec!["https://www.googleapis.com/auth/cloud-platform"]
+    );
+    let ProviderRequest::Azure(a) = render(m.target("blob").unwrap(), &input).unwrap() else {
+        panic!()
+    };
+    assert_eq!(a.scope, "https://storage.azure.com/.default");
+    let TargetKind::Azure(blob) = &m.target("blob").unwrap().kind else {
+        panic!()
+    };
+    assert_eq!(blob.resource(), "https://storage.azure.com");
+}
+
+#[test]
+fn gcp_and_azure_targets_are_validated_at_load() {
+    let gcp =
+        |fields: &str| format!("version: 1\ntargets:\n  - name: t\n    gcp: {{ {fields} }}\n");
+    let azure =
+        |fields: &str| format!("version: 1\ntargets:\n  - name: t\n    azure: {{ {fields} }}\n");
+    let sa = "service_account: a-reader@p.iam.gserviceaccount.com";
+    let good_azure = "tenant_id: contoso.onmicrosoft.com, client_id: 3f1e5a2c-0b6d-4c8e-9a7b-1d2e3f4a5b6c, scope: \"api://orders/.default\"";
+    assert!(
+        load(&[(
+            "a.yaml",
+            &gcp(&format!(
+                "audience: \"{GCP_AUDIENCE}\", {sa}, lifetime: 12h, allow_lifetime_extension: true"
+            ))
+        )])
+        .is_ok()
+    );
+    assert!(load(&[("a.yaml", &azure(good_azure))]).is_ok());
+    let cases = [
+        (
+            gcp("audience: \"projects/1/locations/global/workloadIdentityPools/p/providers/v\""),
+            "targets[0].gcp.audience",
+        ),
+        (
+            gcp(&format!(
+                "audience: \"{GCP_AUDIENCE}\", service_account: reader@gmail.com"
+            )),
+            "targets[0].gcp.service_account",
+        ),
+        (
+            gcp(&format!("audience: \"{GCP_AUDIENCE}\", {sa}, lifetime: 2h")),
+            "targets[0].gcp.lifetime",
+        ),
+        (
+            gcp(&format!("audience: \"{GCP_AUDIENCE}\", lifetime: 30m")),
+            "targets[0].gcp.lifetime",
+        ),
+        (
+            gcp(&format!(
+                "audience: \"{GCP_AUDIENCE}\", delegates: [a-other@p.iam.gserviceaccount.com]"
+            )),
+            "targets[0].gcp.delegates",
+        ),
+        (
+            azure(
+                "tenant_id: common, client_id: 3f1e5a2c-0b6d-4c8e-9a7b-1d2e3f4a5b6c, scope: \"api://x/.default\"",
+            ),
+            "targets[0].azure.tenant_id",
+        ),
+        (
+            azure(
+                "tenant_id: contoso.onmicrosoft.com, client_id: my-app, scope: \"api://x/.default\"",
+            ),
+            "targets[0].azure.client_id",
+        ),
+        (
+            azure(
+                "tenant_id: contoso.onmicrosoft.com, client_id: 3f1e5a2c-0b6d-4c8e-9a7b-1d2e3f4a5b6c, scope: \"https://storage.azure.com/user_impersonation\"",
+            ),
+            "targets[0].azure.scope",
+        ),
+    ];
+    for (text, path) in cases {
+        let e = errors(&[("a.yaml", &text)]);
+        assert!(e.iter().any(|e| e.path == path), "{path}: {e:?}");
+    }
 }
