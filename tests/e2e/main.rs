@@ -13,6 +13,8 @@
 mod access;
 mod aws;
 mod cli;
+mod clouds;
+mod contract;
 mod errors;
 mod leaks;
 mod token_exchange;
@@ -50,12 +52,26 @@ targets:
           external_id: stsbridge-test
   - name: api
     jwt: { audience: billing-api, scopes: [billing:read, billing:write], lifetime: 5m }
+  - name: gcs
+    gcp:
+      audience: //iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/stsbridge/providers/stsbridge
+      service_account: writer@shop-prod.iam.gserviceaccount.com
+      scopes: [https://www.googleapis.com/auth/devstorage.read_write]
+      lifetime: 30m
+  - name: gcp-federated
+    gcp:
+      audience: //iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/stsbridge/providers/stsbridge
+  - name: blob
+    azure:
+      tenant_id: 72f988bf-86f1-41af-91ab-2d7cd011db47
+      client_id: 3f1e5a2c-0b6d-4c8e-9a7b-1d2e3f4a5b6c
+      scope: https://storage.azure.com/.default
 rules:
   - name: main-deploys
     issuer: ci
     subject: "repo:acme/app:ref:refs/heads/main"
     claims: { repository_owner: acme }
-    allow: [deploy, cross, api]
+    allow: [deploy, cross, api, gcs, gcp-federated, blob]
   - name: services-call-api
     issuer: ci
     subject: { glob: "svc:*" }
@@ -71,6 +87,10 @@ rules:
 pub struct Setup<'a> {
     /// STS endpoint (moto or a stand-in).
     pub sts: Option<&'a str>,
+    /// GCP stand-in (both the STS and the IAM credentials endpoint).
+    pub gcp: Option<&'a str>,
+    /// Entra ID stand-in (the authority host).
+    pub azure: Option<&'a str>,
     /// Extra YAML lines inside the `ci` trust entry.
     pub trust_extra: &'a str,
     /// Extra top-level YAML.
@@ -90,6 +110,8 @@ pub fn write_config(dir: &Path, idp: &TestIdp, setup: &Setup<'_>) -> std::path::
     )
     .unwrap();
     let sts = setup.sts.unwrap_or("http://127.0.0.1:9");
+    let gcp = setup.gcp.unwrap_or("http://127.0.0.1:9");
+    let azure = setup.azure.unwrap_or("http://127.0.0.1:9");
     let config = format!(
         r#"version: 1
 listen: 127.0.0.1:0
@@ -107,6 +129,8 @@ trust:
 mappings: mappings
 providers:
   aws: {{ region: us-east-1, endpoint: "{sts}", timeout: 5s }}
+  gcp: {{ sts_endpoint: "{gcp}", iamcredentials_endpoint: "{gcp}", timeout: 5s }}
+  azure: {{ authority_host: "{azure}", timeout: 5s }}
 audit: {{ sink: stdout }}
 {extra}
 "#,

@@ -11,6 +11,7 @@
 )]
 
 pub mod bridge;
+pub mod clouds;
 pub mod idp;
 pub mod moto;
 pub mod sts;
