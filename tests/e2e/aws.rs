@@ -70,7 +70,7 @@ async fn a_token_maps_to_a_rule_and_returns_aws_credentials_from_moto() {
     assert_eq!(process["AccessKeyId"], creds["AccessKeyId"]);
     assert_eq!(process["SessionToken"], creds["Token"]);
 
-    let events = stack.bridge.audit_events();
+    let events = stack.bridge.audit_events_at_least(2).await;
     assert_eq!(events.len(), 2);
     assert_eq!(events[0]["outcome"], "allow");
     assert_eq!(events[0]["rule"], "main-deploys");

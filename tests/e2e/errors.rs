@@ -64,7 +64,7 @@ async fn concurrent_identical_requests_make_one_upstream_call() {
     let received = stand_in.received_requests().await.unwrap();
     assert_eq!(received.len(), 1, "one upstream call for forty callers");
 
-    let events = stack.bridge.audit_events();
+    let events = stack.bridge.audit_events_at_least(40).await;
     let count = |e: &str| events.iter().filter(|v| v["cache"] == e).count();
     assert_eq!((count("miss"), count("coalesced")), (1, 39), "{events:?}");
 

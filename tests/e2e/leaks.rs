@@ -108,7 +108,10 @@ async fn no_token_or_secret_appears_in_anything_the_server_wrote() {
         }
     }
 
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Everything the servers wrote has been captured: every decision's audit line is in.
+    stack.bridge.audit_events_at_least(8).await;
+    failing.bridge.audit_events_at_least(1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
         stack.bridge.stderr().contains("DEBUG"),
         "the log level under test is debug"

@@ -152,6 +152,19 @@ impl BridgeProcess {
             .collect()
     }
 
+    /// The audit events, once at least `n` have been written (the capture of stdout runs on its own
+    /// thread, so the last line may land a moment after the response).
+    pub async fn audit_events_at_least(&self, n: usize) -> Vec<Value> {
+        for _ in 0..100 {
+            let events = self.audit_events();
+            if events.len() >= n {
+                return events;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("fewer than {n} audit events:\n{}", self.stdout());
+    }
+
     /// The audit event with this decision id, waiting briefly for it to be flushed.
     pub async fn audit_event(&self, decision_id: &str) -> Value {
         for _ in 0..100 {
