@@ -51,6 +51,51 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Print AWS credential_process (Version 1) JSON for ~/.aws/config's credential_process.
+    CredentialProcess {
+        /// The service's base URL.
+        #[arg(long)]
+        bridge: String,
+        /// The AWS target.
+        #[arg(long)]
+        target: String,
+        /// A file holding the subject token (re-read on every call).
+        #[arg(long)]
+        token_file: PathBuf,
+        /// A PEM CA bundle to trust for an HTTPS service with a private CA.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+    },
+    /// Run the loopback sidecar that serves each cloud SDK's own local credential protocol.
+    Agent {
+        /// The service's base URL.
+        #[arg(long)]
+        bridge: String,
+        /// The workload's token file (re-read whenever credentials are fetched).
+        #[arg(long)]
+        token_file: PathBuf,
+        /// Loopback address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: SocketAddr,
+        /// Target served as AWS container credentials.
+        #[arg(long)]
+        aws_target: Option<String>,
+        /// Target served as the GCE metadata server.
+        #[arg(long)]
+        gcp_target: Option<String>,
+        /// Target served as the Azure App Service managed identity endpoint.
+        #[arg(long)]
+        azure_target: Option<String>,
+        /// A PEM CA bundle to trust for an HTTPS service with a private CA.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Directory for the AWS authorization token file (default: a new private temp directory).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Project id the metadata server reports.
+        #[arg(long)]
+        gcp_project: Option<String>,
+    },
     /// Offline dry run: evaluate a token against the rules for a target and show the rendered
     /// request. The signature is not checked.
     Explain {
@@ -82,6 +127,33 @@ pub fn main() -> ExitCode {
             token_file,
             target,
         } => explain(&config, &token_file, &target),
+        Command::CredentialProcess {
+            bridge,
+            target,
+            token_file,
+            ca_file,
+        } => credential_process(&bridge, &target, &token_file, ca_file.as_deref()),
+        Command::Agent {
+            bridge,
+            token_file,
+            listen,
+            aws_target,
+            gcp_target,
+            azure_target,
+            ca_file,
+            state_dir,
+            gcp_project,
+        } => agent(crate::agent::AgentOptions {
+            bridge,
+            token_file,
+            listen,
+            aws_target,
+            gcp_target,
+            azure_target,
+            ca_file,
+            state_dir,
+            gcp_project,
+        }),
     }
 }
 
@@ -140,6 +212,13 @@ fn serve(
         }
         config.aws.endpoint = Some(endpoint);
     }
+    let tls = match config.tls.as_ref().map(crate::tls::server_config).transpose() {
+        Ok(tls) => tls,
+        Err(m) => {
+            eprintln!("error: {}: tls: {m}", path.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
@@ -164,11 +243,16 @@ fn serve(
                 return ExitCode::from(EXIT_FAILURE);
             }
         };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         match listener.local_addr() {
-            Ok(addr) => tracing::info!("listening on {addr}"),
-            Err(_) => tracing::info!("listening on {listen}"),
+            Ok(addr) => tracing::info!("listening on {addr} ({scheme})"),
+            Err(_) => tracing::info!("listening on {listen} ({scheme})"),
         }
-        match server::run(listener, bridge, None, server::shutdown_signal()).await {
+        let served = match tls {
+            Some(tls) => server::run_tls(listener, bridge, tls, server::shutdown_signal()).await,
+            None => server::run(listener, bridge, None, server::shutdown_signal()).await,
+        };
+        match served {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -184,6 +268,57 @@ fn load_all(path: &Path) -> Result<(config::Config, Mappings), ConfigErrors> {
     let names: HashSet<String> = config.trust.iter().map(|t| t.name.clone()).collect();
     let mappings = Mappings::load(&config.mappings_dir, &names)?;
     Ok((config, mappings))
+}
+
+fn agent(options: crate::agent::AgentOptions) -> ExitCode {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match rt.block_on(crate::agent::run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ (crate::agent::AgentError::Options(_) | crate::agent::AgentError::Client(_))) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// `credential-process`: stdout gets the Version 1 JSON and nothing else; every failure is one
+/// line on stderr and a non-zero exit, which the AWS SDKs report to the user.
+fn credential_process(bridge: &str, target: &str, token_file: &Path, ca_file: Option<&Path>) -> ExitCode {
+    use secrecy::ExposeSecret;
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("stsbridge credential-process: cannot start: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let result = rt.block_on(async {
+        let client = crate::client::BridgeClient::new(bridge, ca_file)?;
+        let token = crate::client::read_token(token_file)?;
+        client.credentials(target, &token, true).await
+    });
+    match result {
+        Ok(body) => {
+            let valid = serde_json::from_str::<serde_json::Value>(body.expose_secret()).is_ok_and(|v| v["Version"] == 1);
+            if !valid {
+                eprintln!("stsbridge credential-process: {target} did not answer AWS credential_process JSON (is it an AWS target?)");
+                return ExitCode::from(EXIT_FAILURE);
+            }
+            println!("{}", body.expose_secret());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("stsbridge credential-process: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
 }
 
 fn check(path: &Path) -> ExitCode {

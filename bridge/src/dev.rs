@@ -148,6 +148,7 @@ pub async fn serve(listen: Option<SocketAddr>, aws_endpoint: Option<String>) -> 
     let config = Config {
         source: None,
         listen: addr,
+        tls: None,
         issuer: IssuerConfig {
             url: base.clone(),
             key_dir: None,

@@ -13,17 +13,21 @@
 //! - [`exchange`]: [`exchange::Bridge`], which runs one exchange end to end.
 //! - [`audit`]: one JSON event per decision.
 //! - [`http`]: the routes; [`http::error`] is the one place errors become responses.
-//! - [`server`]: `run(listener, bridge, shutdown)`.
+//! - [`server`]: `run(listener, bridge, shutdown)`, and `run_tls` over [`tls`].
 //! - [`dev`]: dev mode (`stsbridge serve` without a config).
+//! - [`client`]: the service's client side, for `credential-process` and the [`agent`], the
+//!   loopback sidecar that serves each cloud SDK's own local credential protocol.
 //! - [`cli`]: the command line.
 //!
 //! The providers (AWS, internal JWT) live in the `stsbridge-providers` crate.
 
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod audit;
 pub mod cache;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod dev;
 pub mod exchange;
@@ -32,6 +36,7 @@ pub mod issuer;
 pub mod limits;
 pub mod mapping;
 pub mod server;
+pub mod tls;
 pub mod token;
 
 #[cfg(test)]

@@ -28,6 +28,30 @@ pub async fn run(
     .await
 }
 
+/// Time in-flight requests get to finish after shutdown starts.
+pub const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// As [`run`], over TLS with `tls`.
+pub async fn run_tls(
+    listener: TcpListener,
+    bridge: Arc<Bridge>,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = http::router(bridge, None);
+    let handle = axum_server::Handle::new();
+    let on_shutdown = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        on_shutdown.graceful_shutdown(Some(DRAIN_DEADLINE));
+    });
+    let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
+    axum_server::from_tcp_rustls(listener.into_std()?, config)?
+        .handle(handle)
+        .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+        .await
+}
+
 /// Completes on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

@@ -141,6 +141,8 @@ pub struct Config {
     pub source: Option<PathBuf>,
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// TLS for the listener; plain HTTP when `None`.
+    pub tls: Option<TlsConfig>,
     /// stsbridge's own issuer.
     pub issuer: IssuerConfig,
     /// Trusted token issuers.
@@ -159,6 +161,15 @@ pub struct Config {
     pub rate_limit: Option<RateLimit>,
     /// Where audit events go.
     pub audit: AuditSinkConfig,
+}
+
+/// TLS for the listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Certificate chain, PEM, leaf first.
+    pub cert_file: PathBuf,
+    /// Private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 /// stsbridge's own issuer.
@@ -287,12 +298,15 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
         SocketAddr::from(([127, 0, 0, 1], 0))
     });
 
-    if raw.tls.is_some() {
-        err(
-            "tls",
-            "serving TLS directly is not available in this build; terminate TLS in front of stsbridge".into(),
-        );
-    }
+    let tls = raw.tls.map(|t| {
+        if t.client_ca_file.is_some() {
+            err(
+                "tls.client_ca_file",
+                "client certificates (mTLS) are not available in this build; remove client_ca_file".into(),
+            );
+        }
+        TlsConfig { cert_file: base.join(t.cert_file), key_file: base.join(t.key_file) }
+    });
 
     // stsbridge's own issuer.
     let url = raw.issuer.url.trim_end_matches('/').to_owned();
@@ -593,6 +607,7 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
     Ok(Config {
         source: Some(path.to_path_buf()),
         listen,
+        tls,
         issuer,
         trust,
         mappings_dir: base.join(raw.mappings.unwrap_or_else(|| PathBuf::from("mappings"))),

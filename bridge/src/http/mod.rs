@@ -151,6 +151,7 @@ fn token_body(exchanged: &Exchanged, target: &Target) -> serde_json::Value {
             "expires_in": expires_in,
             "token_type": t.token_type,
             "service_account": gcp.service_account,
+            "scope": t.scope,
         }),
         TargetKind::Azure(azure) => json!({
             "access_token": t.token.expose_secret(),

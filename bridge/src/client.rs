@@ -1,0 +1,144 @@
+//! The client side of stsbridge's HTTP API, shared by `credential-process` and the agent: one
+//! request per credential, the subject token read fresh from its file every time (projected
+//! Kubernetes tokens rotate under the same path), errors turned into one-line messages.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+
+use crate::tls::ca_bundle;
+
+/// Largest token file read.
+const MAX_TOKEN_FILE_BYTES: u64 = 64 * 1024;
+/// Time allowed for one call to the service (which has its own upstream timeouts).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why no credential came back.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The token file could not be read or is empty.
+    #[error("token file {path}: {detail}")]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The service could not be reached.
+    #[error("cannot reach stsbridge at {url}: {detail}")]
+    Unreachable {
+        /// The URL.
+        url: String,
+        /// What happened.
+        detail: String,
+    },
+    /// The service refused; its error code, description and decision id.
+    #[error("stsbridge refused ({status} {code}): {description}{}", decision_id.as_deref().map(|d| format!(" [decision {d}]")).unwrap_or_default())]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The `error` field.
+        code: String,
+        /// The `error_description` field.
+        description: String,
+        /// The decision id, for the operator.
+        decision_id: Option<String>,
+    },
+    /// The answer could not be understood.
+    #[error("stsbridge answered something unexpected: {0}")]
+    Invalid(String),
+    /// The client could not be set up (a bad CA bundle).
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Reads a subject token: whitespace around it (a trailing newline) is dropped.
+pub fn read_token(path: &Path) -> Result<SecretString, ClientError> {
+    let fail = |detail: String| ClientError::TokenFile { path: path.to_path_buf(), detail };
+    let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
+    if meta.len() > MAX_TOKEN_FILE_BYTES {
+        return Err(fail(format!("larger than {MAX_TOKEN_FILE_BYTES} bytes")));
+    }
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?);
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(fail("is empty".into()));
+    }
+    Ok(SecretString::from(token.to_owned()))
+}
+
+/// A client of one stsbridge service.
+#[derive(Clone)]
+pub struct BridgeClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl BridgeClient {
+    /// A client of the service at `base` (`https://...`, or `http://` to loopback), trusting the
+    /// system roots plus the CA bundle at `ca_file`.
+    pub fn new(base: &str, ca_file: Option<&Path>) -> Result<Self, ClientError> {
+        crate::config::check_url(base, true).map_err(ClientError::Setup)?;
+        let mut builder = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("stsbridge-client/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = ca_file {
+            builder = builder.tls_certs_merge(ca_bundle(ca).map_err(ClientError::Setup)?);
+        }
+        let http = builder.build().map_err(|e| ClientError::Setup(format!("HTTP client: {e}")))?;
+        Ok(BridgeClient { http, base: base.trim_end_matches('/').to_owned() })
+    }
+
+    /// `GET /v1/credentials/{target}` with `token`; `credential_process` asks for AWS's Version 1
+    /// shape. Returns the response body (which holds secrets: keep it out of logs).
+    pub async fn credentials(&self, target: &str, token: &SecretString, credential_process: bool) -> Result<SecretString, ClientError> {
+        let mut url = format!("{}/v1/credentials/{target}", self.base);
+        if credential_process {
+            url.push_str("?format=credential_process");
+        }
+        let response = self
+            .http
+            .get(&url)
+            .header(reqwest::header::AUTHORIZATION, format!("Bearer {}", token.expose_secret()))
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable { url: self.base.clone(), detail: describe(&e) })?;
+        let status = response.status();
+        let body = response
+            .text()
+            .await
+            .map_err(|e| ClientError::Unreachable { url: self.base.clone(), detail: describe(&e) })?;
+        if status.is_success() {
+            return Ok(SecretString::from(body));
+        }
+        let error: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        let field = |k: &str| error.get(k).and_then(Value::as_str).map(str::to_owned);
+        Err(ClientError::Refused {
+            status: status.as_u16(),
+            code: field("error").unwrap_or_else(|| "unknown".into()),
+            description: field("error_description").unwrap_or_else(|| body.chars().take(200).collect()),
+            decision_id: field("decision_id"),
+        })
+    }
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        // The cause says whether it was refused, unresolvable, or a TLS failure.
+        let mut cause = std::error::Error::source(e);
+        let mut detail = "could not connect".to_owned();
+        while let Some(c) = cause {
+            detail = format!("could not connect: {c}");
+            cause = c.source();
+        }
+        detail
+    } else {
+        e.to_string()
+    }
+}
