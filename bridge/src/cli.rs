@@ -163,6 +163,7 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
 }
@@ -212,7 +213,12 @@ fn serve(
         }
         config.aws.endpoint = Some(endpoint);
     }
-    let tls = match config.tls.as_ref().map(crate::tls::server_config).transpose() {
+    let tls = match config
+        .tls
+        .as_ref()
+        .map(crate::tls::server_config)
+        .transpose()
+    {
         Ok(tls) => tls,
         Err(m) => {
             eprintln!("error: {}: tls: {m}", path.display());
@@ -290,9 +296,17 @@ fn agent(options: crate::agent::AgentOptions) -> ExitCode {
 
 /// `credential-process`: stdout gets the Version 1 JSON and nothing else; every failure is one
 /// line on stderr and a non-zero exit, which the AWS SDKs report to the user.
-fn credential_process(bridge: &str, target: &str, token_file: &Path, ca_file: Option<&Path>) -> ExitCode {
+fn credential_process(
+    bridge: &str,
+    target: &str,
+    token_file: &Path,
+    ca_file: Option<&Path>,
+) -> ExitCode {
     use secrecy::ExposeSecret;
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("stsbridge credential-process: cannot start: {e}");
@@ -306,9 +320,12 @@ fn credential_process(bridge: &str, target: &str, token_file: &Path, ca_file: Op
     });
     match result {
         Ok(body) => {
-            let valid = serde_json::from_str::<serde_json::Value>(body.expose_secret()).is_ok_and(|v| v["Version"] == 1);
+            let valid = serde_json::from_str::<serde_json::Value>(body.expose_secret())
+                .is_ok_and(|v| v["Version"] == 1);
             if !valid {
-                eprintln!("stsbridge credential-process: {target} did not answer AWS credential_process JSON (is it an AWS target?)");
+                eprintln!(
+                    "stsbridge credential-process: {target} did not answer AWS credential_process JSON (is it an AWS target?)"
+                );
                 return ExitCode::from(EXIT_FAILURE);
             }
             println!("{}", body.expose_secret());

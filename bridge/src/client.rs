@@ -56,12 +56,16 @@ pub enum ClientError {
 
 /// Reads a subject token: whitespace around it (a trailing newline) is dropped.
 pub fn read_token(path: &Path) -> Result<SecretString, ClientError> {
-    let fail = |detail: String| ClientError::TokenFile { path: path.to_path_buf(), detail };
+    let fail = |detail: String| ClientError::TokenFile {
+        path: path.to_path_buf(),
+        detail,
+    };
     let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
     if meta.len() > MAX_TOKEN_FILE_BYTES {
         return Err(fail(format!("larger than {MAX_TOKEN_FILE_BYTES} bytes")));
     }
-    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?);
+    let text =
+        zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?);
     let token = text.trim();
     if token.is_empty() {
         return Err(fail("is empty".into()));
@@ -89,13 +93,23 @@ impl BridgeClient {
         if let Some(ca) = ca_file {
             builder = builder.tls_certs_merge(ca_bundle(ca).map_err(ClientError::Setup)?);
         }
-        let http = builder.build().map_err(|e| ClientError::Setup(format!("HTTP client: {e}")))?;
-        Ok(BridgeClient { http, base: base.trim_end_matches('/').to_owned() })
+        let http = builder
+            .build()
+            .map_err(|e| ClientError::Setup(format!("HTTP client: {e}")))?;
+        Ok(BridgeClient {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+        })
     }
 
     /// `GET /v1/credentials/{target}` with `token`; `credential_process` asks for AWS's Version 1
     /// shape. Returns the response body (which holds secrets: keep it out of logs).
-    pub async fn credentials(&self, target: &str, token: &SecretString, credential_process: bool) -> Result<SecretString, ClientError> {
+    pub async fn credentials(
+        &self,
+        target: &str,
+        token: &SecretString,
+        credential_process: bool,
+    ) -> Result<SecretString, ClientError> {
         let mut url = format!("{}/v1/credentials/{target}", self.base);
         if credential_process {
             url.push_str("?format=credential_process");
@@ -103,15 +117,24 @@ impl BridgeClient {
         let response = self
             .http
             .get(&url)
-            .header(reqwest::header::AUTHORIZATION, format!("Bearer {}", token.expose_secret()))
+            .header(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {}", token.expose_secret()),
+            )
             .send()
             .await
-            .map_err(|e| ClientError::Unreachable { url: self.base.clone(), detail: describe(&e) })?;
+            .map_err(|e| ClientError::Unreachable {
+                url: self.base.clone(),
+                detail: describe(&e),
+            })?;
         let status = response.status();
         let body = response
             .text()
             .await
-            .map_err(|e| ClientError::Unreachable { url: self.base.clone(), detail: describe(&e) })?;
+            .map_err(|e| ClientError::Unreachable {
+                url: self.base.clone(),
+                detail: describe(&e),
+            })?;
         if status.is_success() {
             return Ok(SecretString::from(body));
         }
@@ -120,7 +143,8 @@ impl BridgeClient {
         Err(ClientError::Refused {
             status: status.as_u16(),
             code: field("error").unwrap_or_else(|| "unknown".into()),
-            description: field("error_description").unwrap_or_else(|| body.chars().take(200).collect()),
+            description: field("error_description")
+                .unwrap_or_else(|| body.chars().take(200).collect()),
             decision_id: field("decision_id"),
         })
     }

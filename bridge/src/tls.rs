@@ -16,7 +16,10 @@ const MAX_PEM_BYTES: u64 = 1024 * 1024;
 fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if meta.len() > MAX_PEM_BYTES {
-        return Err(format!("{}: larger than {MAX_PEM_BYTES} bytes", path.display()));
+        return Err(format!(
+            "{}: larger than {MAX_PEM_BYTES} bytes",
+            path.display()
+        ));
     }
     std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
 }
@@ -27,9 +30,17 @@ pub fn server_config(config: &TlsConfig) -> Result<Arc<ServerConfig>, String> {
     let pem = read_pem(&config.cert_file)?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: not a PEM certificate chain: {e}", config.cert_file.display()))?;
+        .map_err(|e| {
+            format!(
+                "{}: not a PEM certificate chain: {e}",
+                config.cert_file.display()
+            )
+        })?;
     if certs.is_empty() {
-        return Err(format!("{}: holds no certificate", config.cert_file.display()));
+        return Err(format!(
+            "{}: holds no certificate",
+            config.cert_file.display()
+        ));
     }
     let key_pem = zeroize::Zeroizing::new(read_pem(&config.key_file)?);
     let key = PrivateKeyDer::from_pem_slice(&key_pem)
@@ -40,7 +51,13 @@ pub fn server_config(config: &TlsConfig) -> Result<Arc<ServerConfig>, String> {
         .map_err(|e| format!("TLS setup: {e}"))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| format!("{} and {} do not make a usable certificate: {e}", config.cert_file.display(), config.key_file.display()))?;
+        .map_err(|e| {
+            format!(
+                "{} and {} do not make a usable certificate: {e}",
+                config.cert_file.display(),
+                config.key_file.display()
+            )
+        })?;
     server.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(server))
 }
@@ -48,7 +65,8 @@ pub fn server_config(config: &TlsConfig) -> Result<Arc<ServerConfig>, String> {
 /// The certificates of a PEM CA bundle, for a client that must trust a private CA.
 pub fn ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
     let pem = read_pem(path)?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("{}: not a PEM CA bundle: {e}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("{}: not a PEM CA bundle: {e}", path.display()))?;
     if certs.is_empty() {
         return Err(format!("{}: holds no certificate", path.display()));
     }

@@ -29,7 +29,7 @@ async fn check_exits_0_or_64_naming_file_field_and_value() {
     write_config(dir.path(), &idp, &Setup::default());
     let (code, out, err) = run(dir.path(), &["check", "--config", "stsbridge.yaml"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("6 target(s) and 3 rule(s)"), "{out}");
+    assert!(out.contains("7 target(s) and 3 rule(s)"), "{out}");
 
     std::fs::write(
         dir.path().join("mappings/bad.yaml"),

@@ -17,6 +17,7 @@ mod clouds;
 mod contract;
 mod errors;
 mod leaks;
+mod sdks;
 mod token_exchange;
 
 use std::path::Path;
@@ -66,12 +67,17 @@ targets:
       tenant_id: 72f988bf-86f1-41af-91ab-2d7cd011db47
       client_id: 3f1e5a2c-0b6d-4c8e-9a7b-1d2e3f4a5b6c
       scope: https://storage.azure.com/.default
+  - name: mgmt
+    azure:
+      tenant_id: 72f988bf-86f1-41af-91ab-2d7cd011db47
+      client_id: 3f1e5a2c-0b6d-4c8e-9a7b-1d2e3f4a5b6c
+      scope: https://management.azure.com/.default
 rules:
   - name: main-deploys
     issuer: ci
     subject: "repo:acme/app:ref:refs/heads/main"
     claims: { repository_owner: acme }
-    allow: [deploy, cross, api, gcs, gcp-federated, blob]
+    allow: [deploy, cross, api, gcs, gcp-federated, blob, mgmt]
   - name: services-call-api
     issuer: ci
     subject: { glob: "svc:*" }

@@ -37,7 +37,13 @@ fn capture(
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
             if let (Some(tx), Some(at)) = (&listening, line.find("listening on ")) {
-                let _ = tx.send(line[at + "listening on ".len()..].trim().to_owned());
+                let rest = &line[at + "listening on ".len()..];
+                let _ = tx.send(
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
             }
             let mut all = into.lock().expect("lock");
             all.push_str(&line);
@@ -114,14 +120,15 @@ impl BridgeProcess {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(r) = client.get(self.url("/readyz")).send().await
-                && r.status().is_success()
-            {
-                return;
-            }
+            let last = match client.get(self.url("/readyz")).send().await {
+                Ok(r) if r.status().is_success() => return,
+                Ok(r) => format!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
+                Err(e) => e.to_string(),
+            };
             assert!(
                 Instant::now() < deadline,
-                "stsbridge did not become ready:\n{}",
+                "{} did not become ready ({last}):\n{}",
+                self.base,
                 self.stderr()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;

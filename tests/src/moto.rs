@@ -16,7 +16,8 @@ pub struct Moto {
     _child: Mutex<Child>,
 }
 
-fn python() -> PathBuf {
+/// The Python of the test venv (moto, boto3, the AWS CLI, google-auth, azure-identity).
+pub fn python() -> PathBuf {
     if let Ok(p) = std::env::var("STSBRIDGE_TEST_PYTHON") {
         return PathBuf::from(p);
     }
@@ -27,6 +28,11 @@ fn python() -> PathBuf {
          (or set STSBRIDGE_TEST_PYTHON to a python that has moto[server])"
     );
     venv
+}
+
+/// A program installed in the test venv (`aws`, ...), next to its Python.
+pub fn venv_program(name: &str) -> PathBuf {
+    python().with_file_name(name)
 }
 
 /// The moto server of this test process, started on first use.

@@ -108,8 +108,14 @@ pub struct Agent {
 fn local_secret() -> SecretString {
     let mut bytes = [0u8; 32];
     // If the OS has no entropy, refusing to start is the only safe answer.
-    let filled = aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut bytes).is_ok();
-    let secret = if filled { URL_SAFE_NO_PAD.encode(bytes) } else { String::new() };
+    let filled =
+        aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut bytes)
+            .is_ok();
+    let secret = if filled {
+        URL_SAFE_NO_PAD.encode(bytes)
+    } else {
+        String::new()
+    };
     SecretString::from(secret)
 }
 
@@ -124,13 +130,19 @@ impl Agent {
             )));
         }
         let mut targets = HashMap::new();
-        for (cloud, target) in [(Cloud::Aws, &options.aws_target), (Cloud::Gcp, &options.gcp_target), (Cloud::Azure, &options.azure_target)] {
+        for (cloud, target) in [
+            (Cloud::Aws, &options.aws_target),
+            (Cloud::Gcp, &options.gcp_target),
+            (Cloud::Azure, &options.azure_target),
+        ] {
             if let Some(t) = target {
                 targets.insert(cloud, t.clone());
             }
         }
         if targets.is_empty() {
-            return Err(AgentError::Options("name at least one of --aws-target, --gcp-target, --azure-target".into()));
+            return Err(AgentError::Options(
+                "name at least one of --aws-target, --gcp-target, --azure-target".into(),
+            ));
         }
         // Fail now, not at the first request, when the token file cannot be read.
         read_token(&options.token_file)?;
@@ -138,7 +150,9 @@ impl Agent {
         let aws_secret = local_secret();
         let azure_secret = local_secret();
         if aws_secret.expose_secret().is_empty() || azure_secret.expose_secret().is_empty() {
-            return Err(AgentError::Options("the system's random number generator failed".into()));
+            return Err(AgentError::Options(
+                "the system's random number generator failed".into(),
+            ));
         }
         let host = format!("127.0.0.1:{port}");
         let mut env = Vec::new();
@@ -147,9 +161,18 @@ impl Agent {
                 Some(d) => d.clone(),
                 None => std::env::temp_dir().join(format!("stsbridge-agent-{port}")),
             };
-            let file = write_secret(&dir, "aws-container-authorization-token", aws_secret.expose_secret())?;
-            env.push(format!("export AWS_CONTAINER_CREDENTIALS_FULL_URI=http://{host}/aws/credentials"));
-            env.push(format!("export AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE={}", file.display()));
+            let file = write_secret(
+                &dir,
+                "aws-container-authorization-token",
+                aws_secret.expose_secret(),
+            )?;
+            env.push(format!(
+                "export AWS_CONTAINER_CREDENTIALS_FULL_URI=http://{host}/aws/credentials"
+            ));
+            env.push(format!(
+                "export AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE={}",
+                file.display()
+            ));
         }
         if targets.contains_key(&Cloud::Gcp) {
             env.push(format!("export GCE_METADATA_HOST={host}"));
@@ -157,9 +180,15 @@ impl Agent {
         }
         if targets.contains_key(&Cloud::Azure) {
             env.push(format!("export IDENTITY_ENDPOINT=http://{host}/msi/token"));
-            env.push(format!("export IDENTITY_HEADER={}", azure_secret.expose_secret()));
+            env.push(format!(
+                "export IDENTITY_HEADER={}",
+                azure_secret.expose_secret()
+            ));
         }
-        let cache = targets.keys().map(|c| (*c, tokio::sync::Mutex::new(None))).collect();
+        let cache = targets
+            .keys()
+            .map(|c| (*c, tokio::sync::Mutex::new(None)))
+            .collect();
         let agent = Agent {
             client,
             token_file: options.token_file.clone(),
@@ -176,14 +205,22 @@ impl Agent {
     /// from the cache while it has more than the margin left. Concurrent callers share one fetch.
     async fn credential(&self, cloud: Cloud) -> Result<(Value, SystemTime), ClientError> {
         let Some(target) = self.targets.get(&cloud) else {
-            return Err(ClientError::Invalid("no target is configured for this protocol".into()));
+            return Err(ClientError::Invalid(
+                "no target is configured for this protocol".into(),
+            ));
         };
         let Some(slot) = self.cache.get(&cloud) else {
-            return Err(ClientError::Invalid("no target is configured for this protocol".into()));
+            return Err(ClientError::Invalid(
+                "no target is configured for this protocol".into(),
+            ));
         };
         let mut slot = slot.lock().await;
         let now = SystemTime::now();
-        let margin = if cloud == Cloud::Aws { AWS_MARGIN } else { TOKEN_MARGIN };
+        let margin = if cloud == Cloud::Aws {
+            AWS_MARGIN
+        } else {
+            TOKEN_MARGIN
+        };
         if let Some(cached) = slot.as_ref().filter(|c| c.expires_at > now + margin) {
             return Ok((parse(&cached.body)?, cached.expires_at));
         }
@@ -198,7 +235,8 @@ impl Agent {
 }
 
 fn parse(body: &SecretString) -> Result<Value, ClientError> {
-    serde_json::from_str(body.expose_secret()).map_err(|_| ClientError::Invalid("the answer is not JSON".into()))
+    serde_json::from_str(body.expose_secret())
+        .map_err(|_| ClientError::Invalid("the answer is not JSON".into()))
 }
 
 /// When a credential in the service's answer expires.
@@ -206,14 +244,24 @@ fn expiry(cloud: Cloud, body: &Value, fetched_at: SystemTime) -> Result<SystemTi
     let bad = |what: &str| ClientError::Invalid(format!("the answer has no usable {what}"));
     match cloud {
         Cloud::Aws => {
-            let text = body["Expiration"].as_str().ok_or_else(|| bad("Expiration"))?;
+            let text = body["Expiration"]
+                .as_str()
+                .ok_or_else(|| bad("Expiration"))?;
             time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
                 .map(SystemTime::from)
                 .map_err(|_| bad("Expiration"))
         }
-        Cloud::Gcp => Ok(fetched_at + Duration::from_secs(body["expires_in"].as_u64().ok_or_else(|| bad("expires_in"))?)),
+        Cloud::Gcp => Ok(fetched_at
+            + Duration::from_secs(
+                body["expires_in"]
+                    .as_u64()
+                    .ok_or_else(|| bad("expires_in"))?,
+            )),
         Cloud::Azure => {
-            let secs: u64 = body["expires_on"].as_str().and_then(|s| s.parse().ok()).ok_or_else(|| bad("expires_on"))?;
+            let secs: u64 = body["expires_on"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| bad("expires_on"))?;
             Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
         }
     }
@@ -222,8 +270,15 @@ fn expiry(cloud: Cloud, body: &Value, fetched_at: SystemTime) -> Result<SystemTi
 /// Writes `secret` (no trailing newline: botocore refuses one) to `dir/name`, mode 0600, in a
 /// directory created 0700.
 fn write_secret(dir: &Path, name: &str, secret: &str) -> Result<PathBuf, AgentError> {
-    let fail = |path: &Path, e: std::io::Error| AgentError::State { path: path.to_path_buf(), detail: e.to_string() };
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| fail(dir, e))?;
+    let fail = |path: &Path, e: std::io::Error| AgentError::State {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| fail(dir, e))?;
     let path = dir.join(name);
     // Replace any file a previous run left: a fresh secret per start.
     let _ = std::fs::remove_file(&path);
@@ -242,7 +297,9 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|e| AgentError::Options(format!("cannot listen on {}: {e}", options.listen)))?;
-    let addr = listener.local_addr().map_err(|e| AgentError::Options(e.to_string()))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| AgentError::Options(e.to_string()))?;
     let (agent, env) = Agent::new(&options, addr.port())?;
     for line in env {
         println!("{line}");

@@ -28,16 +28,32 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/computeMetadata/v1/{*path}", get(gce))
         .route("/msi/token", get(msi))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .with_state(agent)
 }
 
+/// Ready when the workload's token file can be read.
+async fn readyz(State(agent): State<Arc<Agent>>) -> Response {
+    match crate::client::read_token(&agent.token_file) {
+        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+    }
+}
+
 fn secret_matches(given: Option<&HeaderValue>, secret: &SecretString) -> bool {
-    given.is_some_and(|v| verify_slices_are_equal(v.as_bytes(), secret.expose_secret().as_bytes()).is_ok())
+    given.is_some_and(|v| {
+        verify_slices_are_equal(v.as_bytes(), secret.expose_secret().as_bytes()).is_ok()
+    })
 }
 
 fn json_error(status: StatusCode, code: &str, description: &str) -> Response {
-    let mut r = (status, axum::Json(json!({ "error": code, "error_description": description }))).into_response();
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let mut r = (
+        status,
+        axum::Json(json!({ "error": code, "error_description": description })),
+    )
+        .into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
@@ -46,7 +62,9 @@ fn json_error(status: StatusCode, code: &str, description: &str) -> Response {
 fn failure(e: &ClientError) -> (StatusCode, String) {
     tracing::warn!("no credential: {e}");
     let status = match e {
-        ClientError::Refused { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
+        ClientError::Refused { status, .. } => {
+            StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
+        }
         ClientError::Unreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::BAD_GATEWAY,
     };
@@ -55,7 +73,8 @@ fn failure(e: &ClientError) -> (StatusCode, String) {
 
 fn no_store(value: Value) -> Response {
     let mut r = axum::Json(value).into_response();
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
@@ -63,10 +82,18 @@ fn no_store(value: Value) -> Response {
 /// agent's secret, exactly as the SDK reads it from the token file.
 async fn aws(State(agent): State<Arc<Agent>>, headers: HeaderMap) -> Response {
     if !agent.targets.contains_key(&Cloud::Aws) {
-        return json_error(StatusCode::NOT_FOUND, "not_configured", "this agent serves no AWS target");
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "not_configured",
+            "this agent serves no AWS target",
+        );
     }
     if !secret_matches(headers.get(header::AUTHORIZATION), &agent.aws_secret) {
-        return json_error(StatusCode::UNAUTHORIZED, "unauthorized", "Authorization must be the agent's token");
+        return json_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Authorization must be the agent's token",
+        );
     }
     match agent.credential(Cloud::Aws).await {
         Ok((body, _)) => no_store(body),
@@ -95,13 +122,22 @@ fn gce_text(status: StatusCode, body: impl Into<String>) -> Response {
 /// went through a proxy (`X-Forwarded-For`) is refused.
 fn gce_refused(agent: &Agent, headers: &HeaderMap) -> Option<Response> {
     if !agent.targets.contains_key(&Cloud::Gcp) {
-        return Some(gce_text(StatusCode::NOT_FOUND, "this agent serves no GCP target\n"));
+        return Some(gce_text(
+            StatusCode::NOT_FOUND,
+            "this agent serves no GCP target\n",
+        ));
     }
     if headers.get(FLAVOR).is_none_or(|v| v != "Google") {
-        return Some(gce_text(StatusCode::FORBIDDEN, "Missing Metadata-Flavor:Google header.\n"));
+        return Some(gce_text(
+            StatusCode::FORBIDDEN,
+            "Missing Metadata-Flavor:Google header.\n",
+        ));
     }
     if headers.contains_key("x-forwarded-for") {
-        return Some(gce_text(StatusCode::FORBIDDEN, "Requests with X-Forwarded-For are refused.\n"));
+        return Some(gce_text(
+            StatusCode::FORBIDDEN,
+            "Requests with X-Forwarded-For are refused.\n",
+        ));
     }
     None
 }
@@ -128,7 +164,10 @@ async fn gce(
     if path == "project/project-id" {
         return match &agent.gcp_project {
             Some(p) => gce_text(StatusCode::OK, p.clone()),
-            None => gce_text(StatusCode::NOT_FOUND, "no project id is configured (--gcp-project)\n"),
+            None => gce_text(
+                StatusCode::NOT_FOUND,
+                "no project id is configured (--gcp-project)\n",
+            ),
         };
     }
     if path == "universe/universe-domain" {
@@ -144,7 +183,10 @@ async fn gce(
             return gce_text(status, format!("{message}\n"));
         }
     };
-    let email = credential["service_account"].as_str().unwrap_or("default").to_owned();
+    let email = credential["service_account"]
+        .as_str()
+        .unwrap_or("default")
+        .to_owned();
     let scopes = credential_scopes(&credential);
     let rest = rest.trim_start_matches('/');
     if rest.is_empty() {
@@ -166,7 +208,9 @@ async fn gce(
         "scopes" => gce_text(StatusCode::OK, scopes.join("\n") + "\n"),
         "token" => {
             // The target fixes the scopes; a `scopes` query naming others cannot widen them.
-            let expires_in = expires_at.duration_since(SystemTime::now()).map_or(0, |d| d.as_secs());
+            let expires_in = expires_at
+                .duration_since(SystemTime::now())
+                .map_or(0, |d| d.as_secs());
             gce_response(
                 StatusCode::OK,
                 "application/json",
@@ -183,23 +227,46 @@ async fn gce(
 }
 
 fn credential_scopes(credential: &Value) -> Vec<String> {
-    credential["scope"].as_str().map(|s| s.split(' ').map(str::to_owned).collect()).unwrap_or_default()
+    credential["scope"]
+        .as_str()
+        .map(|s| s.split(' ').map(str::to_owned).collect())
+        .unwrap_or_default()
 }
 
 /// Azure App Service managed identity (`IDENTITY_ENDPOINT` + `IDENTITY_HEADER`, api-version
 /// 2019-08-01).
-async fn msi(State(agent): State<Arc<Agent>>, Query(query): Query<HashMap<String, String>>, headers: HeaderMap) -> Response {
+async fn msi(
+    State(agent): State<Arc<Agent>>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
     if !agent.targets.contains_key(&Cloud::Azure) {
-        return json_error(StatusCode::NOT_FOUND, "not_configured", "this agent serves no Azure target");
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "not_configured",
+            "this agent serves no Azure target",
+        );
     }
     if !secret_matches(headers.get(IDENTITY_HEADER), &agent.azure_secret) {
-        return json_error(StatusCode::UNAUTHORIZED, "unauthorized", "X-IDENTITY-HEADER must be the agent's IDENTITY_HEADER");
+        return json_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "X-IDENTITY-HEADER must be the agent's IDENTITY_HEADER",
+        );
     }
-    if query.get("api-version").is_none() {
-        return json_error(StatusCode::BAD_REQUEST, "invalid_request", "api-version is required");
+    if !query.contains_key("api-version") {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "api-version is required",
+        );
     }
     let Some(resource) = query.get("resource") else {
-        return json_error(StatusCode::BAD_REQUEST, "invalid_request", "resource is required");
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "resource is required",
+        );
     };
     let body = match agent.credential(Cloud::Azure).await {
         Ok((b, _)) => b,
@@ -218,15 +285,24 @@ async fn msi(State(agent): State<Arc<Agent>>, Query(query): Query<HashMap<String
     }
     // A request for a particular user-assigned identity must name the one this agent serves.
     let client_id = body["client_id"].as_str().unwrap_or_default();
-    if let Some(asked) = query.get("client_id").filter(|c| !c.eq_ignore_ascii_case(client_id)) {
-        return json_error(StatusCode::BAD_REQUEST, "invalid_identity", &format!("this agent serves client_id {client_id}, not {asked}"));
+    if let Some(asked) = query
+        .get("client_id")
+        .filter(|c| !c.eq_ignore_ascii_case(client_id))
+    {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_identity",
+            &format!("this agent serves client_id {client_id}, not {asked}"),
+        );
     }
     for other in ["object_id", "mi_res_id", "msi_res_id", "principal_id"] {
         if query.contains_key(other) {
             return json_error(
                 StatusCode::BAD_REQUEST,
                 "invalid_identity",
-                &format!("this agent serves client_id {client_id}; select it by client_id, not {other}"),
+                &format!(
+                    "this agent serves client_id {client_id}; select it by client_id, not {other}"
+                ),
             );
         }
     }

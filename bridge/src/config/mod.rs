@@ -302,10 +302,14 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
         if t.client_ca_file.is_some() {
             err(
                 "tls.client_ca_file",
-                "client certificates (mTLS) are not available in this build; remove client_ca_file".into(),
+                "client certificates (mTLS) are not available in this build; remove client_ca_file"
+                    .into(),
             );
         }
-        TlsConfig { cert_file: base.join(t.cert_file), key_file: base.join(t.key_file) }
+        TlsConfig {
+            cert_file: base.join(t.cert_file),
+            key_file: base.join(t.key_file),
+        }
     });
 
     // stsbridge's own issuer.

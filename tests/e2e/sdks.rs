@@ -1,0 +1,440 @@
+//! The clouds' real SDKs as clients: boto3 and the AWS CLI, google-auth, azure-identity, and the
+//! Rust SDKs (aws-config's ECS provider, google-cloud-auth's metadata-server credentials,
+//! azure_identity's managed identity credential), each against the service or the agent exactly as
+//! a workload is configured, with no hand-written client in their place. AWS calls end with a real
+//! `GetCallerIdentity` against moto's server using the credentials stsbridge vended.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+use stsbridge_e2e::BridgeProcess;
+use stsbridge_e2e::clouds::*;
+use stsbridge_e2e::moto::{moto, python, venv_program};
+use wiremock::{Mock, MockServer};
+
+use crate::{BIN, Setup, Stack};
+
+const PROBE: &str = env!("CARGO_BIN_EXE_sdk-probe");
+const SA: &str = "writer@shop-prod.iam.gserviceaccount.com";
+const AUDIENCE: &str = "//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/stsbridge/providers/stsbridge";
+const MGMT: &str = "https://management.azure.com/.default";
+const DEPLOY_ARN: &str = "arn:aws:sts::111111111111:assumed-role/deploy/gh-42";
+
+/// The service, its GCP and Entra stand-ins, and an agent in front of it for all three clouds.
+struct AgentStack {
+    stack: Stack,
+    agent: BridgeProcess,
+    env: Vec<(String, String)>,
+    token_file: PathBuf,
+    _google: MockServer,
+    _entra: MockServer,
+}
+
+async fn agent_stack() -> AgentStack {
+    let google = MockServer::start().await;
+    Mock::given(GcpStsExchange {
+        audience: AUDIENCE.into(),
+        scope: "https://www.googleapis.com/auth/cloud-platform".into(),
+    })
+    .respond_with(gcp_sts_token("federated-token-0123456789", 3599))
+    .mount(&google)
+    .await;
+    let expire = stsbridge::audit::rfc3339(SystemTime::now() + Duration::from_secs(1800));
+    Mock::given(GenerateAccessToken {
+        email: SA.into(),
+        bearer: "federated-token-0123456789".into(),
+        scopes: vec!["https://www.googleapis.com/auth/devstorage.read_write".into()],
+        lifetime: "1800s".into(),
+    })
+    .respond_with(gcp_access_token("ya29.agent-served-token", &expire))
+    .mount(&google)
+    .await;
+    let entra = MockServer::start().await;
+    Mock::given(EntraClientAssertion {
+        tenant: "72f988bf-86f1-41af-91ab-2d7cd011db47".into(),
+        client_id: "3f1e5a2c-0b6d-4c8e-9a7b-1d2e3f4a5b6c".into(),
+        scope: MGMT.into(),
+    })
+    .respond_with(entra_token("eyJ.entra-agent-token.sig", 3599))
+    .mount(&entra)
+    .await;
+    let stack = Stack::start(Setup {
+        sts: Some(&moto().endpoint),
+        gcp: Some(&google.uri()),
+        azure: Some(&entra.uri()),
+        ..Setup::default()
+    })
+    .await;
+    // The agent's own reads must cope with the trailing newline most tools write.
+    let token_file = stack.dir.path().join("workload-token");
+    std::fs::write(&token_file, format!("{}\n", stack.main_token())).unwrap();
+    let token_arg = token_file.to_str().unwrap().to_owned();
+    let state = stack.dir.path().join("agent-state");
+    let agent = BridgeProcess::spawn(
+        BIN,
+        stack.dir.path(),
+        &[
+            "agent",
+            "--bridge",
+            &stack.bridge.base,
+            "--token-file",
+            &token_arg,
+            "--listen",
+            "127.0.0.1:0",
+            "--aws-target",
+            "deploy",
+            "--gcp-target",
+            "gcs",
+            "--azure-target",
+            "mgmt",
+            "--gcp-project",
+            "shop-prod",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    let env = agent
+        .stdout()
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    AgentStack {
+        stack,
+        agent,
+        env,
+        token_file,
+        _google: google,
+        _entra: entra,
+    }
+}
+
+/// Runs a program with only the environment given (and a private HOME), the way a workload starts;
+/// returns its JSON output.
+fn run_json(program: &Path, args: &[&str], env: &[(String, String)], home: &Path) -> Value {
+    let out = Command::new(program)
+        .args(args)
+        .env_clear()
+        .env("HOME", home)
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{} {args:?} failed:\n{stderr}\n{stdout}",
+        program.display()
+    );
+    serde_json::from_str(stdout.trim())
+        .or_else(|_| serde_json::from_str(stdout.trim().lines().last().unwrap_or_default()))
+        .unwrap_or_else(|_| panic!("not JSON: {stdout}\n{stderr}"))
+}
+
+fn script(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("interop")
+        .join(name)
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boto3_gets_container_credentials_from_the_service_and_from_the_agent() {
+    let s = agent_stack().await;
+    let home = tempfile::tempdir().unwrap();
+    let moto = moto();
+
+    // Straight from the service: the subject token is the authorization token (no newline).
+    let subject = s.stack.dir.path().join("subject-token");
+    std::fs::write(&subject, s.stack.main_token()).unwrap();
+    let direct = vec![
+        (
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI".to_owned(),
+            s.stack.bridge.url("/v1/credentials/deploy"),
+        ),
+        (
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE".to_owned(),
+            subject.to_str().unwrap().to_owned(),
+        ),
+    ];
+    let out = run_json(
+        &python(),
+        &[&script("boto3_container.py"), &moto.endpoint],
+        &direct,
+        home.path(),
+    );
+    assert_eq!(out["method"], "container-role");
+    assert_eq!(out["arn"], DEPLOY_ARN);
+
+    // Through the agent, with only the lines it printed.
+    let out = run_json(
+        &python(),
+        &[&script("boto3_container.py"), &moto.endpoint],
+        &s.env,
+        home.path(),
+    );
+    assert_eq!(out["method"], "container-role");
+    assert_eq!(out["arn"], DEPLOY_ARN);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aws_cli_uses_credential_process() {
+    let stack = Stack::start(Setup {
+        sts: Some(&moto().endpoint),
+        ..Setup::default()
+    })
+    .await;
+    let home = tempfile::tempdir().unwrap();
+    let token = home.path().join("token");
+    std::fs::write(&token, format!("{}\n", stack.main_token())).unwrap();
+    let config = home.path().join("aws-config");
+    std::fs::write(
+        &config,
+        format!(
+            "[profile stsbridge]\nregion = us-east-1\ncredential_process = {BIN} credential-process --bridge {} --target deploy --token-file {}\n",
+            stack.bridge.base,
+            token.display()
+        ),
+    )
+    .unwrap();
+    let env = vec![
+        (
+            "AWS_CONFIG_FILE".to_owned(),
+            config.to_str().unwrap().to_owned(),
+        ),
+        (
+            "AWS_SHARED_CREDENTIALS_FILE".to_owned(),
+            home.path().join("none").to_str().unwrap().to_owned(),
+        ),
+        ("AWS_PROFILE".to_owned(), "stsbridge".to_owned()),
+    ];
+    let out = run_json(
+        &venv_program("aws"),
+        &[
+            "sts",
+            "get-caller-identity",
+            "--endpoint-url",
+            &moto().endpoint,
+            "--output",
+            "json",
+        ],
+        &env,
+        home.path(),
+    );
+    assert_eq!(out["Arn"], DEPLOY_ARN);
+
+    // A refusal is one line on stderr and a non-zero exit, which the CLI reports.
+    let out = Command::new(BIN)
+        .args([
+            "credential-process",
+            "--bridge",
+            &stack.bridge.base,
+            "--target",
+            "api",
+            "--token-file",
+            token.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "nothing on stdout on failure");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not an AWS target"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn google_auth_finds_the_agent_as_a_metadata_server() {
+    let s = agent_stack().await;
+    let home = tempfile::tempdir().unwrap();
+    let out = run_json(
+        &python(),
+        &[&script("google_auth_default.py")],
+        &s.env,
+        home.path(),
+    );
+    assert_eq!(
+        out["type"],
+        "google.auth.compute_engine.credentials.Credentials"
+    );
+    assert_eq!(out["project"], "shop-prod");
+    assert_eq!(out["email"], SA);
+    assert_eq!(out["token"], "ya29.agent-served-token");
+    assert!(out["expiry"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_identity_finds_the_agent_as_an_app_service_identity() {
+    let s = agent_stack().await;
+    let home = tempfile::tempdir().unwrap();
+    let before = stsbridge::token::unix_seconds(SystemTime::now());
+    let out = run_json(
+        &python(),
+        &[&script("azure_identity_mi.py"), MGMT],
+        &s.env,
+        home.path(),
+    );
+    assert_eq!(out["token"], "eyJ.entra-agent-token.sig");
+    let expires_on = out["expires_on"].as_u64().unwrap();
+    assert!(
+        (before + 3590..=before + 3610).contains(&expires_on),
+        "{expires_on}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_sdks_use_the_agent() {
+    let s = agent_stack().await;
+    let home = tempfile::tempdir().unwrap();
+    let probe = Path::new(PROBE);
+    let out = run_json(probe, &["aws", &moto().endpoint], &s.env, home.path());
+    assert_eq!(out["arn"], DEPLOY_ARN);
+    let out = run_json(probe, &["gcp"], &s.env, home.path());
+    assert_eq!(out["token"], "ya29.agent-served-token");
+    let out = run_json(probe, &["azure", MGMT], &s.env, home.path());
+    assert_eq!(out["token"], "eyJ.entra-agent-token.sig");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_refuses_requests_without_each_protocols_header() {
+    let s = agent_stack().await;
+    let http = reqwest::Client::new();
+    let url = |p: &str| s.agent.url(p);
+    let env = |k: &str| {
+        s.env
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    let aws_secret =
+        std::fs::read_to_string(env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")).unwrap();
+    assert!(
+        !aws_secret.ends_with('\n'),
+        "botocore refuses a token file with a trailing newline"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+
+    let status = |r: reqwest::Response| r.status().as_u16();
+    assert_eq!(
+        status(http.get(url("/aws/credentials")).send().await.unwrap()),
+        401
+    );
+    assert_eq!(
+        status(
+            http.get(url("/aws/credentials"))
+                .header("Authorization", "guess")
+                .send()
+                .await
+                .unwrap()
+        ),
+        401
+    );
+    assert_eq!(
+        status(
+            http.get(url("/aws/credentials"))
+                .header("Authorization", &aws_secret)
+                .send()
+                .await
+                .unwrap()
+        ),
+        200
+    );
+
+    let gce = url("/computeMetadata/v1/instance/service-accounts/default/token");
+    let r = http.get(&gce).send().await.unwrap();
+    assert_eq!(r.headers()["metadata-flavor"], "Google");
+    assert_eq!(status(r), 403);
+    let proxied = http
+        .get(&gce)
+        .header("Metadata-Flavor", "Google")
+        .header("X-Forwarded-For", "10.0.0.1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(proxied), 403);
+    let r = http
+        .get(&gce)
+        .header("Metadata-Flavor", "Google")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-type"], "application/json");
+    assert_eq!(status(r), 200);
+
+    let msi = url("/msi/token?api-version=2019-08-01&resource=https://management.azure.com");
+    assert_eq!(status(http.get(&msi).send().await.unwrap()), 401);
+    assert_eq!(
+        status(
+            http.get(&msi)
+                .header("X-IDENTITY-HEADER", env("IDENTITY_HEADER"))
+                .send()
+                .await
+                .unwrap()
+        ),
+        200
+    );
+    let other = url("/msi/token?api-version=2019-08-01&resource=https://vault.azure.net");
+    assert_eq!(
+        status(
+            http.get(&other)
+                .header("X-IDENTITY-HEADER", env("IDENTITY_HEADER"))
+                .send()
+                .await
+                .unwrap()
+        ),
+        400
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_picks_up_a_rotated_token_file_without_restart() {
+    let s = agent_stack().await;
+    let http = reqwest::Client::new();
+    let env = |k: &str| {
+        s.env
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    let secret = std::fs::read_to_string(env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")).unwrap();
+    // The workload's token is replaced by one stsbridge refuses: the agent reports the refusal...
+    let expired = s.stack.idp.token(
+        "repo:acme/app:ref:refs/heads/main",
+        serde_json::json!({ "iat": 1_000, "exp": 1_600 }),
+    );
+    std::fs::write(&s.token_file, format!("{expired}\n")).unwrap();
+    let r = http
+        .get(s.agent.url("/aws/credentials"))
+        .header("Authorization", &secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // ...and the next rotation, written in place as the kubelet does, works without a restart.
+    std::fs::write(&s.token_file, format!("{}\n", s.stack.main_token())).unwrap();
+    let r = http
+        .get(s.agent.url("/aws/credentials"))
+        .header("Authorization", &secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["AccountId"], "111111111111");
+}
