@@ -438,3 +438,144 @@ async fn the_agent_picks_up_a_rotated_token_file_without_restart() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["AccountId"], "111111111111");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_https_the_rust_aws_sdk_credential_process_and_the_agent_trust_the_services_ca() {
+    let pki = stsbridge_e2e::tls::localhost_pki();
+    let pem_dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = pem_dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    let (ca, cert, key) = (
+        write("ca.pem", &pki.ca_pem),
+        write("cert.pem", &pki.cert_pem),
+        write("key.pem", &pki.key_pem),
+    );
+    let tls = format!("tls: {{ cert_file: \"{cert}\", key_file: \"{key}\" }}");
+    let stack = Stack::start(Setup {
+        sts: Some(&moto().endpoint),
+        extra: &tls,
+        ..Setup::default()
+    })
+    .await;
+    assert!(
+        stack.bridge.base.starts_with("https://127.0.0.1:"),
+        "{}",
+        stack.bridge.base
+    );
+
+    // Only a client that trusts the CA gets through.
+    let trusting = reqwest::Client::builder()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(pki.ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    assert_eq!(
+        trusting
+            .get(stack.bridge.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert!(
+        reqwest::Client::new()
+            .get(stack.bridge.url("/healthz"))
+            .send()
+            .await
+            .is_err(),
+        "an unknown CA is refused"
+    );
+
+    // aws-config's container provider with an https FULL_URI on another "host", trusting the CA
+    // through SSL_CERT_FILE as any rustls-native-certs client does.
+    let home = tempfile::tempdir().unwrap();
+    let subject = home.path().join("subject-token");
+    std::fs::write(&subject, stack.main_token()).unwrap();
+    let env = vec![
+        (
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI".to_owned(),
+            stack.bridge.url("/v1/credentials/deploy"),
+        ),
+        (
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE".to_owned(),
+            subject.to_str().unwrap().to_owned(),
+        ),
+        ("SSL_CERT_FILE".to_owned(), ca.clone()),
+    ];
+    let out = run_json(
+        Path::new(PROBE),
+        &["aws", &moto().endpoint],
+        &env,
+        home.path(),
+    );
+    assert_eq!(out["arn"], DEPLOY_ARN);
+
+    // credential-process with --ca-file, and a clear failure without it.
+    let args = |with_ca: bool| {
+        let mut a = vec![
+            "credential-process".to_owned(),
+            "--bridge".into(),
+            stack.bridge.base.clone(),
+            "--target".into(),
+            "deploy".into(),
+        ];
+        a.extend(["--token-file".into(), subject.to_str().unwrap().to_owned()]);
+        if with_ca {
+            a.extend(["--ca-file".into(), ca.clone()]);
+        }
+        a
+    };
+    let out = Command::new(BIN).args(args(true)).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let process: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(process["Version"], 1);
+    let out = Command::new(BIN).args(args(false)).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot reach stsbridge") && stderr.to_lowercase().contains("certificate"),
+        "{stderr}"
+    );
+
+    // The agent in front of the https service, trusting the CA bundle it was given.
+    let agent = BridgeProcess::spawn(
+        BIN,
+        home.path(),
+        &[
+            "agent",
+            "--bridge",
+            &stack.bridge.base,
+            "--token-file",
+            subject.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--aws-target",
+            "deploy",
+            "--ca-file",
+            &ca,
+        ],
+        &[],
+    )
+    .await;
+    let agent_env: Vec<(String, String)> = agent
+        .stdout()
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let out = run_json(
+        &python(),
+        &[&script("boto3_container.py"), &moto().endpoint],
+        &agent_env,
+        home.path(),
+    );
+    assert_eq!(out["arn"], DEPLOY_ARN);
+}

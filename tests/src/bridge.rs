@@ -13,7 +13,7 @@ use serde_json::Value;
 /// A running `stsbridge serve`.
 pub struct BridgeProcess {
     child: Child,
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (or `https://` when it serves TLS).
     pub base: String,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
@@ -37,13 +37,15 @@ fn capture(
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
             if let (Some(tx), Some(at)) = (&listening, line.find("listening on ")) {
+                // "listening on 127.0.0.1:PORT (https)": the agent and dev mode say no scheme.
                 let rest = &line[at + "listening on ".len()..];
-                let _ = tx.send(
-                    rest.split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned(),
-                );
+                let addr = rest.split_whitespace().next().unwrap_or_default();
+                let scheme = if rest.contains("(https)") {
+                    "https"
+                } else {
+                    "http"
+                };
+                let _ = tx.send(format!("{scheme}://{addr}"));
             }
             let mut all = into.lock().expect("lock");
             all.push_str(&line);
@@ -107,7 +109,7 @@ impl BridgeProcess {
         };
         let process = BridgeProcess {
             child,
-            base: format!("http://{addr}"),
+            base: addr,
             stdout,
             stderr,
             dir: dir.to_path_buf(),
@@ -117,7 +119,11 @@ impl BridgeProcess {
     }
 
     async fn wait_ready(&self) {
-        let client = reqwest::Client::new();
+        // Readiness only: the tests check the certificate themselves.
+        let client = reqwest::Client::builder()
+            .tls_danger_accept_invalid_certs(true)
+            .build()
+            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let last = match client.get(self.url("/readyz")).send().await {

@@ -15,6 +15,7 @@ pub mod clouds;
 pub mod idp;
 pub mod moto;
 pub mod sts;
+pub mod tls;
 
 pub use bridge::BridgeProcess;
 pub use idp::TestIdp;
