@@ -95,6 +95,9 @@ enum Command {
         /// Project id the metadata server reports.
         #[arg(long)]
         gcp_project: Option<String>,
+        /// Use the IDENTITY_HEADER secret in this file instead of a generated one.
+        #[arg(long)]
+        azure_identity_header_file: Option<PathBuf>,
     },
     /// Offline dry run: evaluate a token against the rules for a target and show the rendered
     /// request. The signature is not checked.
@@ -143,6 +146,7 @@ pub fn main() -> ExitCode {
             ca_file,
             state_dir,
             gcp_project,
+            azure_identity_header_file,
         } => agent(crate::agent::AgentOptions {
             bridge,
             token_file,
@@ -153,6 +157,7 @@ pub fn main() -> ExitCode {
             ca_file,
             state_dir,
             gcp_project,
+            azure_identity_header_file,
         }),
     }
 }

@@ -66,6 +66,10 @@ pub struct AgentOptions {
     pub state_dir: Option<PathBuf>,
     /// Project id the metadata server reports.
     pub gcp_project: Option<String>,
+    /// A file holding the `IDENTITY_HEADER` secret to use instead of a generated one, for
+    /// platforms where the workload's environment is fixed before the agent starts (Kubernetes:
+    /// both containers read it from one Secret).
+    pub azure_identity_header_file: Option<PathBuf>,
 }
 
 /// Why the agent cannot start.
@@ -148,7 +152,21 @@ impl Agent {
         read_token(&options.token_file)?;
         let client = BridgeClient::new(&options.bridge, options.ca_file.as_deref())?;
         let aws_secret = local_secret();
-        let azure_secret = local_secret();
+        let azure_secret = match &options.azure_identity_header_file {
+            None => local_secret(),
+            Some(path) => {
+                let secret = read_token(path)?;
+                if secret.expose_secret().len() < 16
+                    || !secret.expose_secret().bytes().all(|b| b.is_ascii_graphic())
+                {
+                    return Err(AgentError::Options(format!(
+                        "{}: the identity header must be at least 16 printable characters",
+                        path.display()
+                    )));
+                }
+                secret
+            }
+        };
         if aws_secret.expose_secret().is_empty() || azure_secret.expose_secret().is_empty() {
             return Err(AgentError::Options(
                 "the system's random number generator failed".into(),
