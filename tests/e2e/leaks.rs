@@ -97,6 +97,54 @@ async fn no_token_or_secret_appears_in_anything_the_server_wrote() {
         .into_owned();
     let mut failing_secrets = vec![("subject token", token), ("minted assertion", assertion)];
 
+    // The agent in front of the first bridge, at debug level too.
+    let token_file = stack.dir.path().join("agent-token");
+    std::fs::write(&token_file, format!("{main}\n")).unwrap();
+    let agent = stsbridge_e2e::BridgeProcess::spawn(
+        crate::BIN,
+        stack.dir.path(),
+        &[
+            "agent",
+            "--bridge",
+            &stack.bridge.base,
+            "--token-file",
+            token_file.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--aws-target",
+            "deploy",
+            "--state-dir",
+            stack.dir.path().join("agent").to_str().unwrap(),
+        ],
+        &[("STSBRIDGE_LOG", "debug")],
+    )
+    .await;
+    let agent_secret = std::fs::read_to_string(
+        stack
+            .dir
+            .path()
+            .join("agent/aws-container-authorization-token"),
+    )
+    .unwrap();
+    let r = stack
+        .http
+        .get(agent.url("/aws/credentials"))
+        .header("Authorization", &agent_secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let creds: serde_json::Value = r.json().await.unwrap();
+    let agent_secrets = vec![
+        ("subject token", main.clone()),
+        ("agent secret", agent_secret.clone()),
+        (
+            "secret access key",
+            creds["SecretAccessKey"].as_str().unwrap().to_owned(),
+        ),
+        ("session token", creds["Token"].as_str().unwrap().to_owned()),
+    ];
+
     // The signing keys themselves.
     for stack in [&stack, &failing] {
         for entry in std::fs::read_dir(stack.dir.path().join("keys")).unwrap() {
@@ -124,4 +172,10 @@ async fn no_token_or_secret_appears_in_anything_the_server_wrote() {
         &failing_secrets,
     );
     assert_no_secrets("the log", &failing.bridge.stderr(), &failing_secrets);
+    assert_no_secrets("the agent's output", &agent.stdout(), &agent_secrets);
+    assert_no_secrets("the agent's log", &agent.stderr(), &agent_secrets);
+    assert!(
+        agent.stderr().contains("fetched a credential"),
+        "the agent logged its fetch"
+    );
 }
