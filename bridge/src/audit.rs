@@ -7,7 +7,8 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -51,6 +52,8 @@ pub struct AuditEvent {
     pub credential_id_hash: Option<String>,
     /// `jti` of the assertion stsbridge minted for the cloud.
     pub assertion_jti: Option<String>,
+    /// The HTTP request id (`X-Request-Id`), to join the event with logs and traces.
+    pub request_id: Option<String>,
 }
 
 /// Who asked.
@@ -94,9 +97,44 @@ pub fn rfc3339(t: SystemTime) -> String {
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
 }
 
+/// An audit file that follows rotation: when the path is removed or replaced (logrotate's move),
+/// the next event goes to a new file at the path rather than into an unlinked inode.
+struct AuditFileSink {
+    path: PathBuf,
+    file: File,
+    identity: (u64, u64),
+}
+
+impl AuditFileSink {
+    fn open(path: &Path) -> io::Result<Self> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
+        let meta = file.metadata()?;
+        Ok(AuditFileSink {
+            path: path.to_path_buf(),
+            file,
+            identity: (meta.dev(), meta.ino()),
+        })
+    }
+
+    fn write(&mut self, line: &[u8]) -> io::Result<()> {
+        let current = std::fs::metadata(&self.path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        if current != Some(self.identity) {
+            tracing::info!(path = %self.path.display(), "the audit file was moved or removed; opening a new one");
+            *self = AuditFileSink::open(&self.path)?;
+        }
+        self.file.write_all(line)
+    }
+}
+
 enum Sink {
     Stdout,
-    File(Mutex<File>),
+    File(Mutex<AuditFileSink>),
 }
 
 /// Where events go.
@@ -109,20 +147,26 @@ impl Audit {
     pub fn open(config: &AuditSinkConfig) -> io::Result<Audit> {
         let sink = match config {
             AuditSinkConfig::Stdout => Sink::Stdout,
-            AuditSinkConfig::File(path) => {
-                let file = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .mode(0o600)
-                    .open(path)?;
-                Sink::File(Mutex::new(file))
-            }
+            AuditSinkConfig::File(path) => Sink::File(Mutex::new(AuditFileSink::open(path)?)),
         };
         Ok(Audit { sink })
     }
 
+    /// Flushes what the sink buffers to the disk (stdout is unbuffered here).
+    pub fn flush(&self) -> io::Result<()> {
+        match &self.sink {
+            Sink::Stdout => io::stdout().lock().flush(),
+            Sink::File(file) => file
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .file
+                .sync_data(),
+        }
+    }
+
     /// Writes one event as one line. Fails when the sink cannot be written; the caller then
-    /// refuses to hand out the credential (no credential without an audit record).
+    /// refuses to hand out the credential (no credential without an audit record) unless the
+    /// config says `on_failure: open`.
     pub fn record(&self, event: &AuditEvent) -> io::Result<()> {
         let mut line = serde_json::to_vec(event).map_err(io::Error::other)?;
         line.push(b'\n');
@@ -132,12 +176,10 @@ impl Audit {
                 out.write_all(&line)?;
                 out.flush()
             }
-            Sink::File(file) => {
-                let mut f = file
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                f.write_all(&line)
-            }
+            Sink::File(file) => file
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .write(&line),
         }
     }
 }
@@ -186,5 +228,50 @@ mod tests {
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
         );
+    }
+}
+
+#[cfg(test)]
+mod rotation {
+    use super::*;
+
+    #[test]
+    fn a_removed_or_rotated_audit_file_is_recreated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let audit = Audit::open(&AuditSinkConfig::File(path.clone())).unwrap();
+        audit
+            .record(&AuditEvent {
+                decision_id: "1".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        std::fs::rename(&path, dir.path().join("audit.jsonl.1")).unwrap();
+        audit
+            .record(&AuditEvent {
+                decision_id: "2".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        audit
+            .record(&AuditEvent {
+                decision_id: "3".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        let now = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            now.contains("\"decision_id\":\"3\"") && !now.contains("\"decision_id\":\"2\""),
+            "{now}"
+        );
+        let rotated = std::fs::read_to_string(dir.path().join("audit.jsonl.1")).unwrap();
+        assert!(rotated.contains("\"decision_id\":\"1\""));
+    }
+
+    #[test]
+    fn a_full_disk_is_an_error() {
+        let audit = Audit::open(&AuditSinkConfig::File("/dev/full".into())).unwrap();
+        assert!(audit.record(&AuditEvent::default()).is_err());
     }
 }

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use clap::{Parser, Subcommand};
@@ -254,6 +255,7 @@ fn serve(
                 return ExitCode::from(EXIT_FAILURE);
             }
         };
+        let watcher = tokio::spawn(server::watch_and_reload(Arc::clone(&bridge)));
         let scheme = if tls.is_some() { "https" } else { "http" };
         match listener.local_addr() {
             Ok(addr) => tracing::info!("listening on {addr} ({scheme})"),
@@ -263,6 +265,7 @@ fn serve(
             Some(tls) => server::run_tls(listener, bridge, tls, server::shutdown_signal()).await,
             None => server::run(listener, bridge, None, server::shutdown_signal()).await,
         };
+        watcher.abort();
         match served {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -23,8 +23,8 @@ use stsbridge_providers::{AssertionSigner, MintSpec};
 
 use crate::cli::{EXIT_CONFIG, EXIT_FAILURE};
 use crate::config::{
-    AuditSinkConfig, CacheConfig, Config, IssuerConfig, JwksSource, SigningAlgorithm, TrustConfig,
-    check_url, parse_duration,
+    AuditConfig, AuditSinkConfig, CacheConfig, Config, IssuerConfig, JwksSource, SigningAlgorithm,
+    TrustConfig, check_url, parse_duration,
 };
 use crate::exchange::{Bridge, StartError};
 use crate::issuer::Issuer;
@@ -142,6 +142,7 @@ pub async fn serve(listen: Option<SocketAddr>, aws_endpoint: Option<String>) -> 
             max_token_lifetime: MAX_DEV_TOKEN_LIFETIME,
             replay_reject: false,
             jwks_refresh: Duration::from_secs(3600),
+            max_staleness: Duration::from_secs(24 * 3600),
         });
         issuers.insert(name, issuer);
     }
@@ -167,7 +168,10 @@ pub async fn serve(listen: Option<SocketAddr>, aws_endpoint: Option<String>) -> 
             max_entries: 10_000,
         },
         rate_limit: None,
-        audit: AuditSinkConfig::Stdout,
+        audit: AuditConfig {
+            sink: AuditSinkConfig::Stdout,
+            fail_open: false,
+        },
     };
     let bridge = match Bridge::start(config) {
         Ok(b) => b,
@@ -210,10 +214,13 @@ pub async fn serve(listen: Option<SocketAddr>, aws_endpoint: Option<String>) -> 
         aws_endpoint.as_deref(),
     );
     tracing::info!("listening on {addr}");
+    let watcher = tokio::spawn(server::watch_and_reload(Arc::clone(&bridge)));
     let extra = Router::new()
         .route("/dev/token", post(mint_handler))
         .with_state(state);
-    match server::run(listener, bridge, Some(extra), server::shutdown_signal()).await {
+    let served = server::run(listener, bridge, Some(extra), server::shutdown_signal()).await;
+    watcher.abort();
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -13,13 +13,16 @@ use stsbridge_providers::gcp::GcpProvider;
 use stsbridge_providers::jwt::JwtProvider;
 use stsbridge_providers::{AssertionSigner, Provider, ProviderError};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::audit::{Audit, AuditEvent, Caller, rfc3339, short_hash};
+use crate::breaker::Breaker;
 use crate::cache::{CacheEvent, CredentialCache, Entry};
 use crate::config::{Config, ConfigErrors, TrustConfig};
 use crate::issuer::{Issuer, IssuerError, random_id};
 use crate::limits::{RateLimiter, ReplayGuard};
 use crate::mapping::{Decision, Mappings, RenderError, RenderInput, Target, TargetKind, render};
+use crate::metrics::Metrics;
 use crate::token::jwks::{FetchError, JwksManager};
 use crate::token::{self, TokenError, ValidatedToken};
 
@@ -56,6 +59,8 @@ pub struct ExchangeRequest<'a> {
     pub scopes: Option<&'a [String]>,
     /// The actor token (RFC 8693 delegation).
     pub actor_token: Option<&'a str>,
+    /// The HTTP request id, for the audit event.
+    pub request_id: Option<&'a str>,
 }
 
 /// A granted exchange.
@@ -179,28 +184,76 @@ pub enum StartError {
     /// A provider's HTTP client could not be built.
     #[error(transparent)]
     Provider(ProviderError),
+    /// The metrics registry could not be built.
+    #[error("metrics: {0}")]
+    Metrics(String),
 }
 
-/// The service: configuration, keys, mappings, cache and audit.
+/// What a reload swaps as one: the trust list, its key sets, and the mappings. An exchange takes
+/// one snapshot at its start and finishes on it.
+pub struct Policy {
+    trust_by_iss: HashMap<String, TrustConfig>,
+    jwks: Arc<JwksManager>,
+    mappings: Arc<Mappings>,
+    refreshers: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Policy {
+    fn drop(&mut self) {
+        for t in &self.refreshers {
+            t.abort();
+        }
+    }
+}
+
+impl Policy {
+    /// Loads the mappings for `trust` and starts fetching its keys, taking over the key sets of
+    /// `previous` where a trust entry is unchanged.
+    fn build(
+        trust: &[TrustConfig],
+        mappings_dir: &std::path::Path,
+        previous: Option<&Policy>,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Policy, StartError> {
+        let names: HashSet<String> = trust.iter().map(|t| t.name.clone()).collect();
+        let mappings = Mappings::load(mappings_dir, &names).map_err(StartError::Mappings)?;
+        let jwks = Arc::new(JwksManager::new(trust, Some(Arc::clone(metrics)))?);
+        if let Some(previous) = previous {
+            jwks.adopt(&previous.jwks);
+        }
+        let refreshers = jwks.spawn_refreshers();
+        Ok(Policy {
+            trust_by_iss: trust
+                .iter()
+                .map(|t| (t.issuer.clone(), t.clone()))
+                .collect(),
+            jwks,
+            mappings: Arc::new(mappings),
+            refreshers,
+        })
+    }
+
+    /// The mappings.
+    pub fn mappings(&self) -> &Arc<Mappings> {
+        &self.mappings
+    }
+
+    /// The key sets.
+    pub fn jwks(&self) -> &Arc<JwksManager> {
+        &self.jwks
+    }
+}
+
+/// The service: configuration, keys, the current policy, cache, audit and metrics.
 pub struct Bridge {
     config: Config,
     issuer: Arc<Issuer>,
-    jwks: Arc<JwksManager>,
-    trust_by_iss: HashMap<String, TrustConfig>,
-    mappings: RwLock<Arc<Mappings>>,
+    policy: RwLock<Arc<Policy>>,
     cache: Arc<CredentialCache>,
     audit: Audit,
     limiter: Option<RateLimiter>,
     replay: ReplayGuard,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
+    metrics: Arc<Metrics>,
 }
 
 impl Bridge {
@@ -216,9 +269,8 @@ impl Bridge {
         config: Config,
         issuer: Arc<Issuer>,
     ) -> Result<Arc<Bridge>, StartError> {
-        let names: HashSet<String> = config.trust.iter().map(|t| t.name.clone()).collect();
-        let mappings =
-            Mappings::load(&config.mappings_dir, &names).map_err(StartError::Mappings)?;
+        let metrics = Arc::new(Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?);
+        let policy = Policy::build(&config.trust, &config.mappings_dir, None, &metrics)?;
         let signer: Arc<dyn AssertionSigner> = issuer.clone();
         let providers: Vec<Arc<dyn Provider>> = vec![
             Arc::new(AwsProvider::new(&config.aws, Arc::clone(&signer))),
@@ -231,36 +283,98 @@ impl Bridge {
             ),
             Arc::new(JwtProvider::new(signer)),
         ];
-        let jwks = Arc::new(JwksManager::new(&config.trust)?);
-        let tasks = jwks.spawn_refreshers();
-        let audit = Audit::open(&config.audit).map_err(StartError::Audit)?;
+        let audit = Audit::open(&config.audit.sink).map_err(StartError::Audit)?;
         tracing::info!(
             issuer = %issuer.url(),
             kid = issuer.active_kid().unwrap_or_default(),
             trusted_issuers = config.trust.len(),
-            targets = mappings.target_count(),
-            rules = mappings.rule_count(),
+            targets = policy.mappings.target_count(),
+            rules = policy.mappings.rule_count(),
             "stsbridge started"
         );
         Ok(Arc::new(Bridge {
-            trust_by_iss: config
-                .trust
-                .iter()
-                .map(|t| (t.issuer.clone(), t.clone()))
-                .collect(),
-            cache: CredentialCache::new(config.cache.max_entries, providers),
+            cache: CredentialCache::with_breakers(
+                config.cache.max_entries,
+                providers,
+                Some(Arc::clone(&metrics)),
+                Breaker::default,
+            ),
             limiter: config.rate_limit.map(RateLimiter::new),
-            mappings: RwLock::new(Arc::new(mappings)),
+            policy: RwLock::new(Arc::new(policy)),
             replay: ReplayGuard::default(),
             config,
             issuer,
-            jwks,
             audit,
-            tasks,
+            metrics,
         }))
     }
 
-    /// The configuration.
+    /// Reloads the trust list (from the config file, when there is one) and every mapping file,
+    /// validates them in full and swaps them in at once. On any error the current policy stays,
+    /// every problem is logged, and `stsbridge_config_reload_total{outcome="error"}` counts it.
+    /// Settings that need a restart (listener, TLS, issuer, providers, cache, limits, audit) are
+    /// not reloaded; a change to them is logged.
+    pub fn reload(&self) -> Result<(), ConfigErrors> {
+        let result = self.try_reload();
+        let outcome = if result.is_ok() { "success" } else { "error" };
+        self.metrics
+            .config_reload
+            .with_label_values(&[outcome])
+            .inc();
+        match &result {
+            Ok(()) => {
+                let policy = self.policy();
+                tracing::info!(
+                    trusted_issuers = policy.trust_by_iss.len(),
+                    targets = policy.mappings.target_count(),
+                    rules = policy.mappings.rule_count(),
+                    "configuration reloaded"
+                );
+            }
+            Err(errors) => {
+                for e in &errors.0 {
+                    tracing::error!("reload refused, the previous configuration stays: {e}");
+                }
+            }
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<(), ConfigErrors> {
+        let (trust, mappings_dir) = match &self.config.source {
+            Some(path) => {
+                let fresh = crate::config::load(path)?;
+                if fresh.listen != self.config.listen
+                    || fresh.tls != self.config.tls
+                    || fresh.issuer.url != self.config.issuer.url
+                    || fresh.audit != self.config.audit
+                {
+                    tracing::warn!(
+                        "listen, tls, issuer and audit changes take effect only after a restart"
+                    );
+                }
+                (fresh.trust, fresh.mappings_dir)
+            }
+            None => (self.config.trust.clone(), self.config.mappings_dir.clone()),
+        };
+        let current = self.policy();
+        let policy = Policy::build(&trust, &mappings_dir, Some(&current), &self.metrics).map_err(
+            |e| match e {
+                StartError::Mappings(errors) => errors,
+                other => ConfigErrors(vec![crate::config::ConfigError::new(
+                    &mappings_dir,
+                    ".",
+                    other.to_string(),
+                )]),
+            },
+        )?;
+        if let Ok(mut slot) = self.policy.write() {
+            *slot = Arc::new(policy);
+        }
+        Ok(())
+    }
+
+    /// The configuration the service started with.
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -270,17 +384,34 @@ impl Bridge {
         &self.issuer
     }
 
-    /// The JWKS manager.
-    pub fn jwks(&self) -> &Arc<JwksManager> {
-        &self.jwks
+    /// The policy in use now.
+    pub fn policy(&self) -> Arc<Policy> {
+        match self.policy.read() {
+            Ok(p) => Arc::clone(&p),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
     }
 
-    /// The mappings in use.
+    /// The key sets in use now.
+    pub fn jwks(&self) -> Arc<JwksManager> {
+        Arc::clone(&self.policy().jwks)
+    }
+
+    /// The mappings in use now.
     pub fn mappings(&self) -> Arc<Mappings> {
-        self.mappings
-            .read()
-            .map(|m| Arc::clone(&m))
-            .unwrap_or_default()
+        Arc::clone(&self.policy().mappings)
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Flushes the audit sink (at shutdown).
+    pub fn flush_audit(&self) {
+        if let Err(e) = self.audit.flush() {
+            tracing::error!("could not flush the audit sink: {e}");
+        }
     }
 
     /// Runs one exchange at the current time and writes its audit event.
@@ -288,7 +419,9 @@ impl Bridge {
         &self,
         req: ExchangeRequest<'_>,
     ) -> Result<(Exchanged, Arc<Target>), Failure> {
+        let started = std::time::Instant::now();
         let now = SystemTime::now();
+        let policy = self.policy();
         let decision_id = random_id();
         let mut event = AuditEvent {
             time: rfc3339(now),
@@ -299,9 +432,10 @@ impl Bridge {
                 client_addr: req.client.map(|a| a.to_string()),
                 ..Caller::default()
             },
+            request_id: req.request_id.map(str::to_owned),
             ..AuditEvent::default()
         };
-        let result = self.run(&req, now, &mut event).await;
+        let result = self.run(&policy, &req, now, &mut event).await;
         match &result {
             Ok((exchanged, _)) => {
                 event.outcome = "allow";
@@ -321,11 +455,30 @@ impl Bridge {
         }
         let audited = self.audit.record(&event);
         if let Err(e) = &audited {
-            tracing::error!(decision_id = %decision_id, "audit write failed: {e}");
+            self.metrics.audit_failures.inc();
+            tracing::error!(decision_id = %decision_id, fail_open = self.config.audit.fail_open, "audit write failed: {e}");
         }
+        // Metric labels are bounded: a target name only when the mappings know it.
+        let target_label = if policy.mappings.target(req.target).is_some() {
+            req.target
+        } else {
+            "unknown"
+        };
+        let outcome = if audited.is_err() && !self.config.audit.fail_open && result.is_ok() {
+            "error"
+        } else {
+            event.outcome
+        };
+        self.metrics
+            .exchanges
+            .with_label_values(&[outcome, event.provider.unwrap_or("none"), target_label])
+            .inc();
+        self.metrics
+            .exchange_duration
+            .observe(started.elapsed().as_secs_f64());
         match result {
             Ok((mut exchanged, target)) => {
-                if audited.is_err() {
+                if audited.is_err() && !self.config.audit.fail_open {
                     return Err(Failure {
                         decision_id,
                         error: ExchangeError::AuditFailed,
@@ -343,18 +496,20 @@ impl Bridge {
 
     async fn run(
         &self,
+        policy: &Policy,
         req: &ExchangeRequest<'_>,
         now: SystemTime,
         event: &mut AuditEvent,
     ) -> Result<(Exchanged, Arc<Target>), ExchangeError> {
         let token = self
-            .validate(req.token, now, &mut event.caller)
+            .validate(policy, req.token, now, &mut event.caller)
+            .instrument(tracing::info_span!("validate"))
             .await
             .map_err(|e| match e {
                 TokenError::KeysUnavailable => ExchangeError::KeysUnavailable,
                 e => ExchangeError::Token(e),
             })?;
-        let trust = self.trust_by_iss.get(&token.issuer);
+        let trust = policy.trust_by_iss.get(&token.issuer);
         if let (Some(trust), Some(jti)) = (trust.filter(|t| t.replay_reject), &token.jti)
             && !self.replay.first_use(
                 &trust.name,
@@ -369,11 +524,16 @@ impl Bridge {
         if let Some(limiter) = &self.limiter {
             limiter
                 .check(&token.trust, &token.subject, now)
-                .map_err(|retry_after| ExchangeError::RateLimited { retry_after })?;
+                .map_err(|retry_after| {
+                    self.metrics.rate_limited.inc();
+                    ExchangeError::RateLimited { retry_after }
+                })?;
         }
 
-        let mappings = self.mappings();
-        let target = match mappings.decide(&token, req.target) {
+        let mappings = &policy.mappings;
+        let decision = tracing::info_span!("map", target = %req.target)
+            .in_scope(|| mappings.decide(&token, req.target));
+        let target = match decision {
             Decision::UnknownTarget => {
                 return Err(ExchangeError::UnknownTarget(req.target.to_owned()));
             }
@@ -403,7 +563,8 @@ impl Bridge {
             Some(raw) => {
                 let mut actor_caller = Caller::default();
                 let actor = self
-                    .validate(raw, now, &mut actor_caller)
+                    .validate(policy, raw, now, &mut actor_caller)
+                    .instrument(tracing::info_span!("validate_actor"))
                     .await
                     .map_err(ExchangeError::ActorToken)?;
                 event.actor = Some(actor_caller);
@@ -416,15 +577,30 @@ impl Bridge {
             requested_scopes: req.scopes,
             actor: actor.as_ref(),
         };
-        let request = render(&target, &input).map_err(|e| match e {
-            RenderError::ScopeNotAvailable(_) => ExchangeError::Scope(e),
-            e => ExchangeError::Render(e),
-        })?;
+        let request = tracing::info_span!("render", target = %target.name)
+            .in_scope(|| render(&target, &input))
+            .map_err(|e| match e {
+                RenderError::ScopeNotAvailable(_) => ExchangeError::Scope(e),
+                e => ExchangeError::Render(e),
+            })?;
+        let provider = request.kind();
+        let upstream = tracing::info_span!("upstream", provider = %provider, target = %target.name);
         let (entry, cache) = self
             .cache
             .get(Arc::new(request), now)
+            .instrument(upstream)
             .await
             .map_err(ExchangeError::Provider)?;
+        self.metrics
+            .cache_events
+            .with_label_values(&[cache.as_str()])
+            .inc();
+        if cache == CacheEvent::Miss {
+            self.metrics
+                .upstream_duration
+                .with_label_values(&[provider.as_str()])
+                .observe(entry.upstream.latency.as_secs_f64());
+        }
         Ok((
             Exchanged {
                 decision_id: String::new(),
@@ -439,6 +615,7 @@ impl Bridge {
     /// Fills `caller` with what is known of the token as soon as it is known.
     pub async fn validate(
         &self,
+        policy: &Policy,
         raw: &str,
         now: SystemTime,
         caller: &mut Caller,
@@ -454,7 +631,7 @@ impl Bridge {
             .get("jti")
             .and_then(|s| s.as_str())
             .map(short_hash);
-        let Some(trust) = self.trust_by_iss.get(&parsed.issuer) else {
+        let Some(trust) = policy.trust_by_iss.get(&parsed.issuer) else {
             caller.issuer = Some(format!(
                 "untrusted:{}",
                 parsed.issuer.chars().take(128).collect::<String>()
@@ -465,19 +642,19 @@ impl Bridge {
         if !trust.algorithms.contains(&parsed.alg) {
             return Err(TokenError::AlgNotAllowed);
         }
-        let mut keys = self.jwks.keys(&trust.name);
+        let mut keys = policy.jwks.keys(&trust.name);
         let missing = match (&keys, &parsed.kid) {
             (None, _) => true,
             (Some(k), Some(kid)) => !k.has_kid(kid),
             (Some(_), None) => false,
         };
         if missing
-            && self
+            && policy
                 .jwks
                 .refresh_for(&trust.name, parsed.kid.as_deref())
                 .await
         {
-            keys = self.jwks.keys(&trust.name);
+            keys = policy.jwks.keys(&trust.name);
         }
         let token = token::verify(parsed, trust, keys.as_deref(), now)?;
         caller.verified = true;
@@ -486,7 +663,7 @@ impl Bridge {
 
     /// Readiness: keys, mappings and every issuer's JWKS loaded.
     pub fn ready(&self) -> bool {
-        self.issuer.active_kid().is_some() && self.jwks.all_loaded()
+        self.issuer.active_kid().is_some() && self.policy().jwks.all_loaded()
     }
 }
 

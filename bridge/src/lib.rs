@@ -8,10 +8,11 @@
 //! - [`token`]: token validation (pure) and JWKS fetching ([`token::jwks`]).
 //! - [`mapping`]: targets and rules; decisions, `explain`, and rendering provider requests.
 //! - [`issuer`]: stsbridge's own signing keys, discovery documents and minting.
-//! - [`cache`]: the credential cache with coalescing and refresh ahead.
+//! - [`cache`]: the credential cache with coalescing and refresh ahead, and a circuit
+//!   [`breaker`] per provider.
 //! - [`limits`]: per-caller rate limits and single-use `jti`s.
 //! - [`exchange`]: [`exchange::Bridge`], which runs one exchange end to end.
-//! - [`audit`]: one JSON event per decision.
+//! - [`audit`]: one JSON event per decision; [`metrics`]: Prometheus metrics.
 //! - [`http`]: the routes; [`http::error`] is the one place errors become responses.
 //! - [`server`]: `run(listener, bridge, shutdown)`, and `run_tls` over [`tls`].
 //! - [`dev`]: dev mode (`stsbridge serve` without a config).
@@ -25,6 +26,7 @@
 
 pub mod agent;
 pub mod audit;
+pub mod breaker;
 pub mod cache;
 pub mod cli;
 pub mod client;
@@ -35,6 +37,7 @@ pub mod http;
 pub mod issuer;
 pub mod limits;
 pub mod mapping;
+pub mod metrics;
 pub mod server;
 pub mod tls;
 pub mod token;

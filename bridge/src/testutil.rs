@@ -49,6 +49,7 @@ pub fn trust() -> TrustConfig {
         max_token_lifetime: Duration::from_secs(3600),
         replay_reject: false,
         jwks_refresh: Duration::from_secs(3600),
+        max_staleness: Duration::from_secs(24 * 3600),
     }
 }
 

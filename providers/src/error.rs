@@ -43,6 +43,15 @@ pub enum ProviderError {
         /// What went wrong (connection refused, timeout...).
         detail: String,
     },
+    /// The provider's circuit breaker is open after repeated failures to reach it; no call was
+    /// made. Maps to 503 with `Retry-After`.
+    #[error("{} keeps failing; calls are paused", provider.upstream_name())]
+    CircuitOpen {
+        /// Which provider.
+        provider: ProviderKind,
+        /// When the next probe may go through.
+        retry_after: Duration,
+    },
     /// The upstream answered something we could not use. Maps to 502.
     #[error("{} returned an unusable response: {detail}", provider.upstream_name())]
     InvalidResponse {
@@ -71,10 +80,20 @@ impl ProviderError {
             ProviderError::Rejected { provider, .. }
             | ProviderError::Throttled { provider, .. }
             | ProviderError::Unavailable { provider, .. }
+            | ProviderError::CircuitOpen { provider, .. }
             | ProviderError::InvalidResponse { provider, .. } => Some(*provider),
             ProviderError::Mismatch { expected, .. } => Some(*expected),
             ProviderError::Assertion(_) => None,
         }
+    }
+
+    /// Whether the upstream could not be reached or kept throttling (what trips a circuit
+    /// breaker), as opposed to answering.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            ProviderError::Unavailable { .. } | ProviderError::Throttled { .. }
+        )
     }
 
     /// A short stable reason code for audit events and metrics.
@@ -83,6 +102,7 @@ impl ProviderError {
             ProviderError::Rejected { code, .. } => code,
             ProviderError::Throttled { .. } => "throttled",
             ProviderError::Unavailable { .. } => "upstream_unavailable",
+            ProviderError::CircuitOpen { .. } => "circuit_open",
             ProviderError::InvalidResponse { .. } => "invalid_upstream_response",
             ProviderError::Assertion(_) => "assertion_failed",
             ProviderError::Mismatch { .. } => "provider_mismatch",

@@ -107,6 +107,8 @@ pub struct JwksFile {
     pub file: Option<PathBuf>,
     /// Refetch interval (default 1h).
     pub refresh_interval: Option<ConfigDuration>,
+    /// How long the last good key set stays in use while the IdP cannot be reached (default 24h).
+    pub max_staleness: Option<ConfigDuration>,
 }
 
 /// `providers:`.
@@ -183,6 +185,8 @@ pub struct LimitsFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditFile {
+    /// `closed` (default): no credential without an audit record; `open`: serve anyway.
+    pub on_failure: Option<String>,
     /// `stdout`.
     pub sink: Option<String>,
     /// A file to append JSON lines to.

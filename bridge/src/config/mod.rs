@@ -31,8 +31,10 @@ const MAX_LEEWAY: Duration = Duration::from_secs(300);
 const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 const DEFAULT_MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(3600);
-/// Refreshing more often than this would hammer an IdP for nothing.
-const MIN_JWKS_REFRESH: Duration = Duration::from_secs(60);
+/// Refreshing more often than this would hammer an IdP for nothing (an hour suits production; short
+/// intervals are for tests).
+const MIN_JWKS_REFRESH: Duration = Duration::from_secs(5);
+const DEFAULT_MAX_STALENESS: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_ASSERTION_LIFETIME: Duration = Duration::from_secs(300);
 /// Clouds check an assertion once, at the exchange; a long-lived one is only a liability.
 const MAX_ASSERTION_LIFETIME: Duration = Duration::from_secs(3600);
@@ -159,8 +161,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Per-caller rate limit, when configured.
     pub rate_limit: Option<RateLimit>,
-    /// Where audit events go.
-    pub audit: AuditSinkConfig,
+    /// Where audit events go, and what happens when they cannot be written.
+    pub audit: AuditConfig,
 }
 
 /// TLS for the listener.
@@ -205,7 +207,7 @@ impl SigningAlgorithm {
 }
 
 /// A trusted token issuer.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TrustConfig {
     /// Name rules refer to.
     pub name: String,
@@ -227,6 +229,8 @@ pub struct TrustConfig {
     pub replay_reject: bool,
     /// How often the JWKS is refetched.
     pub jwks_refresh: Duration,
+    /// How long the last good key set is used while fetches fail.
+    pub max_staleness: Duration,
 }
 
 /// Where an issuer's keys come from.
@@ -256,6 +260,15 @@ pub struct RateLimit {
     pub per_second: f64,
     /// Bucket size.
     pub burst: u32,
+}
+
+/// The audit sink and its failure mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// Where events go.
+    pub sink: AuditSinkConfig,
+    /// Serve credentials even when the event cannot be written (default: refuse).
+    pub fail_open: bool,
 }
 
 /// Where audit events are written.
@@ -422,6 +435,17 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
                 ),
             );
         }
+        let max_staleness = t.jwks.max_staleness.map_or(DEFAULT_MAX_STALENESS, |d| d.0);
+        if max_staleness < jwks_refresh {
+            err(
+                &at("jwks.max_staleness"),
+                format!(
+                    "{} is shorter than the refresh interval {}: keys would expire between refreshes",
+                    format_duration(max_staleness),
+                    format_duration(jwks_refresh)
+                ),
+            );
+        }
         let mut algorithms = Vec::new();
         let names_given = t.algorithms.unwrap_or_else(|| vec!["RS256".into()]);
         if names_given.is_empty() {
@@ -472,6 +496,7 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
             max_token_lifetime,
             replay_reject,
             jwks_refresh,
+            max_staleness,
         });
     }
 
@@ -583,7 +608,18 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
         },
     };
 
-    let audit = match raw.audit {
+    let fail_open = match raw.audit.as_ref().and_then(|a| a.on_failure.as_deref()) {
+        None | Some("closed") => false,
+        Some("open") => true,
+        Some(other) => {
+            err(
+                "audit.on_failure",
+                format!("{other:?} is not one of closed, open"),
+            );
+            false
+        }
+    };
+    let sink = match raw.audit {
         None => AuditSinkConfig::Stdout,
         Some(a) => match (a.sink.as_deref(), a.file) {
             (Some("stdout") | None, None) => AuditSinkConfig::Stdout,
@@ -620,7 +656,7 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
         azure,
         cache: CacheConfig { max_entries },
         rate_limit,
-        audit,
+        audit: AuditConfig { sink, fail_open },
     })
 }
 

@@ -49,7 +49,13 @@ fn the_design_example_loads() {
             burst: 40
         })
     );
-    assert_eq!(c.audit, AuditSinkConfig::Stdout);
+    assert_eq!(
+        c.audit,
+        AuditConfig {
+            sink: AuditSinkConfig::Stdout,
+            fail_open: false
+        }
+    );
 }
 
 fn errors_of(text: &str) -> Vec<ConfigError> {

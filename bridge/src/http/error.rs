@@ -108,7 +108,9 @@ impl From<Failure> for ApiError {
                         provider_name(p)
                     ),
                 ),
-                ProviderError::Throttled { .. } | ProviderError::Unavailable { .. } => (
+                ProviderError::Throttled { .. }
+                | ProviderError::Unavailable { .. }
+                | ProviderError::CircuitOpen { .. } => (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "upstream_unavailable",
                     p.to_string(),
@@ -128,7 +130,8 @@ impl From<Failure> for ApiError {
         let retry_after = match e {
             ExchangeError::RateLimited { retry_after } => Some(*retry_after),
             ExchangeError::Provider(p) => match p.as_ref() {
-                ProviderError::Throttled { retry_after, .. } => Some(*retry_after),
+                ProviderError::Throttled { retry_after, .. }
+                | ProviderError::CircuitOpen { retry_after, .. } => Some(*retry_after),
                 ProviderError::Unavailable { .. } => Some(Duration::from_secs(1)),
                 _ => None,
             },

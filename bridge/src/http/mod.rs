@@ -53,16 +53,48 @@ pub fn router(bridge: Arc<Bridge>, extra: Option<Router>) -> Router {
         .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(bridge);
     if let Some(extra) = extra {
         app = app.merge(extra);
     }
     app.fallback(|| async { ApiError::not_found() })
+        .layer(axum::middleware::from_fn(request_id))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             REQUEST_TIMEOUT,
         ))
+}
+
+/// The id of one HTTP request: the caller's `X-Request-Id` when it is a sane value, else a new one.
+/// It is echoed in the response, set on the request's tracing span, and recorded in the audit event.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Longest `X-Request-Id` taken from a caller.
+const MAX_REQUEST_ID: usize = 128;
+
+async fn request_id(mut request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let given = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= MAX_REQUEST_ID
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(str::to_owned);
+    let id = given.unwrap_or_else(crate::issuer::random_id);
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
+    let mut response = tracing::Instrument::instrument(next.run(request), span).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
 }
 
 /// The subject token from `Authorization`: `Bearer <token>`, or the raw token (what AWS SDKs send
@@ -84,6 +116,7 @@ struct FormatQuery {
 async fn credentials(
     State(bridge): State<Arc<Bridge>>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
+    axum::Extension(RequestId(request_id)): axum::Extension<RequestId>,
     Path(target): Path<String>,
     query: Result<Query<FormatQuery>, QueryRejection>,
     headers: HeaderMap,
@@ -107,6 +140,7 @@ async fn credentials(
         client: Some(client),
         scopes: None,
         actor_token: None,
+        request_id: Some(&request_id),
     };
     let (exchanged, target) = bridge.exchange(request).await?;
     let body = match (&exchanged.entry.credential, credential_process) {
@@ -189,6 +223,7 @@ fn credential_response(body: serde_json::Value, decision_id: &str) -> Response {
 async fn token_exchange(
     State(bridge): State<Arc<Bridge>>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
+    axum::Extension(RequestId(request_id)): axum::Extension<RequestId>,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Result<Response, ApiError> {
     let Form(pairs) = form.map_err(|e| {
@@ -250,6 +285,7 @@ async fn token_exchange(
         client: Some(client),
         scopes: scopes.as_deref(),
         actor_token,
+        request_id: Some(&request_id),
     };
     let (exchanged, target) = bridge.exchange(request).await?;
     Ok(credential_response(
@@ -295,14 +331,31 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
+async fn metrics(State(bridge): State<Arc<Bridge>>) -> Response {
+    let mut response = bridge.metrics().render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
 async fn readyz(State(bridge): State<Arc<Bridge>>) -> Response {
     let mappings = bridge.mappings();
     let ready = bridge.ready();
+    let issuers = bridge.jwks().status();
+    // Degraded: still serving, on key sets an IdP has not refreshed lately.
+    let degraded: Vec<&str> = issuers
+        .iter()
+        .filter(|i| i.degraded)
+        .map(|i| i.name.as_str())
+        .collect();
     let body = json!({
         "ready": ready,
+        "degraded": degraded,
         "signing_key": bridge.issuer().active_kid(),
         "mappings": { "files": mappings.files().len(), "targets": mappings.target_count(), "rules": mappings.rule_count() },
-        "issuers": bridge.jwks().status(),
+        "issuers": issuers,
     });
     let status = if ready {
         StatusCode::OK

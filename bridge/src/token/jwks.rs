@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use super::keys::{JwksError, KeySet, MAX_JWKS_BYTES, parse_jwks};
 use crate::config::{JwksSource, TrustConfig, check_fetch_url};
+use crate::metrics::Metrics;
 
 /// Time allowed for one discovery or JWKS request.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -72,6 +73,8 @@ pub struct IssuerStatus {
     pub last_success: Option<u64>,
     /// The last fetch error, when the last fetch failed.
     pub last_error: Option<String>,
+    /// The keys in use are older than one refresh interval (the IdP is not answering).
+    pub degraded: bool,
 }
 
 struct IssuerKeys {
@@ -85,12 +88,13 @@ struct IssuerKeys {
 pub struct JwksManager {
     http: reqwest::Client,
     issuers: HashMap<String, Arc<IssuerKeys>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl JwksManager {
     /// A manager for `trust`; no key is fetched until [`refresh`](Self::refresh) or
     /// [`spawn_refreshers`](Self::spawn_refreshers).
-    pub fn new(trust: &[TrustConfig]) -> Result<Self, FetchError> {
+    pub fn new(trust: &[TrustConfig], metrics: Option<Arc<Metrics>>) -> Result<Self, FetchError> {
         let http = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             .connect_timeout(FETCH_TIMEOUT / 2)
@@ -113,13 +117,46 @@ impl JwksManager {
                 (t.name.clone(), Arc::new(keys))
             })
             .collect();
-        Ok(JwksManager { http, issuers })
+        Ok(JwksManager {
+            http,
+            issuers,
+            metrics,
+        })
     }
 
-    /// The current key set of trust entry `name`, if ever loaded.
+    /// The current key set of trust entry `name`: `None` if never loaded, or if the last
+    /// successful fetch is older than the entry's `max_staleness` (the IdP has been unreachable
+    /// too long to keep trusting what it last published).
     pub fn keys(&self, name: &str) -> Option<Arc<KeySet>> {
         let issuer = self.issuers.get(name)?;
+        let last_success = issuer.health.read().ok()?.0?;
+        let age = SystemTime::now()
+            .duration_since(last_success)
+            .unwrap_or_default();
+        if age > issuer.trust.max_staleness {
+            return None;
+        }
         issuer.current.read().ok()?.clone()
+    }
+
+    /// Takes over the key sets of `previous` for every issuer whose trust entry is unchanged, so
+    /// a reload does not refetch them (or lose them while an IdP is down).
+    pub fn adopt(&self, previous: &JwksManager) {
+        for (name, issuer) in &self.issuers {
+            let Some(old) = previous
+                .issuers
+                .get(name)
+                .filter(|old| old.trust == issuer.trust)
+            else {
+                continue;
+            };
+            if let (Ok(keys), Ok(mut current)) = (old.current.read(), issuer.current.write()) {
+                current.clone_from(&keys);
+            }
+            if let (Ok(health), Ok(mut new)) = (old.health.read(), issuer.health.write()) {
+                new.clone_from(&health);
+            }
+        }
     }
 
     /// Fetches trust entry `name`'s keys now and swaps them in; on failure the previous set stays.
@@ -140,6 +177,7 @@ impl JwksManager {
                 if let Ok(mut health) = issuer.health.write() {
                     *health = (Some(SystemTime::now()), None);
                 }
+                self.count(name, "success");
                 tracing::debug!(issuer = %name, keys = count, "JWKS refreshed");
                 Ok(count)
             }
@@ -149,6 +187,7 @@ impl JwksManager {
                 if let Ok(mut health) = issuer.health.write() {
                     health.1 = Some(e.to_string());
                 }
+                self.count(name, "error");
                 Err(e)
             }
         }
@@ -178,8 +217,15 @@ impl JwksManager {
         self.refresh(name).await.is_ok() && has_it(self.keys(name))
     }
 
-    /// Starts one background task per issuer: fetch now, then on its refresh interval, retrying
-    /// failures with backoff. Abort the handles to stop them.
+    fn count(&self, name: &str, outcome: &str) {
+        if let Some(m) = &self.metrics {
+            m.jwks_refresh.with_label_values(&[name, outcome]).inc();
+        }
+    }
+
+    /// Starts one background task per issuer: fetch now (or after one interval when the keys
+    /// were adopted from a previous manager), then on its refresh interval, retrying failures
+    /// with backoff. Abort the handles to stop them.
     pub fn spawn_refreshers(self: &Arc<Self>) -> Vec<JoinHandle<()>> {
         self.issuers
             .values()
@@ -187,8 +233,12 @@ impl JwksManager {
                 let me = Arc::clone(self);
                 let name = issuer.trust.name.clone();
                 let interval = issuer.trust.jwks_refresh;
+                let adopted = issuer.current.read().is_ok_and(|k| k.is_some());
                 tokio::spawn(async move {
                     let mut delay = FIRST_RETRY_DELAY;
+                    if adopted {
+                        tokio::time::sleep(interval).await;
+                    }
                     loop {
                         let wait = match me.refresh(&name).await {
                             Ok(_) => {
@@ -225,11 +275,14 @@ impl JwksManager {
                     .read()
                     .map(|h| h.clone())
                     .unwrap_or((None, None));
+                let age = last_success.and_then(|t| SystemTime::now().duration_since(t).ok());
                 IssuerStatus {
                     name: name.clone(),
                     loaded: keys.is_some(),
                     keys: keys.map_or(0, |k| k.len()),
                     last_success: last_success.map(super::unix_seconds),
+                    degraded: last_error.is_some()
+                        && age.is_some_and(|a| a > issuer.trust.jwks_refresh),
                     last_error,
                 }
             })

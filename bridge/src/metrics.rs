@@ -1,0 +1,138 @@
+//! Prometheus metrics (text format 0.0.4 at `/metrics`), with the names of the design. Labels are
+//! bounded: provider and target names from the mappings (an unknown target is counted as
+//! `unknown`), never subjects or issuers' claims.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Latency buckets, in seconds: a cache hit is well under a millisecond, an STS call up to seconds.
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Every metric stsbridge exports.
+pub struct Metrics {
+    registry: Registry,
+    /// `stsbridge_exchanges_total{outcome,provider,target}`.
+    pub exchanges: IntCounterVec,
+    /// `stsbridge_exchange_duration_seconds`.
+    pub exchange_duration: Histogram,
+    /// `stsbridge_upstream_duration_seconds{provider}`.
+    pub upstream_duration: HistogramVec,
+    /// `stsbridge_cache_events_total{event}`.
+    pub cache_events: IntCounterVec,
+    /// `stsbridge_jwks_refresh_total{issuer,outcome}` (issuer = trust entry name).
+    pub jwks_refresh: IntCounterVec,
+    /// `stsbridge_rate_limited_total`.
+    pub rate_limited: IntCounter,
+    /// `stsbridge_config_reload_total{outcome}`.
+    pub config_reload: IntCounterVec,
+    /// `stsbridge_audit_failures_total`.
+    pub audit_failures: IntCounter,
+    /// `stsbridge_circuit_open{provider}`: 1 while a provider's circuit breaker is open.
+    pub circuit_open: IntGaugeVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let counter_vec =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let exchanges = counter_vec(
+            "stsbridge_exchanges_total",
+            "Exchanges by outcome, provider and target.",
+            &["outcome", "provider", "target"],
+        )?;
+        let cache_events = counter_vec(
+            "stsbridge_cache_events_total",
+            "How credential requests were served: hit, miss, coalesced, stale.",
+            &["event"],
+        )?;
+        let jwks_refresh = counter_vec(
+            "stsbridge_jwks_refresh_total",
+            "JWKS fetches by trust entry and outcome.",
+            &["issuer", "outcome"],
+        )?;
+        let config_reload = counter_vec(
+            "stsbridge_config_reload_total",
+            "Config and mapping reloads by outcome.",
+            &["outcome"],
+        )?;
+        let exchange_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "stsbridge_exchange_duration_seconds",
+                "Time to answer an exchange.",
+            )
+            .buckets(BUCKETS.to_vec()),
+        )?;
+        registry.register(Box::new(exchange_duration.clone()))?;
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "stsbridge_upstream_duration_seconds",
+                "Time spent in upstream calls, by provider.",
+            )
+            .buckets(BUCKETS.to_vec()),
+            &["provider"],
+        )?;
+        registry.register(Box::new(upstream_duration.clone()))?;
+        let rate_limited =
+            IntCounter::new("stsbridge_rate_limited_total", "Requests refused with 429.")?;
+        registry.register(Box::new(rate_limited.clone()))?;
+        let audit_failures = IntCounter::new(
+            "stsbridge_audit_failures_total",
+            "Audit events that could not be written.",
+        )?;
+        registry.register(Box::new(audit_failures.clone()))?;
+        let circuit_open = IntGaugeVec::new(
+            Opts::new(
+                "stsbridge_circuit_open",
+                "1 while a provider's circuit breaker is open.",
+            ),
+            &["provider"],
+        )?;
+        registry.register(Box::new(circuit_open.clone()))?;
+        for event in ["hit", "miss", "coalesced", "stale"] {
+            cache_events.with_label_values(&[event]);
+        }
+        for outcome in ["success", "error"] {
+            config_reload.with_label_values(&[outcome]);
+        }
+        Ok(Metrics {
+            registry,
+            exchanges,
+            exchange_duration,
+            upstream_duration,
+            cache_events,
+            jwks_refresh,
+            rate_limited,
+            config_reload,
+            audit_failures,
+            circuit_open,
+        })
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .is_err()
+        {
+            return String::new();
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
