@@ -6,13 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=tests/.venv
-if ! "$venv/bin/python" -c "import moto.server, boto3" >/dev/null 2>&1; then
-  echo "tests/run.sh: installing moto and boto3 into $venv" >&2
+if ! "$venv/bin/python" -c "import moto.server, boto3, google.auth, azure.identity, prometheus_client" >/dev/null 2>&1 || [ ! -x "$venv/bin/aws" ]; then
+  echo "tests/run.sh: installing the Python test clients (tests/requirements.txt) into $venv" >&2
   python3 -m venv "$venv" || { echo "tests/run.sh: cannot create a Python venv (python3 -m venv)" >&2; exit 1; }
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt \
     || { echo "tests/run.sh: pip could not install tests/requirements.txt" >&2; exit 1; }
-  "$venv/bin/python" -c "import moto.server, boto3" \
-    || { echo "tests/run.sh: moto is still not importable after installing" >&2; exit 1; }
+  "$venv/bin/python" -c "import moto.server, boto3, google.auth, azure.identity, prometheus_client" \
+    || { echo "tests/run.sh: the Python test clients are still not importable after installing" >&2; exit 1; }
 fi
 export STSBRIDGE_TEST_PYTHON="$PWD/$venv/bin/python"
 

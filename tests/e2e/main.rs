@@ -17,6 +17,7 @@ mod clouds;
 mod contract;
 mod errors;
 mod leaks;
+mod operations;
 mod sdks;
 mod token_exchange;
 
@@ -105,6 +106,10 @@ pub struct Setup<'a> {
     pub mappings: Option<&'a str>,
     /// Environment of the process.
     pub env: Vec<(&'a str, &'a str)>,
+    /// The `ci` trust entry's `jwks:` value (default `{ discovery: true }`).
+    pub jwks: Option<&'a str>,
+    /// The `audit:` value (default `{ sink: stdout }`).
+    pub audit: Option<&'a str>,
 }
 
 /// Writes a config and mappings for `idp` into `dir`; returns the config path.
@@ -129,7 +134,7 @@ trust:
   - name: ci
     issuer: {issuer}
     audiences: [{BRIDGE_URL}]
-    jwks: {{ discovery: true }}
+    jwks: {jwks}
     allow_insecure_loopback: true
 {trust_extra}
 mappings: mappings
@@ -137,11 +142,13 @@ providers:
   aws: {{ region: us-east-1, endpoint: "{sts}", timeout: 5s }}
   gcp: {{ sts_endpoint: "{gcp}", iamcredentials_endpoint: "{gcp}", timeout: 5s }}
   azure: {{ authority_host: "{azure}", timeout: 5s }}
-audit: {{ sink: stdout }}
+audit: {audit}
 {extra}
 "#,
         issuer = idp.issuer,
         trust_extra = setup.trust_extra,
+        jwks = setup.jwks.unwrap_or("{ discovery: true }"),
+        audit = setup.audit.unwrap_or("{ sink: stdout }"),
         extra = setup.extra,
     );
     let path = dir.join("stsbridge.yaml");

@@ -1,0 +1,433 @@
+//! Running it in production, with injected faults: each test ends in an assertion about what
+//! callers got. IdP down past the refresh interval, throttling that clears, an upstream down with a
+//! warm cache and the circuit breaker, a bad mapping file during traffic, SIGHUP, SIGTERM during
+//! traffic, the audit sink failing, and `/metrics` read by the Prometheus project's own parser.
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use stsbridge_e2e::clouds::gcp_sts_token;
+use stsbridge_e2e::moto::python;
+use stsbridge_e2e::sts;
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::{MAPPINGS, Setup, Stack};
+
+fn aws_success(n: usize) -> ResponseTemplate {
+    let expiration =
+        stsbridge::audit::rfc3339(std::time::SystemTime::now() + Duration::from_secs(3600));
+    ResponseTemplate::new(200).set_body_string(sts::web_identity_success(
+        "arn:aws:sts::111111111111:assumed-role/deploy/gh-42",
+        &format!("ASIAOPERATIONS{n:06}"),
+        &format!("operations-secret-{n:030}"),
+        &format!("operations-session-{n:040}"),
+        &expiration,
+    ))
+}
+
+/// `/metrics`, read by prometheus_client's parser: sample name with sorted labels to value.
+async fn metrics(stack: &Stack) -> HashMap<String, f64> {
+    let text = stack
+        .http
+        .get(stack.bridge.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut child = Command::new(python())
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/parse_metrics.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the Prometheus parser refused /metrics: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn sample(m: &HashMap<String, f64>, key: &str) -> f64 {
+    *m.get(key)
+        .unwrap_or_else(|| panic!("no sample {key} in {:?}", m.keys().collect::<Vec<_>>()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_and_count_a_known_sequence() {
+    let stand_in = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(aws_success(1))
+        .mount(&stand_in)
+        .await;
+    let stack = Stack::start(Setup {
+        sts: Some(&stand_in.uri()),
+        ..Setup::default()
+    })
+    .await;
+    let token = stack.main_token();
+    assert_eq!(stack.credentials("deploy", &token).await.0, 200);
+    assert_eq!(stack.credentials("deploy", &token).await.0, 200);
+    let mallory = stack.idp.token("svc:mallory", serde_json::json!({}));
+    assert_eq!(
+        stack
+            .credentials("api", &format!("Bearer {mallory}"))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        stack
+            .credentials("no-such-target", &format!("Bearer {token}"))
+            .await
+            .0,
+        404
+    );
+    let m = metrics(&stack).await;
+    assert_eq!(
+        sample(
+            &m,
+            "stsbridge_exchanges_total{outcome=allow,provider=aws,target=deploy}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "stsbridge_exchanges_total{outcome=deny,provider=none,target=api}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "stsbridge_exchanges_total{outcome=error,provider=none,target=unknown}"
+        ),
+        1.0,
+        "no unbounded target labels"
+    );
+    assert_eq!(sample(&m, "stsbridge_cache_events_total{event=miss}"), 1.0);
+    assert_eq!(sample(&m, "stsbridge_cache_events_total{event=hit}"), 1.0);
+    assert_eq!(
+        sample(&m, "stsbridge_exchange_duration_seconds_count{}"),
+        4.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "stsbridge_upstream_duration_seconds_count{provider=aws}"
+        ),
+        1.0
+    );
+    assert!(
+        sample(
+            &m,
+            "stsbridge_jwks_refresh_total{issuer=ci,outcome=success}"
+        ) >= 1.0
+    );
+    assert_eq!(sample(&m, "stsbridge_rate_limited_total{}"), 0.0);
+    assert_eq!(
+        sample(&m, "stsbridge_config_reload_total{outcome=error}"),
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idp_down_longer_than_the_refresh_interval_does_not_stop_exchanges() {
+    let stack = Stack::start(Setup {
+        jwks: Some("{ discovery: true, refresh_interval: 5s }"),
+        ..Setup::default()
+    })
+    .await;
+    stack.idp.set_up(false);
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let token = stack.idp.token("svc:alice", serde_json::json!({}));
+    let (status, body, _) = stack.credentials("api", &format!("Bearer {token}")).await;
+    assert_eq!(status, 200, "{body}");
+    let ready: Value = stack
+        .http
+        .get(stack.bridge.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["ready"], true);
+    assert_eq!(ready["degraded"], serde_json::json!(["ci"]), "{ready}");
+    assert!(
+        ready["issuers"][0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("503"),
+        "{ready}"
+    );
+    assert!(
+        sample(
+            &metrics(&stack).await,
+            "stsbridge_jwks_refresh_total{issuer=ci,outcome=error}"
+        ) >= 1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_twice_then_success_gives_one_credential_and_no_error() {
+    let stand_in = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(400).set_body_string(sts::error("Throttling", "Rate exceeded")),
+        )
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&stand_in)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(aws_success(7))
+        .mount(&stand_in)
+        .await;
+    let stack = Stack::start(Setup {
+        sts: Some(&stand_in.uri()),
+        ..Setup::default()
+    })
+    .await;
+    let (status, body, _) = stack.credentials("deploy", &stack.main_token()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["AccessKeyId"], "ASIAOPERATIONS000007");
+    assert_eq!(stand_in.received_requests().await.unwrap().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_down_with_a_warm_cache_serves_hits_and_the_breaker_stops_hammering_it() {
+    let google = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(gcp_sts_token("warm-federated-token", 3600))
+        .mount(&google)
+        .await;
+    let stack = Stack::start(Setup {
+        gcp: Some(&google.uri()),
+        ..Setup::default()
+    })
+    .await;
+    let main = stack.main_token();
+    assert_eq!(
+        stack.credentials("gcp-federated", &main).await.0,
+        200,
+        "the cache is warm"
+    );
+
+    google.reset().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&google)
+        .await;
+    // Hits keep being served.
+    let (status, body, _) = stack.credentials("gcp-federated", &main).await;
+    assert_eq!(
+        (status, body["access_token"].as_str()),
+        (200, Some("warm-federated-token"))
+    );
+    // Misses (another caller's session) get 503 with Retry-After, until the breaker opens...
+    for i in 0..5 {
+        let other = stack.idp.token(
+            "repo:acme/app:ref:refs/heads/main",
+            serde_json::json!({ "repository_owner": "acme", "n": i }),
+        );
+        let (status, _, headers) = stack.credentials("gcs", &other).await;
+        assert_eq!(status, 503);
+        assert!(headers.contains_key("retry-after"));
+    }
+    let calls = google.received_requests().await.unwrap().len();
+    // ...then fail fast without calling Google at all, saying when to come back.
+    let (status, body, headers) = stack.credentials("gcs", &main).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("keeps failing"),
+        "{body}"
+    );
+    let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((20..=30).contains(&retry), "{retry}");
+    assert_eq!(
+        google.received_requests().await.unwrap().len(),
+        calls,
+        "no call while the circuit is open"
+    );
+    assert_eq!(
+        sample(
+            &metrics(&stack).await,
+            "stsbridge_circuit_open{provider=gcp}"
+        ),
+        1.0
+    );
+    // The warm entry is still served while the circuit is open.
+    assert_eq!(stack.credentials("gcp-federated", &main).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_mapping_file_during_traffic_keeps_the_previous_set() {
+    let stack = Stack::start(Setup::default()).await;
+    let token = stack.idp.token("svc:alice", serde_json::json!({}));
+    let auth = format!("Bearer {token}");
+    let file = stack.dir.path().join("mappings/test.yaml");
+    let traffic = async {
+        let mut statuses = Vec::new();
+        for _ in 0..60 {
+            statuses.push(stack.credentials("api", &auth).await.0);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        statuses
+    };
+    let breakage = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        std::fs::write(
+            &file,
+            "version: 1\nrules:\n  - { name: broken, issuer: ci, allow: [nowhere] }\n",
+        )
+        .unwrap();
+    };
+    let (statuses, ()) = tokio::join!(traffic, breakage);
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let m = metrics(&stack).await;
+    assert!(sample(&m, "stsbridge_config_reload_total{outcome=error}") >= 1.0);
+    assert!(
+        stack
+            .bridge
+            .stderr()
+            .contains("rules[0].allow[0]: \"nowhere\" is not a target"),
+        "the log says exactly what is wrong"
+    );
+
+    // A valid change is picked up: a new target appears, on file change...
+    let extended = format!(
+        "{MAPPINGS}  - {{ name: extra, issuer: ci, subject: \"svc:alice\", allow: [api-extra] }}\n"
+    )
+    .replace(
+        "targets:\n",
+        "targets:\n  - { name: api-extra, jwt: { audience: extra-api } }\n",
+    );
+    std::fs::write(&file, extended).unwrap();
+    let mut status = 0;
+    for _ in 0..50 {
+        status = stack.credentials("api-extra", &auth).await.0;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200);
+    // ...and on SIGHUP.
+    let before = sample(
+        &metrics(&stack).await,
+        "stsbridge_config_reload_total{outcome=success}",
+    );
+    stack.bridge.signal("HUP");
+    let mut after = before;
+    for _ in 0..50 {
+        after = sample(
+            &metrics(&stack).await,
+            "stsbridge_config_reload_total{outcome=success}",
+        );
+        if after > before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(after > before, "SIGHUP reloads");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_traffic_cuts_no_request_off() {
+    let stand_in = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(aws_success(3).set_delay(Duration::from_millis(1500)))
+        .mount(&stand_in)
+        .await;
+    let mut stack = Stack::start(Setup {
+        sts: Some(&stand_in.uri()),
+        ..Setup::default()
+    })
+    .await;
+    let requests: Vec<_> = (0..10)
+        .map(|i| {
+            let http = stack.http.clone();
+            // Distinct run ids: distinct sessions, so ten upstream calls are in flight.
+            let url = stack.bridge.url("/v1/credentials/deploy");
+            let token = stack.idp.token(
+                "repo:acme/app:ref:refs/heads/main",
+                serde_json::json!({ "repository_owner": "acme", "repository": "acme/app", "run_id": format!("{i}"), "actor": "octocat" }),
+            );
+            tokio::spawn(async move {
+                let r = http.get(url).header("Authorization", token).send().await?;
+                let status = r.status().as_u16();
+                Ok::<_, reqwest::Error>((status, r.text().await.unwrap_or_default()))
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    stack.bridge.signal("TERM");
+    for r in requests {
+        let (status, body) = r.await.unwrap().expect("the request completed");
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(
+        stand_in.received_requests().await.unwrap().len(),
+        10,
+        "all ten were in flight at SIGTERM"
+    );
+    let status = stack
+        .bridge
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("the process exits");
+    assert!(status.success(), "{status:?}");
+    // New connections are no longer accepted.
+    assert!(
+        stack
+            .http
+            .get(stack.bridge.url("/healthz"))
+            .send()
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_audit_sink_refuses_credentials_unless_configured_to_fail_open() {
+    let closed = Stack::start(Setup {
+        audit: Some("{ file: /dev/full }"),
+        ..Setup::default()
+    })
+    .await;
+    let token = closed.idp.token("svc:alice", serde_json::json!({}));
+    let (status, body, _) = closed.credentials("api", &format!("Bearer {token}")).await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"], "server_error");
+    assert!(body.get("access_token").is_none());
+    assert_eq!(
+        sample(&metrics(&closed).await, "stsbridge_audit_failures_total{}"),
+        1.0
+    );
+
+    let open = Stack::start(Setup {
+        audit: Some("{ file: /dev/full, on_failure: open }"),
+        ..Setup::default()
+    })
+    .await;
+    let token = open.idp.token("svc:alice", serde_json::json!({}));
+    let (status, body, _) = open.credentials("api", &format!("Bearer {token}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        sample(&metrics(&open).await, "stsbridge_audit_failures_total{}"),
+        1.0
+    );
+}
