@@ -311,6 +311,7 @@ impl AssertionSigner for Issuer {
             .map_err(|_| SignError::NoKey)?
             .active
             .clone();
+        let _span = tracing::debug_span!("mint", kid = %key.kid, aud = %spec.audience).entered();
         let iat = unix_seconds(now);
         let lifetime = spec.lifetime.unwrap_or(self.lifetime);
         let exp = iat + lifetime.as_secs();

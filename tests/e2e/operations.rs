@@ -431,3 +431,71 @@ async fn a_failing_audit_sink_refuses_credentials_unless_configured_to_fail_open
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_an_otlp_collector_and_the_request_id_reaches_the_audit_event() {
+    let collector = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(wiremock::matchers::path("/v1/traces"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&collector)
+        .await;
+    let uri = collector.uri();
+    let mut stack = Stack::start(Setup {
+        env: vec![("OTEL_EXPORTER_OTLP_ENDPOINT", &uri)],
+        ..Setup::default()
+    })
+    .await;
+    let token = stack.idp.token("svc:alice", serde_json::json!({}));
+    let response = stack
+        .http
+        .get(stack.bridge.url("/v1/credentials/api"))
+        .bearer_auth(&token)
+        .header("X-Request-Id", "req-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-request-id"], "req-0123456789");
+    let decision = response.headers()["x-stsbridge-decision-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        stack.bridge.audit_event(&decision).await["request_id"],
+        "req-0123456789"
+    );
+
+    // Shutting down flushes the exporter.
+    stack.bridge.signal("TERM");
+    assert!(
+        stack
+            .bridge
+            .wait_exit(Duration::from_secs(10))
+            .await
+            .is_some_and(|s| s.success())
+    );
+    let exported: Vec<u8> = collector
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.body.clone())
+        .collect();
+    let text = String::from_utf8_lossy(&exported);
+    for span in [
+        "request",
+        "validate",
+        "map",
+        "render",
+        "upstream",
+        "stsbridge",
+    ] {
+        assert!(
+            text.contains(span),
+            "no {span} in the exported spans ({} requests):\n{}",
+            collector.received_requests().await.unwrap().len(),
+            stack.bridge.stderr()
+        );
+    }
+}
