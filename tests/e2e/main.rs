@@ -11,6 +11,7 @@
 )]
 
 mod access;
+mod attacks;
 mod aws;
 mod cli;
 mod clouds;

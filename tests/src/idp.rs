@@ -75,12 +75,7 @@ impl TestIdp {
     /// A token for `sub` with the usual registered claims (10 minutes, our audience, a fresh
     /// `jti`), overlaid with `extra`; a `null` in `extra` removes that claim.
     pub fn token(&self, sub: &str, extra: Value) -> String {
-        let now = unix_now();
-        let n = self.state.serial.fetch_add(1, Ordering::SeqCst);
-        let mut claims = json!({
-            "iss": self.issuer, "sub": sub, "aud": crate::BRIDGE_URL,
-            "iat": now, "exp": now + 600, "jti": format!("jti-{n}-{now}"),
-        });
+        let mut claims = self.claims(sub);
         if let Value::Object(extra) = extra {
             for (k, v) in extra {
                 if v.is_null() {
@@ -95,15 +90,54 @@ impl TestIdp {
 
     /// Signs arbitrary claims with the current key.
     pub fn sign(&self, claims: &Value) -> String {
+        let header = json!({ "alg": "RS256", "kid": self.kid(), "typ": "JWT" });
+        self.sign_parts(header.to_string().as_bytes(), claims.to_string().as_bytes())
+    }
+
+    /// Signs a header and claims given as raw bytes (so tests can build tokens no library would).
+    pub fn sign_parts(&self, header: &[u8], claims: &[u8]) -> String {
         let key = Arc::clone(self.state.keys.read().expect("lock").last().expect("a key"));
-        let header = json!({ "alg": "RS256", "kid": key.kid(), "typ": "JWT" });
         let input = format!(
             "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(claims)
         );
         let signature = key.sign(input.as_bytes()).expect("sign");
         format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+    }
+
+    /// The current key's id.
+    pub fn kid(&self) -> String {
+        self.state
+            .keys
+            .read()
+            .expect("lock")
+            .last()
+            .expect("a key")
+            .kid()
+            .to_owned()
+    }
+
+    /// The current key's public JWK.
+    pub fn public_jwk(&self) -> Value {
+        self.state
+            .keys
+            .read()
+            .expect("lock")
+            .last()
+            .expect("a key")
+            .public_jwk()
+            .clone()
+    }
+
+    /// The usual claims of [`token`](Self::token) (10 minutes, our audience, a fresh `jti`).
+    pub fn claims(&self, sub: &str) -> Value {
+        let now = unix_now();
+        let n = self.state.serial.fetch_add(1, Ordering::SeqCst);
+        json!({
+            "iss": self.issuer, "sub": sub, "aud": crate::BRIDGE_URL,
+            "iat": now, "exp": now + 600, "jti": format!("jti-{n}-{now}"),
+        })
     }
 
     /// Replaces the signing key with a new one (the old one is no longer published).

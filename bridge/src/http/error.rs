@@ -38,6 +38,18 @@ impl ApiError {
         )
     }
 
+    /// 413 for a body over the limit.
+    pub fn too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            format!(
+                "the request body is larger than {} bytes",
+                super::MAX_BODY_BYTES
+            ),
+        )
+    }
+
     /// 404 for paths that do not exist.
     pub fn not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")

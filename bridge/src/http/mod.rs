@@ -227,10 +227,14 @@ async fn token_exchange(
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Result<Response, ApiError> {
     let Form(pairs) = form.map_err(|e| {
-        ApiError::invalid_request(format!(
-            "the body must be application/x-www-form-urlencoded: {}",
-            e.body_text()
-        ))
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large()
+        } else {
+            ApiError::invalid_request(format!(
+                "the body must be application/x-www-form-urlencoded: {}",
+                e.body_text()
+            ))
+        }
     })?;
     let mut fields: HashMap<&str, &str> = HashMap::new();
     for (k, v) in &pairs {
