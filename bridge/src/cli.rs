@@ -100,6 +100,11 @@ enum Command {
         #[arg(long)]
         azure_identity_header_file: Option<PathBuf>,
     },
+    /// Manage stsbridge's signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Offline dry run: evaluate a token against the rules for a target and show the rendered
     /// request. The signature is not checked.
     Explain {
@@ -112,6 +117,21 @@ enum Command {
         /// The target name.
         #[arg(long)]
         target: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Stage a new signing key: running services publish it at once and sign with it after
+    /// `issuer.keys.publish_before_use`; the key it replaces stays published until everything it
+    /// signed has expired.
+    Rotate {
+        /// The config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Also delete the files of keys that are no longer published.
+        #[arg(long)]
+        prune: bool,
     },
 }
 
@@ -131,6 +151,9 @@ pub fn main() -> ExitCode {
             token_file,
             target,
         } => explain(&config, &token_file, &target),
+        Command::Keys {
+            command: KeysCommand::Rotate { config, prune },
+        } => rotate_keys(&config, prune),
         Command::CredentialProcess {
             bridge,
             target,
@@ -410,6 +433,33 @@ fn credential_process(
         }
         Err(e) => {
             eprintln!("stsbridge credential-process: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn rotate_keys(path: &Path, prune: bool) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            print_errors(&errors);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let now = SystemTime::now();
+    match issuer::rotate(&config.issuer, prune, now) {
+        Ok((kid, pruned)) => {
+            let from = crate::audit::rfc3339(now + config.issuer.publish_before_use);
+            println!(
+                "staged key {kid}: published at once by running services, signing from {from}"
+            );
+            for file in pruned {
+                println!("pruned {}", file.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
             ExitCode::from(EXIT_FAILURE)
         }
     }

@@ -123,6 +123,7 @@ pub async fn serve(listen: Option<SocketAddr>, aws_endpoint: Option<String>) -> 
             key_dir: None,
             algorithm: SigningAlgorithm::Es256,
             assertion_lifetime: Duration::from_secs(3600),
+            publish_before_use: Duration::from_secs(3600),
         };
         let issuer = match Issuer::load(&config) {
             Ok(i) => Arc::new(i),
@@ -155,6 +156,7 @@ pub async fn serve(listen: Option<SocketAddr>, aws_endpoint: Option<String>) -> 
             key_dir: None,
             algorithm: SigningAlgorithm::Rs256,
             assertion_lifetime: Duration::from_secs(300),
+            publish_before_use: Duration::from_secs(3600),
         },
         trust,
         mappings_dir: mappings_dir.clone(),
@@ -168,6 +170,7 @@ pub async fn serve(listen: Option<SocketAddr>, aws_endpoint: Option<String>) -> 
             max_entries: 10_000,
         },
         rate_limit: None,
+        target_rate_limit: None,
         audit: AuditConfig {
             sink: AuditSinkConfig::Stdout,
             fail_open: false,

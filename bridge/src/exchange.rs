@@ -252,6 +252,7 @@ pub struct Bridge {
     cache: Arc<CredentialCache>,
     audit: Audit,
     limiter: Option<RateLimiter>,
+    target_limiter: Option<RateLimiter>,
     replay: ReplayGuard,
     metrics: Arc<Metrics>,
 }
@@ -300,6 +301,7 @@ impl Bridge {
                 Breaker::default,
             ),
             limiter: config.rate_limit.map(RateLimiter::new),
+            target_limiter: config.target_rate_limit.map(RateLimiter::new),
             policy: RwLock::new(Arc::new(policy)),
             replay: ReplayGuard::default(),
             config,
@@ -550,6 +552,16 @@ impl Bridge {
             }
         };
         event.provider = Some(target.kind.provider());
+        if let Some(limiter) = &self.target_limiter {
+            // One bucket per target, shared by every caller: a burst from one partner cannot
+            // spend a shared account's STS quota for everyone.
+            limiter
+                .check("target", &target.name, now)
+                .map_err(|retry_after| {
+                    self.metrics.rate_limited.inc();
+                    ExchangeError::RateLimited { retry_after }
+                })?;
+        }
         if req.endpoint == Endpoint::TokenExchange && !matches!(target.kind, TargetKind::Jwt(_)) {
             return Err(ExchangeError::InvalidRequest(format!(
                 "{} is an {} target: ask /v1/credentials/{} for it",

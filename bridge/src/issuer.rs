@@ -203,18 +203,69 @@ fn thumbprint(jwk: &Value) -> String {
     ))
 }
 
-/// The key set in use: the signing key and everything published.
+/// The key set in use: the signing key and everything published, with the documents built from
+/// them. Swapped whole when a key is staged, activated or retired.
 struct KeyRing {
     active: Arc<SigningKey>,
     jwks: Arc<str>,
+    discovery: Arc<str>,
+    published: Vec<String>,
+}
+
+/// A key with the time it was created (from its file name `key-<unix seconds>.pem`, else the
+/// file's modification time).
+#[derive(Clone)]
+struct DatedKey {
+    key: Arc<SigningKey>,
+    created: SystemTime,
+    file: Option<PathBuf>,
+}
+
+/// Which keys sign and which are published at some time: a pure function of the keys' creation
+/// times, `now`, the lead a new key is published before it signs, and how long a replaced key
+/// stays published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPlan {
+    /// Index of the signing key.
+    pub active: usize,
+    /// Indices of the published keys (the active one, staged ones, and replaced ones whose
+    /// tokens may still be alive).
+    pub published: Vec<usize>,
+}
+
+/// Plans keys created at `created` (ascending). The newest key older than `lead` signs (the oldest
+/// key when none is, since something must sign); newer keys are staged: published, not signing. A
+/// replaced key stays published for `retention` after its successor started signing, so that
+/// every token it signed expires while it can still be verified.
+pub fn plan_keys(
+    created: &[SystemTime],
+    now: SystemTime,
+    lead: Duration,
+    retention: Duration,
+) -> KeyPlan {
+    let eligible = |t: &SystemTime| *t + lead <= now;
+    let active = created.iter().rposition(eligible).unwrap_or(0);
+    let published = (0..created.len())
+        .filter(|&i| {
+            if i >= active {
+                return true;
+            }
+            let replaced_at = created[i + 1] + lead;
+            now < replaced_at + retention
+        })
+        .collect();
+    KeyPlan { active, published }
 }
 
 /// stsbridge's own issuer.
 pub struct Issuer {
     url: String,
     lifetime: Duration,
+    key_dir: Option<PathBuf>,
+    lead: Duration,
+    retention: Duration,
+    keys: RwLock<Vec<DatedKey>>,
     ring: RwLock<Arc<KeyRing>>,
-    discovery: Arc<str>,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -225,28 +276,53 @@ impl std::fmt::Debug for Issuer {
     }
 }
 
+/// How long a replaced key stays published: the longest token stsbridge signs (an internal JWT of
+/// up to an hour, or an assertion) plus a minute of clock skew.
+fn retention_for(assertion_lifetime: Duration) -> Duration {
+    assertion_lifetime.max(crate::mapping::MAX_JWT_LIFETIME) + Duration::from_secs(60)
+}
+
 impl Issuer {
     /// Loads the keys from the configured directory (creating one key if it has none), or
     /// generates an in-memory key when no directory is configured.
     pub fn load(config: &IssuerConfig) -> Result<Self, IssuerError> {
         let keys = match &config.key_dir {
             Some(dir) => load_or_create_dir(dir, config.algorithm)?,
-            None => vec![SigningKey::generate(config.algorithm)?.0],
+            None => vec![DatedKey {
+                key: Arc::new(SigningKey::generate(config.algorithm)?.0),
+                created: SystemTime::UNIX_EPOCH,
+                file: None,
+            }],
         };
-        Self::with_keys(config, keys)
+        let retention = retention_for(config.assertion_lifetime);
+        let created: Vec<SystemTime> = keys.iter().map(|k| k.created).collect();
+        let plan = plan_keys(
+            &created,
+            SystemTime::now(),
+            config.publish_before_use,
+            retention,
+        );
+        let ring = Self::ring(&config.url, &keys, &plan).ok_or(IssuerError::Generate)?;
+        Ok(Issuer {
+            url: config.url.clone(),
+            lifetime: config.assertion_lifetime,
+            key_dir: config.key_dir.clone(),
+            lead: config.publish_before_use,
+            retention,
+            ring: RwLock::new(Arc::new(ring)),
+            keys: RwLock::new(keys),
+        })
     }
 
-    /// An issuer over `keys`; the last one signs, all are published.
-    fn with_keys(config: &IssuerConfig, mut keys: Vec<SigningKey>) -> Result<Self, IssuerError> {
-        let jwks: Vec<&Value> = keys.iter().map(SigningKey::public_jwk).collect();
-        let jwks: Arc<str> = json!({ "keys": jwks }).to_string().into();
-        let algs: Vec<&str> = {
-            let mut a: Vec<&str> = keys.iter().map(|k| k.alg.as_str()).collect();
-            a.sort_unstable();
-            a.dedup();
-            a
-        };
-        let url = config.url.clone();
+    /// The ring for `keys` under `plan`.
+    fn ring(url: &str, keys: &[DatedKey], plan: &KeyPlan) -> Option<KeyRing> {
+        let active = Arc::clone(&keys.get(plan.active)?.key);
+        let published: Vec<&DatedKey> =
+            plan.published.iter().filter_map(|&i| keys.get(i)).collect();
+        let jwks: Vec<&Value> = published.iter().map(|k| k.key.public_jwk()).collect();
+        let mut algs: Vec<&str> = published.iter().map(|k| k.key.alg.as_str()).collect();
+        algs.sort_unstable();
+        algs.dedup();
         let discovery = json!({
             "issuer": url,
             "jwks_uri": format!("{url}/.well-known/jwks.json"),
@@ -256,16 +332,58 @@ impl Issuer {
             "id_token_signing_alg_values_supported": algs,
             "grant_types_supported": ["urn:ietf:params:oauth:grant-type:token-exchange"],
             "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "scope", "act"],
+        });
+        Some(KeyRing {
+            published: published.iter().map(|k| k.key.kid.clone()).collect(),
+            active,
+            jwks: json!({ "keys": jwks }).to_string().into(),
+            discovery: discovery.to_string().into(),
         })
-        .to_string()
-        .into();
-        let active = Arc::new(keys.pop().ok_or(IssuerError::Generate)?);
-        Ok(Issuer {
-            url,
-            lifetime: config.assertion_lifetime,
-            ring: RwLock::new(Arc::new(KeyRing { active, jwks })),
-            discovery,
-        })
+    }
+
+    /// Recomputes which key signs and which are published at `now`; logs a change.
+    fn replan(&self, now: SystemTime) {
+        let Ok(keys) = self.keys.read() else { return };
+        let created: Vec<SystemTime> = keys.iter().map(|k| k.created).collect();
+        let plan = plan_keys(&created, now, self.lead, self.retention);
+        let Some(ring) = Self::ring(&self.url, &keys, &plan) else {
+            return;
+        };
+        let Ok(mut current) = self.ring.write() else {
+            return;
+        };
+        if current.active.kid != ring.active.kid {
+            tracing::info!(kid = %ring.active.kid, "signing with a new key from now on");
+        }
+        if current.published != ring.published {
+            tracing::info!(published = ?ring.published, "published keys changed");
+        }
+        *current = Arc::new(ring);
+    }
+
+    /// Picks up keys added to or removed from the key directory and moves staged keys into use
+    /// when their time comes. Called periodically by the service (and on SIGHUP). A key file that
+    /// cannot be used is logged and skipped; the keys in use stay.
+    pub fn refresh(&self, now: SystemTime) {
+        if let Some(dir) = &self.key_dir {
+            match read_dir_keys(
+                dir,
+                &self.keys.read().map(|k| k.clone()).unwrap_or_default(),
+            ) {
+                Ok(keys) if !keys.is_empty() => {
+                    if let Ok(mut current) = self.keys.write() {
+                        *current = keys;
+                    }
+                }
+                Ok(_) => {
+                    tracing::error!(dir = %dir.display(), "the key directory has no key left; keeping the keys in use")
+                }
+                Err(e) => {
+                    tracing::error!("cannot reload signing keys, keeping the keys in use: {e}")
+                }
+            }
+        }
+        self.replan(now);
     }
 
     /// The issuer URL.
@@ -283,13 +401,69 @@ impl Issuer {
 
     /// `/.well-known/openid-configuration`.
     pub fn discovery_json(&self) -> Arc<str> {
-        Arc::clone(&self.discovery)
+        self.ring
+            .read()
+            .map(|r| Arc::clone(&r.discovery))
+            .unwrap_or_else(|_| Arc::from("{}"))
     }
 
     /// The key id that signs now.
     pub fn active_kid(&self) -> Option<String> {
         self.ring.read().ok().map(|r| r.active.kid.clone())
     }
+
+    /// The published key ids.
+    pub fn published_kids(&self) -> Vec<String> {
+        self.ring
+            .read()
+            .map(|r| r.published.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Stages a new key in `config`'s key directory (`stsbridge keys rotate`): written now, published
+/// by running services at their next key refresh, signing after `publish_before_use`. With
+/// `prune`, deletes the files of keys no longer published. Returns the new key id and the pruned
+/// files.
+pub fn rotate(
+    config: &IssuerConfig,
+    prune: bool,
+    now: SystemTime,
+) -> Result<(String, Vec<PathBuf>), IssuerError> {
+    let Some(dir) = &config.key_dir else {
+        return Err(IssuerError::Io {
+            path: PathBuf::new(),
+            detail: "the issuer has no key directory".into(),
+        });
+    };
+    let existing = load_or_create_dir(dir, config.algorithm)?;
+    let (key, der) = SigningKey::generate(config.algorithm)?;
+    let mut secs = unix_seconds(now);
+    // One key per second: never two files with one creation time.
+    while existing.iter().any(|k| unix_seconds(k.created) >= secs) {
+        secs += 1;
+    }
+    let path = dir.join(format!("key-{secs:012}.pem"));
+    write_key_file(&path, &der)?;
+    let mut pruned = Vec::new();
+    if prune {
+        let created: Vec<SystemTime> = existing.iter().map(|k| k.created).collect();
+        let plan = plan_keys(
+            &created,
+            now,
+            config.publish_before_use,
+            retention_for(config.assertion_lifetime),
+        );
+        for (i, k) in existing.iter().enumerate() {
+            if !plan.published.contains(&i) {
+                if let Some(file) = &k.file {
+                    fs::remove_file(file).map_err(|e| io_error(file, &e))?;
+                    pruned.push(file.clone());
+                }
+            }
+        }
+    }
+    Ok((key.kid, pruned))
 }
 
 impl AssertionSigner for Issuer {
@@ -357,9 +531,9 @@ fn io_error(path: &Path, e: &std::io::Error) -> IssuerError {
     }
 }
 
-/// Loads every `*.pem` key in `dir`, sorted by file name (the last signs); creates the directory
-/// (mode 0700) and one key (mode 0600) when there is none.
-fn load_or_create_dir(dir: &Path, alg: SigningAlgorithm) -> Result<Vec<SigningKey>, IssuerError> {
+/// Loads every `*.pem` key in `dir`, oldest first; creates the directory (mode 0700) and one key
+/// (mode 0600) when there is none.
+fn load_or_create_dir(dir: &Path, alg: SigningAlgorithm) -> Result<Vec<DatedKey>, IssuerError> {
     if !dir.exists() {
         fs::DirBuilder::new()
             .recursive(true)
@@ -367,6 +541,24 @@ fn load_or_create_dir(dir: &Path, alg: SigningAlgorithm) -> Result<Vec<SigningKe
             .create(dir)
             .map_err(|e| io_error(dir, &e))?;
     }
+    let keys = read_dir_keys(dir, &[])?;
+    if !keys.is_empty() {
+        return Ok(keys);
+    }
+    let (key, der) = SigningKey::generate(alg)?;
+    let now = SystemTime::now();
+    let path = dir.join(format!("key-{:012}.pem", unix_seconds(now)));
+    write_key_file(&path, &der)?;
+    tracing::info!(kid = %key.kid, path = %path.display(), "generated a new signing key");
+    Ok(vec![DatedKey {
+        key: Arc::new(key),
+        created: created_at(&path).unwrap_or(now),
+        file: Some(path),
+    }])
+}
+
+/// The keys of `dir`, oldest first, reusing the parsed keys of `known` for files already loaded.
+fn read_dir_keys(dir: &Path, known: &[DatedKey]) -> Result<Vec<DatedKey>, IssuerError> {
     let mut files: Vec<PathBuf> = fs::read_dir(dir)
         .map_err(|e| io_error(dir, &e))?
         .filter_map(Result::ok)
@@ -374,14 +566,35 @@ fn load_or_create_dir(dir: &Path, alg: SigningAlgorithm) -> Result<Vec<SigningKe
         .filter(|p| p.extension().is_some_and(|x| x == "pem"))
         .collect();
     files.sort();
-    if files.is_empty() {
-        let (key, der) = SigningKey::generate(alg)?;
-        let path = dir.join(format!("key-{:012}.pem", unix_seconds(SystemTime::now())));
-        write_key_file(&path, &der)?;
-        tracing::info!(kid = %key.kid, path = %path.display(), "generated a new signing key");
-        return Ok(vec![key]);
+    let mut keys = Vec::with_capacity(files.len());
+    for path in files {
+        let key = match known.iter().find(|k| k.file.as_ref() == Some(&path)) {
+            Some(k) => Arc::clone(&k.key),
+            None => Arc::new(read_key_file(&path)?),
+        };
+        let created = created_at(&path).map_err(|e| io_error(&path, &e))?;
+        keys.push(DatedKey {
+            key,
+            created,
+            file: Some(path),
+        });
     }
-    files.iter().map(|p| read_key_file(p)).collect()
+    keys.sort_by_key(|k| k.created);
+    Ok(keys)
+}
+
+/// A key file's creation time: the seconds in its name `key-<unix seconds>.pem`, else its
+/// modification time.
+fn created_at(path: &Path) -> std::io::Result<SystemTime> {
+    let from_name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.strip_prefix("key-"))
+        .and_then(|s| s.parse::<u64>().ok());
+    match from_name {
+        Some(secs) => Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(secs)),
+        None => fs::metadata(path)?.modified(),
+    }
 }
 
 /// Checks the key files of `dir` without creating anything (`stsbridge check`); returns how many

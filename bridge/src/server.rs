@@ -75,8 +75,8 @@ pub async fn run_tls(
 }
 
 /// Reloads `bridge` on SIGHUP and whenever the config file or a mapping file changes (polled every
-/// [`RELOAD_POLL`]: robust to editors' atomic renames and Kubernetes ConfigMap symlink swaps).
-/// Runs until the task is aborted.
+/// [`RELOAD_POLL`]: robust to editors' atomic renames and Kubernetes ConfigMap symlink swaps), and
+/// refreshes the signing keys on every poll. Runs until the task is aborted.
 pub async fn watch_and_reload(bridge: Arc<Bridge>) {
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut seen = fingerprint(&bridge);
@@ -85,6 +85,8 @@ pub async fn watch_and_reload(bridge: Arc<Bridge>) {
             () = tokio::time::sleep(RELOAD_POLL) => false,
             Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => futures::future::pending().await } } => true,
         };
+        // Staged keys come into use, replaced ones retire, new key files are picked up.
+        bridge.issuer().refresh(std::time::SystemTime::now());
         let now = fingerprint(&bridge);
         if by_signal || now != seen {
             tracing::info!(

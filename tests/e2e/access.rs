@@ -188,3 +188,26 @@ async fn a_rotated_idp_key_is_fetched_and_an_idp_outage_keeps_the_last_good_keys
     let (status, body, _) = stack.credentials("api", &format!("Bearer {token}")).await;
     assert_eq!(status, 200, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_over_its_rate_gets_429_whoever_asks() {
+    let stack = Stack::start(Setup {
+        extra: "limits: { per_target: \"1/m\", target_burst: 2 }",
+        ..Setup::default()
+    })
+    .await;
+    for caller in ["svc:a", "svc:b"] {
+        let t = stack.idp.token(caller, json!({}));
+        assert_eq!(
+            stack.credentials("api", &format!("Bearer {t}")).await.0,
+            200
+        );
+    }
+    let t = stack.idp.token("svc:c", json!({}));
+    let (status, body, headers) = stack.credentials("api", &format!("Bearer {t}")).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(headers.contains_key("retry-after"));
+    // Another target has its own budget.
+    let (status, _, _) = stack.credentials("deploy", &stack.main_token()).await;
+    assert_ne!(status, 429);
+}

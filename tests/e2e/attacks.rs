@@ -605,6 +605,7 @@ async fn every_attack_is_refused_with_its_code_and_the_service_survives() {
     };
     let rows = corpus();
     assert!(rows.len() >= 40, "the corpus has {} attacks", rows.len());
+    eprintln!("attack corpus: {} tokens", rows.len());
     let mut failures = Vec::new();
     for (name, build, status, code) in &rows {
         let token = build(&ctx);

@@ -58,6 +58,7 @@ fn signer() -> Arc<Signer> {
         key_dir: None,
         algorithm: SigningAlgorithm::Es256,
         assertion_lifetime: Duration::from_secs(300),
+        publish_before_use: Duration::from_secs(3600),
     };
     Arc::new(Signer {
         issuer: Issuer::load(&config).unwrap(),

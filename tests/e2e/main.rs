@@ -17,6 +17,7 @@ mod cli;
 mod clouds;
 mod contract;
 mod errors;
+mod keys;
 mod leaks;
 mod operations;
 mod sdks;
@@ -111,6 +112,8 @@ pub struct Setup<'a> {
     pub jwks: Option<&'a str>,
     /// The `audit:` value (default `{ sink: stdout }`).
     pub audit: Option<&'a str>,
+    /// The `issuer.keys:` value (default `{ dir: keys }`).
+    pub keys: Option<&'a str>,
 }
 
 /// Writes a config and mappings for `idp` into `dir`; returns the config path.
@@ -129,7 +132,7 @@ pub fn write_config(dir: &Path, idp: &TestIdp, setup: &Setup<'_>) -> std::path::
 listen: 127.0.0.1:0
 issuer:
   url: {BRIDGE_URL}
-  keys: {{ dir: keys }}
+  keys: {keys}
   assertion_lifetime: 5m
 trust:
   - name: ci
@@ -150,6 +153,7 @@ audit: {audit}
         trust_extra = setup.trust_extra,
         jwks = setup.jwks.unwrap_or("{ discovery: true }"),
         audit = setup.audit.unwrap_or("{ sink: stdout }"),
+        keys = setup.keys.unwrap_or("{ dir: keys }"),
         extra = setup.extra,
     );
     let path = dir.join("stsbridge.yaml");

@@ -67,6 +67,8 @@ pub struct KeysFile {
     pub dir: PathBuf,
     /// RS256 (default) or ES256.
     pub algorithm: Option<String>,
+    /// How long a key staged by `stsbridge keys rotate` is published before it signs (default 1h).
+    pub publish_before_use: Option<ConfigDuration>,
 }
 
 /// One `trust:` entry.
@@ -179,6 +181,10 @@ pub struct LimitsFile {
     pub per_subject: Option<String>,
     /// Bucket size.
     pub burst: Option<u32>,
+    /// Rate per target, across all callers, like `200/s`.
+    pub per_target: Option<String>,
+    /// Bucket size per target.
+    pub target_burst: Option<u32>,
 }
 
 /// `audit:`.

@@ -36,6 +36,10 @@ const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(3600);
 const MIN_JWKS_REFRESH: Duration = Duration::from_secs(5);
 const DEFAULT_MAX_STALENESS: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_ASSERTION_LIFETIME: Duration = Duration::from_secs(300);
+/// A staged key is published this long before it signs, so that every cloud's cached JWKS has it.
+const DEFAULT_PUBLISH_BEFORE_USE: Duration = Duration::from_secs(3600);
+/// Shorter than a few key-directory polls would let a key sign before it is published.
+const MIN_PUBLISH_BEFORE_USE: Duration = Duration::from_secs(5);
 /// Clouds check an assertion once, at the exchange; a long-lived one is only a liability.
 const MAX_ASSERTION_LIFETIME: Duration = Duration::from_secs(3600);
 const DEFAULT_CACHE_ENTRIES: u64 = 100_000;
@@ -161,6 +165,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Per-caller rate limit, when configured.
     pub rate_limit: Option<RateLimit>,
+    /// Per-target rate limit (all callers together), when configured.
+    pub target_rate_limit: Option<RateLimit>,
     /// Where audit events go, and what happens when they cannot be written.
     pub audit: AuditConfig,
 }
@@ -185,6 +191,8 @@ pub struct IssuerConfig {
     pub algorithm: SigningAlgorithm,
     /// Lifetime of the assertions shown to clouds.
     pub assertion_lifetime: Duration,
+    /// How long a new key is published before it signs (`issuer.keys.publish_before_use`).
+    pub publish_before_use: Duration,
 }
 
 /// Algorithms stsbridge signs with.
@@ -355,11 +363,27 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
             ),
         );
     }
+    let publish_before_use = raw
+        .issuer
+        .keys
+        .publish_before_use
+        .map_or(DEFAULT_PUBLISH_BEFORE_USE, |d| d.0);
+    if publish_before_use < MIN_PUBLISH_BEFORE_USE {
+        err(
+            "issuer.keys.publish_before_use",
+            format!(
+                "{} is shorter than {}: services check their key directory every 2s, and clouds cache JWKS",
+                format_duration(publish_before_use),
+                format_duration(MIN_PUBLISH_BEFORE_USE)
+            ),
+        );
+    }
     let issuer = IssuerConfig {
         url,
         key_dir: Some(base.join(&raw.issuer.keys.dir)),
         algorithm,
         assertion_lifetime,
+        publish_before_use,
     };
 
     // Trusted issuers.
@@ -585,27 +609,33 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
         err("cache.max_entries", "must be at least 1".into());
     }
 
-    let rate_limit = match raw.limits {
-        None => None,
-        Some(l) => match l.per_subject.as_deref().map(parse_rate) {
-            None => None,
-            Some(Ok(per_second)) => {
-                let burst = l
-                    .burst
-                    .unwrap_or_else(|| (per_second * 2.0).ceil().max(1.0) as u32);
+    let mut rate = |field: &str, rate: Option<&str>, burst: Option<u32>| -> Option<RateLimit> {
+        match rate.map(parse_rate)? {
+            Ok(per_second) => {
+                let burst = burst.unwrap_or_else(|| (per_second * 2.0).ceil().max(1.0) as u32);
                 if burst == 0 {
-                    err("limits.burst", "must be at least 1".into());
+                    err(
+                        &format!("limits.{field}"),
+                        "the burst must be at least 1".into(),
+                    );
                 }
                 Some(RateLimit {
                     per_second,
                     burst: burst.max(1),
                 })
             }
-            Some(Err(m)) => {
-                err("limits.per_subject", m);
+            Err(m) => {
+                err(&format!("limits.{field}"), m);
                 None
             }
-        },
+        }
+    };
+    let (rate_limit, target_rate_limit) = match &raw.limits {
+        None => (None, None),
+        Some(l) => (
+            rate("per_subject", l.per_subject.as_deref(), l.burst),
+            rate("per_target", l.per_target.as_deref(), l.target_burst),
+        ),
     };
 
     let fail_open = match raw.audit.as_ref().and_then(|a| a.on_failure.as_deref()) {
@@ -656,6 +686,7 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
         azure,
         cache: CacheConfig { max_entries },
         rate_limit,
+        target_rate_limit,
         audit: AuditConfig { sink, fail_open },
     })
 }

@@ -12,6 +12,7 @@ fn config(dir: Option<PathBuf>, algorithm: SigningAlgorithm) -> IssuerConfig {
         key_dir: dir,
         algorithm,
         assertion_lifetime: Duration::from_secs(300),
+        publish_before_use: Duration::from_secs(3600),
     }
 }
 
@@ -163,4 +164,103 @@ fn thumbprint_matches_rfc7638_example() {
         thumbprint(&jwk),
         "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
     );
+}
+
+fn t(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + secs)
+}
+
+#[test]
+fn a_staged_key_is_published_before_it_signs_and_the_old_one_retires_after_its_tokens() {
+    let lead = Duration::from_secs(3600);
+    let retention = Duration::from_secs(3660);
+    // Key 0 alone signs even before its lead has passed: something must sign.
+    assert_eq!(
+        plan_keys(&[t(0)], t(1), lead, retention),
+        KeyPlan {
+            active: 0,
+            published: vec![0]
+        }
+    );
+    let keys = [t(0), t(10_000)];
+    // Just after staging: the old key signs, both are published.
+    assert_eq!(
+        plan_keys(&keys, t(10_001), lead, retention),
+        KeyPlan {
+            active: 0,
+            published: vec![0, 1]
+        }
+    );
+    // After the lead: the new key signs; the old one is still published for its tokens.
+    assert_eq!(
+        plan_keys(&keys, t(13_600), lead, retention),
+        KeyPlan {
+            active: 1,
+            published: vec![0, 1]
+        }
+    );
+    assert_eq!(
+        plan_keys(&keys, t(13_600 + 3_659), lead, retention).published,
+        vec![0, 1]
+    );
+    // After the retention: only the new key.
+    assert_eq!(
+        plan_keys(&keys, t(13_600 + 3_660), lead, retention),
+        KeyPlan {
+            active: 1,
+            published: vec![1]
+        }
+    );
+}
+
+#[test]
+fn rotate_writes_a_new_private_key_file_and_prunes_retired_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("keys");
+    let cfg = IssuerConfig {
+        publish_before_use: Duration::from_secs(5),
+        ..config(Some(dir.clone()), SigningAlgorithm::Es256)
+    };
+    let now = SystemTime::now();
+    let (first, _) = rotate(&cfg, false, now).unwrap();
+    let files = || {
+        let mut f: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        f.sort();
+        f
+    };
+    assert_eq!(
+        files().len(),
+        2,
+        "the generated first key and the staged one"
+    );
+    for f in files() {
+        assert_eq!(
+            fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let issuer = Issuer::load(&cfg).unwrap();
+    assert!(
+        issuer.published_kids().contains(&first),
+        "published at once"
+    );
+    assert_ne!(
+        issuer.active_kid().as_deref(),
+        Some(first.as_str()),
+        "not signing yet"
+    );
+    issuer.refresh(now + Duration::from_secs(10));
+    assert_eq!(
+        issuer.active_kid().as_deref(),
+        Some(first.as_str()),
+        "signing after the lead"
+    );
+    // Two hours on, the first key is past its retention and is pruned by the next rotation.
+    let later = now + Duration::from_secs(2 * 3600 + 120);
+    let (_, pruned) = rotate(&cfg, true, later).unwrap();
+    assert_eq!(pruned.len(), 1);
+    assert_eq!(files().len(), 2);
 }

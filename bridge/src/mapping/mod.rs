@@ -290,14 +290,36 @@ impl Mappings {
     /// Loads every mapping file in `dir`; rules may only name issuers in `trust_names`.
     pub fn load(dir: &Path, trust_names: &HashSet<String>) -> Result<Mappings, ConfigErrors> {
         let files = mapping_files(dir)?;
+        let mut sources = Vec::with_capacity(files.len());
+        let mut errors = Vec::new();
+        for path in files {
+            match crate::config::read_text(&path) {
+                Ok(text) => sources.push((path, text)),
+                Err(e) => errors.push(e),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        Self::compile(dir, &sources, trust_names)
+    }
+
+    /// Compiles mapping files given as (path, text); `dir` names the set in errors of the whole.
+    /// Session policy files are read relative to each file's path.
+    pub fn compile(
+        dir: &Path,
+        sources: &[(PathBuf, String)],
+        trust_names: &HashSet<String>,
+    ) -> Result<Mappings, ConfigErrors> {
+        let files: Vec<PathBuf> = sources.iter().map(|(p, _)| p.clone()).collect();
         let mut b = Builder {
             errors: Vec::new(),
             targets: HashMap::new(),
             rules: Vec::new(),
         };
         let mut raw_rules = Vec::new();
-        for path in &files {
-            match read_yaml::<file::MappingFile>(path) {
+        for (path, text) in sources {
+            match crate::config::parse_yaml::<file::MappingFile>(path, text) {
                 Err(e) => b.errors.push(e),
                 Ok(raw) => {
                     if raw.version != CONFIG_VERSION {
