@@ -455,11 +455,11 @@ pub fn rotate(
             retention_for(config.assertion_lifetime),
         );
         for (i, k) in existing.iter().enumerate() {
-            if !plan.published.contains(&i) {
-                if let Some(file) = &k.file {
-                    fs::remove_file(file).map_err(|e| io_error(file, &e))?;
-                    pruned.push(file.clone());
-                }
+            if !plan.published.contains(&i)
+                && let Some(file) = &k.file
+            {
+                fs::remove_file(file).map_err(|e| io_error(file, &e))?;
+                pruned.push(file.clone());
             }
         }
     }
