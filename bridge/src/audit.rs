@@ -67,6 +67,9 @@ pub struct Caller {
     pub jti_hash: Option<String>,
     /// Client socket address.
     pub client_addr: Option<String>,
+    /// The first DNS name of the caller's verified client certificate (mTLS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<String>,
     /// Whether the token passed validation; when false, `subject` and `jti_hash` are what an
     /// unverified token claimed.
     pub verified: bool,

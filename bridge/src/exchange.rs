@@ -61,6 +61,8 @@ pub struct ExchangeRequest<'a> {
     pub actor_token: Option<&'a str>,
     /// The HTTP request id, for the audit event.
     pub request_id: Option<&'a str>,
+    /// The DNS names of the caller's verified client certificate (mTLS); empty without one.
+    pub client_names: &'a [String],
 }
 
 /// A granted exchange.
@@ -432,6 +434,7 @@ impl Bridge {
             target: Some(req.target.to_owned()),
             caller: Caller {
                 client_addr: req.client.map(|a| a.to_string()),
+                client_certificate: req.client_names.first().cloned(),
                 ..Caller::default()
             },
             request_id: req.request_id.map(str::to_owned),
@@ -534,7 +537,7 @@ impl Bridge {
 
         let mappings = &policy.mappings;
         let decision = tracing::info_span!("map", target = %req.target)
-            .in_scope(|| mappings.decide(&token, req.target));
+            .in_scope(|| mappings.decide_for(&token, req.client_names, req.target));
         let target = match decision {
             Decision::UnknownTarget => {
                 return Err(ExchangeError::UnknownTarget(req.target.to_owned()));

@@ -47,6 +47,36 @@ pub async fn run(
     result
 }
 
+/// The TLS acceptor, plus the verified client certificate's identity as a request extension on
+/// every request of the connection (empty when client certificates are not required).
+#[derive(Clone)]
+struct IdentityAcceptor(axum_server::tls_rustls::RustlsAcceptor);
+
+impl<I, S> axum_server::accept::Accept<I, S> for IdentityAcceptor
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: Send + 'static,
+{
+    type Stream = tokio_rustls::server::TlsStream<I>;
+    type Service = axum::middleware::AddExtension<S, crate::tls::ClientIdentity>;
+    type Future =
+        futures::future::BoxFuture<'static, std::io::Result<(Self::Stream, Self::Service)>>;
+
+    fn accept(&self, stream: I, service: S) -> Self::Future {
+        let handshake = self.0.accept(stream, service);
+        Box::pin(async move {
+            let (stream, service) = handshake.await?;
+            let identity =
+                crate::tls::ClientIdentity::from_chain(stream.get_ref().1.peer_certificates())
+                    .unwrap_or_default();
+            Ok((
+                stream,
+                tower_layer::Layer::layer(&axum::Extension(identity), service),
+            ))
+        })
+    }
+}
+
 /// Time in-flight requests get to finish after shutdown starts.
 pub const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -66,7 +96,9 @@ pub async fn run_tls(
         on_shutdown.graceful_shutdown(Some(DRAIN_DEADLINE));
     });
     let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
-    let result = axum_server::from_tcp_rustls(listener.into_std()?, config)?
+    let acceptor = IdentityAcceptor(axum_server::tls_rustls::RustlsAcceptor::new(config));
+    let result = axum_server::from_tcp(listener.into_std()?)?
+        .acceptor(acceptor)
         .handle(handle)
         .serve(app.into_make_service_with_connect_info::<SocketAddr>())
         .await;

@@ -46,20 +46,61 @@ pub fn server_config(config: &TlsConfig) -> Result<Arc<ServerConfig>, String> {
     let key = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|e| format!("{}: not a PEM private key: {e}", config.key_file.display()))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut server = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| {
-            format!(
-                "{} and {} do not make a usable certificate: {e}",
-                config.cert_file.display(),
-                config.key_file.display()
+        .map_err(|e| format!("TLS setup: {e}"))?;
+    let builder = match &config.client_ca_file {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let pem = read_pem(ca)?;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert =
+                    cert.map_err(|e| format!("{}: not a PEM CA bundle: {e}", ca.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{}: unusable CA certificate: {e}", ca.display()))?;
+            }
+            if roots.is_empty() {
+                return Err(format!("{}: holds no certificate", ca.display()));
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
             )
-        })?;
+            .build()
+            .map_err(|e| format!("{}: {e}", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut server = builder.with_single_cert(certs, key).map_err(|e| {
+        format!(
+            "{} and {} do not make a usable certificate: {e}",
+            config.cert_file.display(),
+            config.key_file.display()
+        )
+    })?;
     server.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(server))
+}
+
+/// The verified identity of a caller's client certificate (mTLS): the DNS names of its subject
+/// alternative names. Present on a request only when the listener requires client certificates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// The certificate's DNS names.
+    pub names: Vec<String>,
+}
+
+impl ClientIdentity {
+    /// The identity in the leaf of a verified chain.
+    pub fn from_chain(chain: Option<&[CertificateDer<'_>]>) -> Option<ClientIdentity> {
+        let leaf = chain?.first()?;
+        let cert = webpki::EndEntityCert::try_from(leaf).ok()?;
+        Some(ClientIdentity {
+            names: cert.valid_dns_names().map(str::to_owned).collect(),
+        })
+    }
 }
 
 /// The certificates of a PEM CA bundle, for a client that must trust a private CA.

@@ -211,3 +211,84 @@ async fn a_target_over_its_rate_gets_429_whoever_asks() {
     let (status, _, _) = stack.credentials("deploy", &stack.main_token()).await;
     assert_ne!(status, 429);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_mtls_callers_need_a_certificate_and_rules_can_require_its_name() {
+    use stsbridge_e2e::tls::{client_pki, localhost_pki};
+    let server = localhost_pki();
+    let clients = client_pki(&["deployer.acme.internal", "other.acme.internal"]);
+    let rogue = client_pki(&["deployer.acme.internal"]);
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    let tls = format!(
+        "tls: {{ cert_file: \"{}\", key_file: \"{}\", client_ca_file: \"{}\" }}",
+        write("cert.pem", &server.cert_pem),
+        write("key.pem", &server.key_pem),
+        write("client-ca.pem", &clients.ca_pem)
+    );
+    // A high-risk target only a caller holding the deployer certificate may obtain.
+    let mappings = crate::MAPPINGS.replace(
+        "targets:\n",
+        "targets:\n  - name: vault\n    jwt: { audience: vault, lifetime: 5m }\n",
+    ) + "  - name: deployer-certificate-for-vault\n    issuer: ci\n    subject: { glob: \"svc:*\" }\n    client_certificate: deployer.acme.internal\n    allow: [vault]\n";
+    let stack = Stack::start(Setup {
+        extra: &tls,
+        mappings: Some(&mappings),
+        ..Setup::default()
+    })
+    .await;
+    let server_ca = reqwest::Certificate::from_pem(server.ca_pem.as_bytes()).unwrap();
+    let client = |identity: Option<&str>| {
+        let mut b = reqwest::Client::builder().tls_certs_only([server_ca.clone()]);
+        if let Some(pem) = identity {
+            b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+        }
+        b.build().unwrap()
+    };
+    let token = stack.idp.token("svc:alice", json!({}));
+    let get = |c: reqwest::Client, target: &'static str| {
+        let url = stack.bridge.url(&format!("/v1/credentials/{target}"));
+        let token = token.clone();
+        async move { c.get(url).bearer_auth(token).send().await }
+    };
+
+    assert!(
+        get(client(None), "api").await.is_err(),
+        "no client certificate: no TLS session"
+    );
+    assert!(
+        get(client(Some(&rogue.identities[0])), "api")
+            .await
+            .is_err(),
+        "a certificate from another CA is refused"
+    );
+
+    let r = get(client(Some(&clients.identities[0])), "vault")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let decision = r.headers()["x-stsbridge-decision-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        stack.bridge.audit_event(&decision).await["caller"]["client_certificate"],
+        "deployer.acme.internal"
+    );
+
+    let other = client(Some(&clients.identities[1]));
+    assert_eq!(
+        get(other.clone(), "vault").await.unwrap().status(),
+        403,
+        "the rule names another certificate"
+    );
+    assert_eq!(
+        get(other, "api").await.unwrap().status(),
+        200,
+        "targets without the requirement still work"
+    );
+}

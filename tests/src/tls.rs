@@ -37,3 +37,37 @@ pub fn localhost_pki() -> TestPki {
         key_pem: key.serialize_pem(),
     }
 }
+
+/// A client CA and certificates it issued, one per DNS name.
+pub struct ClientPki {
+    /// The CA certificate (what the server trusts).
+    pub ca_pem: String,
+    /// For each name, the certificate and key PEM concatenated (what a client presents).
+    pub identities: Vec<String>,
+}
+
+/// Issues a client CA and one client certificate per name in `names`.
+pub fn client_pki(names: &[&str]) -> ClientPki {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "stsbridge test client CA");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let identities = names
+        .iter()
+        .map(|name| {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(vec![(*name).to_owned()]).unwrap();
+            params.distinguished_name.push(DnType::CommonName, *name);
+            params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+            let cert = params.signed_by(&key, &ca).unwrap();
+            format!("{}{}", cert.pem(), key.serialize_pem())
+        })
+        .collect();
+    ClientPki {
+        ca_pem: ca.pem(),
+        identities,
+    }
+}

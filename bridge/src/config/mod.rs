@@ -178,6 +178,9 @@ pub struct TlsConfig {
     pub cert_file: PathBuf,
     /// Private key, PEM (PKCS#8, PKCS#1 or SEC1).
     pub key_file: PathBuf,
+    /// CA bundle for client certificates: when set, every caller must present a certificate it
+    /// issued (mTLS), and rules can require the certificate's names.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// stsbridge's own issuer.
@@ -319,18 +322,10 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
         SocketAddr::from(([127, 0, 0, 1], 0))
     });
 
-    let tls = raw.tls.map(|t| {
-        if t.client_ca_file.is_some() {
-            err(
-                "tls.client_ca_file",
-                "client certificates (mTLS) are not available in this build; remove client_ca_file"
-                    .into(),
-            );
-        }
-        TlsConfig {
-            cert_file: base.join(t.cert_file),
-            key_file: base.join(t.key_file),
-        }
+    let tls = raw.tls.map(|t| TlsConfig {
+        cert_file: base.join(t.cert_file),
+        key_file: base.join(t.key_file),
+        client_ca_file: t.client_ca_file.map(|f| base.join(f)),
     });
 
     // stsbridge's own issuer.

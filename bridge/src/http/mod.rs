@@ -117,6 +117,7 @@ async fn credentials(
     State(bridge): State<Arc<Bridge>>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     axum::Extension(RequestId(request_id)): axum::Extension<RequestId>,
+    identity: Option<axum::Extension<crate::tls::ClientIdentity>>,
     Path(target): Path<String>,
     query: Result<Query<FormatQuery>, QueryRejection>,
     headers: HeaderMap,
@@ -141,6 +142,7 @@ async fn credentials(
         scopes: None,
         actor_token: None,
         request_id: Some(&request_id),
+        client_names: identity.as_ref().map_or(&[][..], |i| &i.0.names),
     };
     let (exchanged, target) = bridge.exchange(request).await?;
     let body = match (&exchanged.entry.credential, credential_process) {
@@ -224,6 +226,7 @@ async fn token_exchange(
     State(bridge): State<Arc<Bridge>>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     axum::Extension(RequestId(request_id)): axum::Extension<RequestId>,
+    identity: Option<axum::Extension<crate::tls::ClientIdentity>>,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Result<Response, ApiError> {
     let Form(pairs) = form.map_err(|e| {
@@ -290,6 +293,7 @@ async fn token_exchange(
         scopes: scopes.as_deref(),
         actor_token,
         request_id: Some(&request_id),
+        client_names: identity.as_ref().map_or(&[][..], |i| &i.0.names),
     };
     let (exchanged, target) = bridge.exchange(request).await?;
     Ok(credential_response(

@@ -160,6 +160,9 @@ pub struct RuleFile {
     /// Claim conditions, all of which must pass.
     #[serde(default)]
     pub claims: Mapping,
+    /// Names the caller's client certificate must have (mTLS listeners only): exact, `{glob}`,
+    /// `{regex}` or `{one_of}` over its DNS names.
+    pub client_certificate: Option<Yaml>,
     /// Targets granted.
     pub allow: Option<Vec<String>>,
     /// Targets refused (wins over any allow).

@@ -199,6 +199,8 @@ pub struct Rule {
     pub effect: Effect,
     /// `None` means every target (`"*"`).
     pub targets: Option<HashSet<String>>,
+    /// Names the caller's client certificate (mTLS) must have one of, when the rule says.
+    pub client_certificate: Option<Matcher>,
 }
 
 impl Rule {
@@ -215,6 +217,15 @@ impl Rule {
             pass,
             actual: Some(subject.to_owned()),
         }
+    }
+
+    fn client_check(&self, client_names: &[String]) -> Option<Check> {
+        let m = self.client_certificate.as_ref()?;
+        let pass = client_names.iter().any(|n| m.matches_str(n));
+        Some(Check {
+            pass,
+            actual: (!client_names.is_empty()).then(|| client_names.join(",")),
+        })
     }
 
     fn conditions_pass(&self, claims: &serde_json::Map<String, Value>) -> bool {
@@ -396,15 +407,29 @@ impl Mappings {
         names
     }
 
-    /// Decides whether `token` may obtain `target`.
+    /// Decides whether `token` may obtain `target` (a caller without a client certificate).
     pub fn decide(&self, token: &ValidatedToken, target: &str) -> Decision<'_> {
+        self.decide_for(token, &[], target)
+    }
+
+    /// Decides whether `token`, from a caller whose client certificate has `client_names`, may
+    /// obtain `target`.
+    pub fn decide_for(
+        &self,
+        token: &ValidatedToken,
+        client_names: &[String],
+        target: &str,
+    ) -> Decision<'_> {
         let Some(t) = self.targets.get(target) else {
             return Decision::UnknownTarget;
         };
         let mut allow = None;
         for i in self.candidates(&token.trust, &token.subject) {
             let rule = &self.rules[i];
-            if !rule.covers(target) || !rule.conditions_pass(&token.claims) {
+            if !rule.covers(target)
+                || !rule.conditions_pass(&token.claims)
+                || rule.client_check(client_names).is_some_and(|c| !c.pass)
+            {
                 continue;
             }
             match rule.effect {
@@ -440,6 +465,16 @@ impl Mappings {
 
     /// Every rule of the token's issuer that mentions `target`, with each test's outcome.
     pub fn explain(&self, token: &ValidatedToken, target: &str) -> Vec<RuleExplanation> {
+        self.explain_for(token, &[], target)
+    }
+
+    /// As [`explain`](Self::explain), for a caller whose client certificate has `client_names`.
+    pub fn explain_for(
+        &self,
+        token: &ValidatedToken,
+        client_names: &[String],
+        target: &str,
+    ) -> Vec<RuleExplanation> {
         let Some(ix) = self.index.get(&token.trust) else {
             return Vec::new();
         };
@@ -449,7 +484,7 @@ impl Mappings {
             .filter(|r| r.covers(target))
             .map(|rule| {
                 let subject = rule.subject_check(&token.subject);
-                let conditions: Vec<ConditionExplanation> = rule
+                let mut conditions: Vec<ConditionExplanation> = rule
                     .conditions
                     .iter()
                     .map(|c| ConditionExplanation {
@@ -458,6 +493,15 @@ impl Mappings {
                         check: c.check(&token.claims),
                     })
                     .collect();
+                if let (Some(check), Some(m)) =
+                    (rule.client_check(client_names), &rule.client_certificate)
+                {
+                    conditions.push(ConditionExplanation {
+                        claim: "client certificate".into(),
+                        test: m.describe(),
+                        check,
+                    });
+                }
                 let matched = subject.pass && conditions.iter().all(|c| c.check.pass);
                 RuleExplanation {
                     rule: rule.name.clone(),
@@ -1303,6 +1347,24 @@ impl Builder {
                 }
             },
         };
+        let client_certificate = match &r.client_certificate {
+            None => None,
+            Some(spec) => match compile_matcher(spec, true) {
+                Ok(Matcher::NotOneOf(_)) => {
+                    self.err(
+                        file,
+                        at("client_certificate"),
+                        "not_one_of would admit any certificate; use a deny rule".into(),
+                    );
+                    None
+                }
+                Ok(m) => Some(m),
+                Err(m) => {
+                    self.err(file, at("client_certificate"), m);
+                    None
+                }
+            },
+        };
         let mut conditions = Vec::new();
         for (k, spec) in &r.claims {
             let Yaml::String(claim) = k else {
@@ -1370,6 +1432,7 @@ impl Builder {
                 conditions,
                 effect,
                 targets,
+                client_certificate,
             });
         }
     }

@@ -705,3 +705,39 @@ fn gcp_and_azure_targets_are_validated_at_load() {
         assert!(e.iter().any(|e| e.path == path), "{path}: {e:?}");
     }
 }
+
+#[test]
+fn rules_can_require_a_client_certificate_name() {
+    let text = format!(
+        "{TARGET}rules:\n  - {{ name: r, issuer: github, subject: x, client_certificate: {{ glob: \"*.deploy.acme.internal\" }}, allow: [t] }}\n"
+    );
+    let m = load(&[("a.yaml", &text)]).unwrap();
+    let t = token("github", json!({"sub": "x"}));
+    assert!(
+        matches!(m.decide(&t, "t"), Decision::Deny { rule: None }),
+        "no certificate, no match"
+    );
+    assert!(matches!(
+        m.decide_for(&t, &["ci.deploy.acme.internal".into()], "t"),
+        Decision::Allow { .. }
+    ));
+    assert!(matches!(
+        m.decide_for(&t, &["ci.other.internal".into()], "t"),
+        Decision::Deny { .. }
+    ));
+    let explained = m.explain_for(&t, &["ci.other.internal".into()], "t");
+    let cert = explained[0]
+        .conditions
+        .iter()
+        .find(|c| c.claim == "client certificate")
+        .unwrap();
+    assert!(!cert.check.pass);
+    let bad = format!(
+        "{TARGET}rules:\n  - {{ name: r, issuer: github, subject: x, client_certificate: {{ not_one_of: [a] }}, allow: [t] }}\n"
+    );
+    assert!(
+        errors(&[("a.yaml", &bad)])
+            .iter()
+            .any(|e| e.path == "rules[0].client_certificate")
+    );
+}
