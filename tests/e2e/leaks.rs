@@ -97,6 +97,71 @@ async fn no_token_or_secret_appears_in_anything_the_server_wrote() {
         .into_owned();
     let mut failing_secrets = vec![("subject token", token), ("minted assertion", assertion)];
 
+    // GCP (with impersonation) and Azure through a third bridge: the tokens the clouds returned and
+    // the assertions stsbridge showed them.
+    let google = MockServer::start().await;
+    Mock::given(wiremock::matchers::path("/v1/token"))
+        .respond_with(stsbridge_e2e::clouds::gcp_sts_token(
+            "ya29.federated-leak-canary-0123456789",
+            3600,
+        ))
+        .mount(&google)
+        .await;
+    let expire =
+        stsbridge::audit::rfc3339(std::time::SystemTime::now() + Duration::from_secs(3600));
+    Mock::given(wiremock::matchers::path_regex(":generateAccessToken$"))
+        .respond_with(stsbridge_e2e::clouds::gcp_access_token(
+            "ya29.impersonated-leak-canary-0123456789",
+            &expire,
+        ))
+        .mount(&google)
+        .await;
+    let entra = MockServer::start().await;
+    Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(stsbridge_e2e::clouds::entra_token(
+            "eyJ.entra-leak-canary-0123456789.sig",
+            3600,
+        ))
+        .mount(&entra)
+        .await;
+    let clouds = Stack::start(Setup {
+        gcp: Some(&google.uri()),
+        azure: Some(&entra.uri()),
+        env: vec![("STSBRIDGE_LOG", "debug")],
+        ..Setup::default()
+    })
+    .await;
+    let token = clouds.main_token();
+    for target in ["gcs", "blob"] {
+        assert_eq!(clouds.credentials(target, &token).await.0, 200, "{target}");
+    }
+    let mut cloud_secrets = vec![
+        ("subject token", token),
+        (
+            "GCP federated token",
+            "ya29.federated-leak-canary-0123456789".to_owned(),
+        ),
+        (
+            "GCP service account token",
+            "ya29.impersonated-leak-canary-0123456789".to_owned(),
+        ),
+        (
+            "Entra token",
+            "eyJ.entra-leak-canary-0123456789.sig".to_owned(),
+        ),
+    ];
+    for (server, field) in [(&google, "subject_token"), (&entra, "client_assertion")] {
+        for request in server.received_requests().await.unwrap() {
+            if let Some(assertion) = stsbridge_e2e::clouds::form_field(&request, field) {
+                cloud_secrets.push(("minted assertion", assertion));
+            }
+        }
+    }
+    assert!(
+        cloud_secrets.len() >= 6,
+        "both clouds were shown an assertion"
+    );
+
     // The agent in front of the first bridge, at debug level too.
     let token_file = stack.dir.path().join("agent-token");
     std::fs::write(&token_file, format!("{main}\n")).unwrap();
@@ -172,6 +237,9 @@ async fn no_token_or_secret_appears_in_anything_the_server_wrote() {
         &failing_secrets,
     );
     assert_no_secrets("the log", &failing.bridge.stderr(), &failing_secrets);
+    clouds.bridge.audit_events_at_least(2).await;
+    assert_no_secrets("the audit stream", &clouds.bridge.stdout(), &cloud_secrets);
+    assert_no_secrets("the log", &clouds.bridge.stderr(), &cloud_secrets);
     assert_no_secrets("the agent's output", &agent.stdout(), &agent_secrets);
     assert_no_secrets("the agent's log", &agent.stderr(), &agent_secrets);
     assert!(
