@@ -292,3 +292,65 @@ async fn with_mtls_callers_need_a_certificate_and_rules_can_require_its_name() {
         "targets without the requirement still work"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_calls_per_provider_are_capped() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // A Google STS stand-in that records how many calls it has in flight at once.
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (f, p, c) = (
+        Arc::clone(&in_flight),
+        Arc::clone(&peak),
+        Arc::clone(&calls),
+    );
+    let app = axum::Router::new().route(
+        "/v1/token",
+        axum::routing::post(move || {
+            let (f, p, c) = (Arc::clone(&f), Arc::clone(&p), Arc::clone(&c));
+            async move {
+                c.fetch_add(1, Ordering::SeqCst);
+                let now = f.fetch_add(1, Ordering::SeqCst) + 1;
+                p.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                f.fetch_sub(1, Ordering::SeqCst);
+                axum::Json(json!({
+                    "access_token": "capped-token", "token_type": "Bearer", "expires_in": 3600,
+                    "issued_token_type": "urn:ietf:params:oauth:token-type:access_token"
+                }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let google = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    // A target whose assertion carries the run id: one cloud session per run, so four callers make
+    // four upstream calls rather than sharing one.
+    let mappings = crate::MAPPINGS.replace(
+        "targets:\n",
+        "targets:\n  - name: gcp-per-run\n    assertion_subject: \"run-{{ claims.run }}\"\n    gcp: { audience: \"//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/stsbridge/providers/stsbridge\" }\n",
+    ) + "  - { name: per-run, issuer: ci, subject: { glob: \"svc:*\" }, allow: [gcp-per-run] }\n";
+    let stack = Stack::start(Setup {
+        gcp: Some(&google),
+        gcp_max_concurrent: Some(1),
+        mappings: Some(&mappings),
+        ..Setup::default()
+    })
+    .await;
+    let tokens: Vec<String> = (0..4)
+        .map(|i| stack.idp.token("svc:runner", json!({ "run": i })))
+        .collect();
+    let answers =
+        futures::future::join_all(tokens.iter().map(|t| stack.credentials("gcp-per-run", t))).await;
+    for (status, body, _) in &answers {
+        assert_eq!(*status, 200, "{body}");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 4, "four sessions, four calls");
+    assert_eq!(
+        peak.load(Ordering::SeqCst),
+        1,
+        "never more than max_concurrent calls in flight"
+    );
+}

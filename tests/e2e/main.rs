@@ -114,6 +114,8 @@ pub struct Setup<'a> {
     pub audit: Option<&'a str>,
     /// The `issuer.keys:` value (default `{ dir: keys }`).
     pub keys: Option<&'a str>,
+    /// `providers.gcp.max_concurrent` (default: the built-in 64).
+    pub gcp_max_concurrent: Option<usize>,
 }
 
 /// Writes a config and mappings for `idp` into `dir`; returns the config path.
@@ -144,7 +146,7 @@ trust:
 mappings: mappings
 providers:
   aws: {{ region: us-east-1, endpoint: "{sts}", timeout: 5s }}
-  gcp: {{ sts_endpoint: "{gcp}", iamcredentials_endpoint: "{gcp}", timeout: 5s }}
+  gcp: {{ sts_endpoint: "{gcp}", iamcredentials_endpoint: "{gcp}", timeout: 5s, max_concurrent: {gcp_max} }}
   azure: {{ authority_host: "{azure}", timeout: 5s }}
 audit: {audit}
 {extra}
@@ -154,6 +156,7 @@ audit: {audit}
         jwks = setup.jwks.unwrap_or("{ discovery: true }"),
         audit = setup.audit.unwrap_or("{ sink: stdout }"),
         keys = setup.keys.unwrap_or("{ dir: keys }"),
+        gcp_max = setup.gcp_max_concurrent.unwrap_or(64),
         extra = setup.extra,
     );
     let path = dir.join("stsbridge.yaml");
