@@ -22,8 +22,8 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::credential::{AwsCredential, Credential, account_of_arn};
 use crate::error::ProviderError;
-use crate::request::{AssertionSource, AwsHop, AwsRequest, ProviderKind, ProviderRequest};
-use crate::signer::{AssertionSigner, MintSpec};
+use crate::request::{AwsHop, AwsRequest, ProviderKind, ProviderRequest};
+use crate::signer::{AssertionSigner, assertion_for};
 use crate::{Issued, Provider, UpstreamInfo};
 
 /// The `aud` AWS expects in a web identity token for an IAM OIDC provider.
@@ -121,22 +121,14 @@ impl AwsProvider {
             })?;
         let started = Instant::now();
         let mut upstream = UpstreamInfo::default();
-        let token: SecretString = match &request.assertion {
-            AssertionSource::Mint { subject } => {
-                let minted = self.signer.mint(
-                    MintSpec {
-                        subject,
-                        audience: AWS_AUDIENCE,
-                        lifetime: None,
-                        extra: first_hop_claims(request),
-                    },
-                    now,
-                )?;
-                upstream.assertion_jti = Some(minted.jti);
-                minted.token
-            }
-            AssertionSource::Passthrough(token) => SecretString::from(token.expose()),
-        };
+        let token = assertion_for(
+            self.signer.as_ref(),
+            &request.assertion,
+            AWS_AUDIENCE,
+            first_hop_claims(request),
+            now,
+            &mut upstream,
+        )?;
 
         let response = self
             .first_hop

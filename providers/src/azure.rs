@@ -14,9 +14,9 @@ use serde_json::Value;
 
 use crate::credential::{AccessToken, Credential};
 use crate::error::ProviderError;
-use crate::request::{AssertionSource, AzureRequest, ProviderKind, ProviderRequest};
+use crate::request::{AzureRequest, ProviderKind, ProviderRequest};
 use crate::rest::{RestClient, RestSettings, excerpt, fingerprint};
-use crate::signer::{AssertionSigner, MintSpec};
+use crate::signer::{AssertionSigner, assertion_for};
 use crate::{Issued, Provider, UpstreamInfo};
 
 /// Entra ID's public-cloud authority host.
@@ -71,22 +71,14 @@ impl AzureProvider {
     ) -> Result<Issued, ProviderError> {
         let started = Instant::now();
         let mut upstream = UpstreamInfo::default();
-        let assertion: SecretString = match &request.assertion {
-            AssertionSource::Mint { subject } => {
-                let minted = self.signer.mint(
-                    MintSpec {
-                        subject,
-                        audience: AZURE_AUDIENCE,
-                        lifetime: None,
-                        extra: Default::default(),
-                    },
-                    now,
-                )?;
-                upstream.assertion_jti = Some(minted.jti);
-                minted.token
-            }
-            AssertionSource::Passthrough(t) => SecretString::from(t.expose()),
-        };
+        let assertion = assertion_for(
+            self.signer.as_ref(),
+            &request.assertion,
+            AZURE_AUDIENCE,
+            Default::default(),
+            now,
+            &mut upstream,
+        )?;
         let form = [
             ("grant_type", "client_credentials"),
             ("client_id", request.client_id.as_str()),
@@ -210,6 +202,7 @@ fn entra_error(status: u16, body: &Value, request: &AzureRequest) -> ProviderErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::AssertionSource;
     use serde_json::json;
 
     fn request() -> AzureRequest {

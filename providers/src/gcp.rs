@@ -16,9 +16,9 @@ use serde_json::{Value, json};
 
 use crate::credential::{AccessToken, Credential};
 use crate::error::ProviderError;
-use crate::request::{AssertionSource, GcpRequest, ProviderKind, ProviderRequest};
+use crate::request::{GcpRequest, ProviderKind, ProviderRequest};
 use crate::rest::{RestClient, RestSettings, excerpt, fingerprint};
-use crate::signer::{AssertionSigner, MintSpec};
+use crate::signer::{AssertionSigner, assertion_for};
 use crate::{Issued, Provider, UpstreamInfo};
 
 /// Google's STS endpoint.
@@ -91,22 +91,14 @@ impl GcpProvider {
     ) -> Result<Issued, ProviderError> {
         let started = Instant::now();
         let mut upstream = UpstreamInfo::default();
-        let assertion: SecretString = match &request.assertion {
-            AssertionSource::Mint { subject } => {
-                let minted = self.signer.mint(
-                    MintSpec {
-                        subject,
-                        audience: &request.assertion_audience,
-                        lifetime: None,
-                        extra: Default::default(),
-                    },
-                    now,
-                )?;
-                upstream.assertion_jti = Some(minted.jti);
-                minted.token
-            }
-            AssertionSource::Passthrough(t) => SecretString::from(t.expose()),
-        };
+        let assertion = assertion_for(
+            self.signer.as_ref(),
+            &request.assertion,
+            &request.assertion_audience,
+            Default::default(),
+            now,
+            &mut upstream,
+        )?;
 
         let sts_scope = if request.service_account.is_some() {
             CLOUD_PLATFORM.to_owned()
@@ -315,6 +307,7 @@ fn iam_error(status: u16, body: &Value, email: &str) -> ProviderError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::AssertionSource;
 
     fn request() -> GcpRequest {
         GcpRequest {

@@ -57,3 +57,31 @@ pub trait AssertionSigner: Send + Sync + 'static {
     /// tries to set `iss`, `iat`, `exp`, `nbf` or `jti`, and [`SignError::Crypto`] if signing fails.
     fn mint(&self, spec: MintSpec<'_>, now: SystemTime) -> Result<MintedAssertion, SignError>;
 }
+
+/// The token a cloud is shown for `source`: a fresh assertion for `audience` with `extra` claims
+/// (its `jti` recorded in `upstream`), or the caller's own token for a passthrough target.
+pub(crate) fn assertion_for(
+    signer: &dyn AssertionSigner,
+    source: &crate::AssertionSource,
+    audience: &str,
+    extra: serde_json::Map<String, serde_json::Value>,
+    now: SystemTime,
+    upstream: &mut crate::UpstreamInfo,
+) -> Result<SecretString, SignError> {
+    match source {
+        crate::AssertionSource::Mint { subject } => {
+            let minted = signer.mint(
+                MintSpec {
+                    subject,
+                    audience,
+                    lifetime: None,
+                    extra,
+                },
+                now,
+            )?;
+            upstream.assertion_jti = Some(minted.jti);
+            Ok(minted.token)
+        }
+        crate::AssertionSource::Passthrough(token) => Ok(SecretString::from(token.expose())),
+    }
+}
