@@ -54,6 +54,19 @@ pub struct AuditEvent {
     pub assertion_jti: Option<String>,
     /// The HTTP request id (`X-Request-Id`), to join the event with logs and traces.
     pub request_id: Option<String>,
+    /// Audit-mode rules that matched, with what each would have done: the staged rollout's
+    /// record. Absent when none matched.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shadow: Vec<Shadow>,
+}
+
+/// An audit-mode rule that matched.
+#[derive(Debug, Clone, Serialize)]
+pub struct Shadow {
+    /// The rule.
+    pub rule: String,
+    /// `allow` or `deny`: its effect, had it been enforced.
+    pub would: &'static str,
 }
 
 /// Who asked.

@@ -1,7 +1,6 @@
 //! The command line. `main` parses arguments, loads and validates config (exit 64 before binding
 //! anything when it is wrong), binds, and calls [`crate::server::run`].
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,7 +12,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{self, ConfigErrors};
 use crate::exchange::Bridge;
-use crate::mapping::{Decision, Effect, Mappings, RenderInput, render};
+use crate::mapping::{Decision, Mappings, RenderInput, render};
 use crate::{dev, issuer, server, token};
 
 /// Exit code for configuration and usage errors (EX_USAGE).
@@ -368,11 +367,12 @@ fn serve(
     })
 }
 
-/// Loads the config and its mappings, or the errors of both.
+/// Loads the config and its mappings, or the errors of both. The config's `trust` comes back
+/// with the trust entries of partner files added.
 fn load_all(path: &Path) -> Result<(config::Config, Mappings), ConfigErrors> {
-    let config = config::load(path)?;
-    let names: HashSet<String> = config.trust.iter().map(|t| t.name.clone()).collect();
-    let mappings = Mappings::load(&config.mappings_dir, &names)?;
+    let mut config = config::load(path)?;
+    let (mappings, trust) = Mappings::load_with_trust(&config.mappings_dir, &config.trust, path)?;
+    config.trust = trust;
     Ok((config, mappings))
 }
 
@@ -546,40 +546,7 @@ fn explain(path: &Path, token_file: &Path, target: &str) -> ExitCode {
         );
     }
     for r in &rules {
-        let effect = if r.effect == Effect::Allow {
-            "allow"
-        } else {
-            "deny"
-        };
-        println!(
-            "\nrule {} ({effect}, {}): {}",
-            r.rule,
-            r.file.display(),
-            if r.matched {
-                "MATCHES"
-            } else {
-                "does not match"
-            }
-        );
-        println!(
-            "  [{}] subject {} (token: {:?})",
-            mark(r.subject.pass),
-            r.subject_test,
-            token.subject
-        );
-        for c in &r.conditions {
-            let seen = c
-                .check
-                .actual
-                .as_deref()
-                .map_or("absent".to_owned(), |v| format!("{v:?}"));
-            println!(
-                "  [{}] {} {} (token: {seen})",
-                mark(c.check.pass),
-                c.claim,
-                c.test
-            );
-        }
+        print!("\n{}", r.render(&token.subject));
     }
     let decision = mappings.decide(&token, target);
     println!();
@@ -608,8 +575,4 @@ fn explain(path: &Path, token_file: &Path, target: &str) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
-}
-
-fn mark(pass: bool) -> &'static str {
-    if pass { "pass" } else { "FAIL" }
 }

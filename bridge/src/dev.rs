@@ -144,6 +144,10 @@ pub async fn serve(listen: Option<SocketAddr>, aws_endpoint: Option<String>) -> 
             replay_reject: false,
             jwks_refresh: Duration::from_secs(3600),
             max_staleness: Duration::from_secs(24 * 3600),
+            explain_denials: false,
+            rate_limit: None,
+            max_concurrent: None,
+            lazy_jwks: false,
         });
         issuers.insert(name, issuer);
     }

@@ -2,7 +2,7 @@
 //! fetched once), and record one audit event. [`Bridge`] holds everything the service needs; the
 //! HTTP layer only parses requests and shapes responses.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -15,13 +15,15 @@ use stsbridge_providers::{AssertionSigner, Provider, ProviderError};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::audit::{Audit, AuditEvent, Caller, rfc3339, short_hash};
+use crate::audit::{Audit, AuditEvent, Caller, Shadow, rfc3339, short_hash};
 use crate::breaker::Breaker;
 use crate::cache::{CacheEvent, CredentialCache, Entry};
 use crate::config::{Config, ConfigErrors, TrustConfig};
 use crate::issuer::{Issuer, IssuerError, random_id};
-use crate::limits::{RateLimiter, ReplayGuard};
-use crate::mapping::{Decision, Mappings, RenderError, RenderInput, Target, TargetKind, render};
+use crate::limits::{PartnerLimit, PartnerRefusal, RateLimiter, ReplayGuard};
+use crate::mapping::{
+    Decision, Effect, Mappings, RenderError, RenderInput, RuleMode, Target, TargetKind, render,
+};
 use crate::metrics::Metrics;
 use crate::token::jwks::{FetchError, JwksManager};
 use crate::token::{self, TokenError, ValidatedToken};
@@ -101,6 +103,9 @@ pub enum ExchangeError {
         rule: Option<String>,
         /// The target.
         target: String,
+        /// For issuers with `explain_denials`: each rule of that issuer for the target, with
+        /// the tests the token failed.
+        explanation: Vec<String>,
     },
     /// A requested scope is not available (400 `invalid_scope`).
     #[error(transparent)]
@@ -111,6 +116,17 @@ pub enum ExchangeError {
     /// Too many requests from this caller (429).
     #[error("rate limited")]
     RateLimited {
+        /// When to retry.
+        retry_after: Duration,
+    },
+    /// The callers of one trust entry together are over its `rate_limit` or `max_concurrent`
+    /// (429).
+    #[error("issuer {trust} is over its {}", if *.busy { "max_concurrent" } else { "rate_limit" })]
+    PartnerLimited {
+        /// The trust entry.
+        trust: String,
+        /// Over `max_concurrent` rather than `rate_limit`.
+        busy: bool,
         /// When to retry.
         retry_after: Duration,
     },
@@ -144,6 +160,8 @@ impl ExchangeError {
                 _ => "render_failed".into(),
             },
             ExchangeError::RateLimited { .. } => "rate_limited".into(),
+            ExchangeError::PartnerLimited { busy: false, .. } => "issuer_rate_limited".into(),
+            ExchangeError::PartnerLimited { busy: true, .. } => "issuer_busy".into(),
             ExchangeError::Provider(e) => e.reason().to_owned(),
             ExchangeError::AuditFailed => "audit_failed".into(),
         }
@@ -153,7 +171,8 @@ impl ExchangeError {
         match self {
             ExchangeError::Denied { .. }
             | ExchangeError::Render(_)
-            | ExchangeError::RateLimited { .. } => "deny",
+            | ExchangeError::RateLimited { .. }
+            | ExchangeError::PartnerLimited { .. } => "deny",
             _ => "error",
         }
     }
@@ -195,6 +214,8 @@ pub enum StartError {
 /// one snapshot at its start and finishes on it.
 pub struct Policy {
     trust_by_iss: HashMap<String, TrustConfig>,
+    /// The limits of trust entries that set them, by name; kept across reloads while unchanged.
+    limits: HashMap<String, Arc<PartnerLimit>>,
     jwks: Arc<JwksManager>,
     mappings: Arc<Mappings>,
     refreshers: Vec<JoinHandle<()>>,
@@ -213,18 +234,35 @@ impl Policy {
     /// `previous` where a trust entry is unchanged.
     fn build(
         trust: &[TrustConfig],
+        config_file: Option<&std::path::Path>,
         mappings_dir: &std::path::Path,
         previous: Option<&Policy>,
         metrics: &Arc<Metrics>,
     ) -> Result<Policy, StartError> {
-        let names: HashSet<String> = trust.iter().map(|t| t.name.clone()).collect();
-        let mappings = Mappings::load(mappings_dir, &names).map_err(StartError::Mappings)?;
+        let config_file = config_file.unwrap_or(mappings_dir);
+        let (mappings, trust) = Mappings::load_with_trust(mappings_dir, trust, config_file)
+            .map_err(StartError::Mappings)?;
+        let trust = &trust;
         let jwks = Arc::new(JwksManager::new(trust, Some(Arc::clone(metrics)))?);
         if let Some(previous) = previous {
             jwks.adopt(&previous.jwks);
         }
         let refreshers = jwks.spawn_refreshers();
+        let limits = trust
+            .iter()
+            .filter_map(|t| {
+                let kept = previous
+                    .and_then(|p| p.limits.get(&t.name))
+                    .filter(|l| l.is(t.rate_limit, t.max_concurrent));
+                let limit = match kept {
+                    Some(l) => Arc::clone(l),
+                    None => Arc::new(PartnerLimit::new(t.rate_limit, t.max_concurrent)?),
+                };
+                Some((t.name.clone(), limit))
+            })
+            .collect();
         Ok(Policy {
+            limits,
             trust_by_iss: trust
                 .iter()
                 .map(|t| (t.issuer.clone(), t.clone()))
@@ -273,7 +311,13 @@ impl Bridge {
         issuer: Arc<Issuer>,
     ) -> Result<Arc<Bridge>, StartError> {
         let metrics = Arc::new(Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?);
-        let policy = Policy::build(&config.trust, &config.mappings_dir, None, &metrics)?;
+        let policy = Policy::build(
+            &config.trust,
+            config.source.as_deref(),
+            &config.mappings_dir,
+            None,
+            &metrics,
+        )?;
         let signer: Arc<dyn AssertionSigner> = issuer.clone();
         let providers: Vec<Arc<dyn Provider>> = vec![
             Arc::new(AwsProvider::new(&config.aws, Arc::clone(&signer))),
@@ -290,7 +334,7 @@ impl Bridge {
         tracing::info!(
             issuer = %issuer.url(),
             kid = issuer.active_kid().unwrap_or_default(),
-            trusted_issuers = config.trust.len(),
+            trusted_issuers = policy.trust_by_iss.len(),
             targets = policy.mappings.target_count(),
             rules = policy.mappings.rule_count(),
             "stsbridge started"
@@ -362,16 +406,21 @@ impl Bridge {
             None => (self.config.trust.clone(), self.config.mappings_dir.clone()),
         };
         let current = self.policy();
-        let policy = Policy::build(&trust, &mappings_dir, Some(&current), &self.metrics).map_err(
-            |e| match e {
-                StartError::Mappings(errors) => errors,
-                other => ConfigErrors(vec![crate::config::ConfigError::new(
-                    &mappings_dir,
-                    ".",
-                    other.to_string(),
-                )]),
-            },
-        )?;
+        let policy = Policy::build(
+            &trust,
+            self.config.source.as_deref(),
+            &mappings_dir,
+            Some(&current),
+            &self.metrics,
+        )
+        .map_err(|e| match e {
+            StartError::Mappings(errors) => errors,
+            other => ConfigErrors(vec![crate::config::ConfigError::new(
+                &mappings_dir,
+                ".",
+                other.to_string(),
+            )]),
+        })?;
         if let Ok(mut slot) = self.policy.write() {
             *slot = Arc::new(policy);
         }
@@ -534,19 +583,59 @@ impl Bridge {
                     ExchangeError::RateLimited { retry_after }
                 })?;
         }
+        // Held until the exchange ends: the trust entry's `max_concurrent` counts it.
+        let _slot = match policy.limits.get(&token.trust) {
+            None => None,
+            Some(limit) => limit.admit(now).map_err(|refusal| {
+                let (busy, retry_after, label) = match refusal {
+                    PartnerRefusal::Busy => (true, Duration::from_secs(1), "concurrency"),
+                    PartnerRefusal::Rate(wait) => (false, wait, "rate"),
+                };
+                self.metrics.rate_limited.inc();
+                self.metrics
+                    .partner_limited
+                    .with_label_values(&[&token.trust, label])
+                    .inc();
+                ExchangeError::PartnerLimited {
+                    trust: token.trust.clone(),
+                    busy,
+                    retry_after,
+                }
+            })?,
+        };
 
         let mappings = &policy.mappings;
         let decision = tracing::info_span!("map", target = %req.target)
             .in_scope(|| mappings.decide_for(&token, req.client_names, req.target));
+        for rule in mappings.shadow_for(&token, req.client_names, req.target) {
+            let would = match rule.effect {
+                Effect::Allow => "allow",
+                Effect::Deny => "deny",
+            };
+            self.metrics
+                .shadow_decisions
+                .with_label_values(&[&rule.name, would])
+                .inc();
+            event.shadow.push(Shadow {
+                rule: rule.name.clone(),
+                would,
+            });
+        }
         let target = match decision {
             Decision::UnknownTarget => {
                 return Err(ExchangeError::UnknownTarget(req.target.to_owned()));
             }
             Decision::Deny { rule } => {
                 event.rule = rule.map(|r| r.name.clone());
+                let explanation = if rule.is_none() && trust.is_some_and(|t| t.explain_denials) {
+                    explain_denial(mappings, &token, req.client_names, req.target)
+                } else {
+                    Vec::new()
+                };
                 return Err(ExchangeError::Denied {
                     rule: event.rule.clone(),
                     target: req.target.to_owned(),
+                    explanation,
                 });
             }
             Decision::Allow { rule, target } => {
@@ -680,6 +769,40 @@ impl Bridge {
     pub fn ready(&self) -> bool {
         self.issuer.active_kid().is_some() && self.policy().jwks.all_loaded()
     }
+}
+
+/// Most rules a caller's denial explains.
+const MAX_EXPLAINED_RULES: usize = 5;
+
+/// For a caller refused because no allow rule matched: each enforced allow rule of the caller's
+/// issuer for the target and the tests its token failed. The rules are those of the caller's own
+/// trust entry; the token's values are not repeated.
+fn explain_denial(
+    mappings: &Mappings,
+    token: &ValidatedToken,
+    client_names: &[String],
+    target: &str,
+) -> Vec<String> {
+    let rules: Vec<_> = mappings
+        .explain_for(token, client_names, target)
+        .into_iter()
+        .filter(|r| r.effect == Effect::Allow && r.mode == RuleMode::Enforce)
+        .collect();
+    let mut out: Vec<String> = rules
+        .iter()
+        .take(MAX_EXPLAINED_RULES)
+        .map(|r| format!("rule {}: failed {}", r.rule, r.failures().join("; ")))
+        .collect();
+    if rules.len() > MAX_EXPLAINED_RULES {
+        out.push(format!(
+            "and {} more rule(s)",
+            rules.len() - MAX_EXPLAINED_RULES
+        ));
+    }
+    if out.is_empty() {
+        out.push(format!("no rule of this issuer allows {target}"));
+    }
+    out
 }
 
 fn log_failure(decision_id: &str, error: &ExchangeError) {

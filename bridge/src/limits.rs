@@ -81,6 +81,77 @@ impl RateLimiter {
     }
 }
 
+/// Why a partner's request was refused by its trust entry's own limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartnerRefusal {
+    /// Over `rate_limit`: retry after this long.
+    Rate(Duration),
+    /// `max_concurrent` exchanges already in flight.
+    Busy,
+}
+
+/// The limits of one trust entry, shared by all its callers: a token bucket and a cap on
+/// exchanges in flight. One partner's burst spends only its own budget.
+pub struct PartnerLimit {
+    rate: Option<(RateLimit, Mutex<Bucket>)>,
+    slots: Option<(usize, Arc<tokio::sync::Semaphore>)>,
+}
+
+impl PartnerLimit {
+    /// The limits, or `None` when neither is set.
+    pub fn new(rate: Option<RateLimit>, max_concurrent: Option<usize>) -> Option<Self> {
+        if rate.is_none() && max_concurrent.is_none() {
+            return None;
+        }
+        Some(PartnerLimit {
+            rate: rate.map(|r| {
+                let full = Bucket {
+                    tokens: f64::from(r.burst),
+                    at: f64::NEG_INFINITY,
+                };
+                (r, Mutex::new(full))
+            }),
+            slots: max_concurrent.map(|n| (n, Arc::new(tokio::sync::Semaphore::new(n)))),
+        })
+    }
+
+    /// Whether these are the limits `rate` and `max_concurrent` describe (a reload keeps the
+    /// state of unchanged limits).
+    pub fn is(&self, rate: Option<RateLimit>, max_concurrent: Option<usize>) -> bool {
+        self.rate.as_ref().map(|(r, _)| *r) == rate
+            && self.slots.as_ref().map(|(n, _)| *n) == max_concurrent
+    }
+
+    /// Admits one exchange at `now`. The permit, when there is a cap, must be held until the
+    /// exchange ends.
+    pub fn admit(
+        &self,
+        now: SystemTime,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, PartnerRefusal> {
+        let permit = match &self.slots {
+            Some((_, slots)) => Some(
+                Arc::clone(slots)
+                    .try_acquire_owned()
+                    .map_err(|_| PartnerRefusal::Busy)?,
+            ),
+            None => None,
+        };
+        if let Some((rate, bucket)) = &self.rate {
+            let now = now
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            let mut b = bucket
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if b.at == f64::NEG_INFINITY {
+                b.at = now;
+            }
+            b.take(now, rate).map_err(PartnerRefusal::Rate)?;
+        }
+        Ok(permit)
+    }
+}
+
 struct UntilExpiry;
 
 impl Expiry<(String, String), Duration> for UntilExpiry {
@@ -154,6 +225,29 @@ mod tests {
         // Half a second later one token is back.
         assert!(limiter.check("gh", "alice", at(0.5)).is_ok());
         assert!(limiter.check("gh", "alice", at(0.5)).is_err());
+    }
+
+    #[test]
+    fn partner_limit_shares_one_bucket_and_caps_in_flight() {
+        let rate = RateLimit {
+            per_second: 1.0,
+            burst: 2,
+        };
+        let limit = PartnerLimit::new(Some(rate), Some(1)).unwrap();
+        let first = limit.admit(at(0.0)).unwrap();
+        // One in flight: the next is refused without spending a token.
+        assert_eq!(limit.admit(at(0.0)).unwrap_err(), PartnerRefusal::Busy);
+        drop(first);
+        assert!(limit.admit(at(0.0)).is_ok());
+        // The burst of 2 is spent; the refusal says when to come back.
+        match limit.admit(at(0.0)) {
+            Err(PartnerRefusal::Rate(wait)) => assert!((wait.as_secs_f64() - 1.0).abs() < 0.01),
+            other => panic!("{other:?}"),
+        }
+        assert!(limit.admit(at(1.0)).is_ok());
+        assert!(limit.is(Some(rate), Some(1)));
+        assert!(!limit.is(Some(rate), Some(2)));
+        assert!(PartnerLimit::new(None, None).is_none());
     }
 
     #[test]

@@ -33,6 +33,12 @@ pub struct Metrics {
     pub audit_failures: IntCounter,
     /// `stsbridge_circuit_open{provider}`: 1 while a provider's circuit breaker is open.
     pub circuit_open: IntGaugeVec,
+    /// `stsbridge_shadow_decisions_total{rule,would}`: audit-mode rules that matched, and what
+    /// they would have done (`allow` or `deny`).
+    pub shadow_decisions: IntCounterVec,
+    /// `stsbridge_partner_limited_total{issuer,limit}`: requests a trust entry's own limits
+    /// refused (`rate` or `concurrency`).
+    pub partner_limited: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -88,6 +94,16 @@ impl Metrics {
             &["provider"],
         )?;
         registry.register(Box::new(upstream_duration.clone()))?;
+        let shadow_decisions = counter_vec(
+            "stsbridge_shadow_decisions_total",
+            "Audit-mode rules that matched, by rule and the effect they would have had.",
+            &["rule", "would"],
+        )?;
+        let partner_limited = counter_vec(
+            "stsbridge_partner_limited_total",
+            "Requests refused by a trust entry's own rate or concurrency limit.",
+            &["issuer", "limit"],
+        )?;
         let rate_limited =
             IntCounter::new("stsbridge_rate_limited_total", "Requests refused with 429.")?;
         registry.register(Box::new(rate_limited.clone()))?;
@@ -121,6 +137,8 @@ impl Metrics {
             config_reload,
             audit_failures,
             circuit_open,
+            shadow_decisions,
+            partner_limited,
         })
     }
 

@@ -50,6 +50,10 @@ pub fn trust() -> TrustConfig {
         replay_reject: false,
         jwks_refresh: Duration::from_secs(3600),
         max_staleness: Duration::from_secs(24 * 3600),
+        explain_denials: false,
+        rate_limit: None,
+        max_concurrent: None,
+        lazy_jwks: false,
     }
 }
 

@@ -29,6 +29,10 @@ fn fixtures() -> &'static (TrustConfig, KeySet) {
             replay_reject: true,
             jwks_refresh: Duration::from_secs(3600),
             max_staleness: Duration::from_secs(86_400),
+            explain_denials: false,
+            rate_limit: None,
+            max_concurrent: None,
+            lazy_jwks: false,
         };
         (trust, keys)
     })

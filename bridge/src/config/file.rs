@@ -95,6 +95,15 @@ pub struct TrustFile {
     pub max_token_lifetime: Option<ConfigDuration>,
     /// `reject`: `jti` required and single use.
     pub replay: Option<String>,
+    /// Refused callers of this issuer learn which of its rules' conditions failed.
+    #[serde(default)]
+    pub explain_denials: bool,
+    /// Rate for all callers of this issuer together, like `50/s`.
+    pub rate_limit: Option<String>,
+    /// Bucket size of `rate_limit`.
+    pub burst: Option<u32>,
+    /// Most exchanges of this issuer's callers in flight at once.
+    pub max_concurrent: Option<usize>,
 }
 
 /// `trust[].jwks:`.

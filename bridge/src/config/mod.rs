@@ -242,6 +242,15 @@ pub struct TrustConfig {
     pub jwks_refresh: Duration,
     /// How long the last good key set is used while fetches fail.
     pub max_staleness: Duration,
+    /// Refused callers learn which of this issuer's rule conditions failed.
+    pub explain_denials: bool,
+    /// Rate for all of this issuer's callers together.
+    pub rate_limit: Option<RateLimit>,
+    /// Most exchanges of this issuer's callers in flight at once.
+    pub max_concurrent: Option<usize>,
+    /// Keys are fetched at the first token, not at start (partner files: thousands of issuers
+    /// must not all be fetched at once, and one dead IdP must not hold up readiness).
+    pub lazy_jwks: bool,
 }
 
 /// Where an issuer's keys come from.
@@ -383,141 +392,17 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
 
     // Trusted issuers.
     let mut trust = Vec::with_capacity(raw.trust.len());
-    let mut names = std::collections::HashSet::new();
-    let mut issuers = std::collections::HashSet::new();
+    let mut trust_errors = Vec::new();
     for (i, t) in raw.trust.into_iter().enumerate() {
-        let at = |field: &str| format!("trust[{i}].{field}");
-        if !valid_name(&t.name) {
-            err(
-                &at("name"),
-                format!(
-                    "{:?} is not a valid name: use letters, digits, '-' and '_'",
-                    t.name
-                ),
-            );
-        } else if !names.insert(t.name.clone()) {
-            err(
-                &at("name"),
-                format!("{:?} is used by another trust entry", t.name),
-            );
-        }
-        if t.issuer.is_empty() {
-            err(&at("issuer"), "must not be empty".into());
-        } else if !issuers.insert(t.issuer.clone()) {
-            err(
-                &at("issuer"),
-                format!("{:?} is trusted twice; each issuer has one entry", t.issuer),
-            );
-        }
-        if t.audiences.is_empty() || t.audiences.iter().any(String::is_empty) {
-            err(
-                &at("audiences"),
-                "list at least one non-empty audience: aud is always checked".into(),
-            );
-        }
-        let jwks = match (t.jwks.discovery, &t.jwks.uri, &t.jwks.file) {
-            (Some(true), None, None) => {
-                if let Err(m) = check_fetch_url(&t.issuer, t.allow_insecure_loopback) {
-                    err(
-                        &at("issuer"),
-                        format!("discovery needs a fetchable issuer URL: {m}"),
-                    );
-                }
-                JwksSource::Discovery
-            }
-            (None | Some(false), Some(uri), None) => {
-                if let Err(m) = check_fetch_url(uri, t.allow_insecure_loopback) {
-                    err(&at("jwks.uri"), m);
-                }
-                JwksSource::Uri(uri.clone())
-            }
-            (None | Some(false), None, Some(file)) => JwksSource::File(base.join(file)),
-            _ => {
-                err(
-                    &at("jwks"),
-                    "set exactly one of discovery: true, uri: or file:".into(),
-                );
-                JwksSource::Discovery
-            }
-        };
-        let jwks_refresh = t
-            .jwks
-            .refresh_interval
-            .map_or(DEFAULT_JWKS_REFRESH, |d| d.0);
-        if jwks_refresh < MIN_JWKS_REFRESH {
-            err(
-                &at("jwks.refresh_interval"),
-                format!(
-                    "{} is too short; the minimum is {}",
-                    format_duration(jwks_refresh),
-                    format_duration(MIN_JWKS_REFRESH)
-                ),
-            );
-        }
-        let max_staleness = t.jwks.max_staleness.map_or(DEFAULT_MAX_STALENESS, |d| d.0);
-        if max_staleness < jwks_refresh {
-            err(
-                &at("jwks.max_staleness"),
-                format!(
-                    "{} is shorter than the refresh interval {}: keys would expire between refreshes",
-                    format_duration(max_staleness),
-                    format_duration(jwks_refresh)
-                ),
-            );
-        }
-        let mut algorithms = Vec::new();
-        let names_given = t.algorithms.unwrap_or_else(|| vec!["RS256".into()]);
-        if names_given.is_empty() {
-            err(&at("algorithms"), "list at least one algorithm".into());
-        }
-        for (j, a) in names_given.iter().enumerate() {
-            match parse_verify_algorithm(a) {
-                Ok(alg) => algorithms.push(alg),
-                Err(m) => err(&format!("trust[{i}].algorithms[{j}]"), m),
-            }
-        }
-        let leeway = t.leeway.map_or(DEFAULT_LEEWAY, |d| d.0);
-        if leeway > MAX_LEEWAY {
-            err(
-                &at("leeway"),
-                format!(
-                    "{} is too lenient; the maximum is {}",
-                    format_duration(leeway),
-                    format_duration(MAX_LEEWAY)
-                ),
-            );
-        }
-        let max_token_lifetime = t
-            .max_token_lifetime
-            .map_or(DEFAULT_MAX_TOKEN_LIFETIME, |d| d.0);
-        if max_token_lifetime.is_zero() {
-            err(&at("max_token_lifetime"), "must be more than 0".into());
-        }
-        let replay_reject = match t.replay.as_deref() {
-            None | Some("allow") => false,
-            Some("reject") => true,
-            Some(other) => {
-                err(
-                    &at("replay"),
-                    format!("{other:?} is not one of reject, allow"),
-                );
-                false
-            }
-        };
-        trust.push(TrustConfig {
-            name: t.name,
-            issuer: t.issuer,
-            audiences: t.audiences,
-            jwks,
-            allow_insecure_loopback: t.allow_insecure_loopback,
-            algorithms,
-            leeway,
-            max_token_lifetime,
-            replay_reject,
-            jwks_refresh,
-            max_staleness,
-        });
+        trust.push(compile_trust(
+            path,
+            &base,
+            &format!("trust[{i}]"),
+            t,
+            &mut trust_errors,
+        ));
     }
+    trust_errors.extend(check_unique_trust(&[(path, trust.as_slice())]));
 
     // Providers.
     let mut aws = AwsSettings::default();
@@ -666,6 +551,7 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
         },
     };
 
+    errors.extend(trust_errors);
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
@@ -697,6 +583,199 @@ fn rest_settings(
     if let Some(n) = max_concurrent {
         rest.max_concurrent = n;
     }
+}
+
+/// Compiles one trust entry (of the config file or of a partner's mapping file) at `prefix` in
+/// `file`; relative paths are taken from `base`. Problems go to `errors`.
+pub fn compile_trust(
+    file: &Path,
+    base: &Path,
+    prefix: &str,
+    t: file::TrustFile,
+    errors: &mut Vec<ConfigError>,
+) -> TrustConfig {
+    let mut err = |p: &str, m: String| errors.push(ConfigError::new(file, p, m));
+    let at = |field: &str| format!("{prefix}.{field}");
+    if t.audiences.is_empty() || t.audiences.iter().any(String::is_empty) {
+        err(
+            &at("audiences"),
+            "list at least one non-empty audience: aud is always checked".into(),
+        );
+    }
+    let jwks = match (t.jwks.discovery, &t.jwks.uri, &t.jwks.file) {
+        (Some(true), None, None) => {
+            if let Err(m) = check_fetch_url(&t.issuer, t.allow_insecure_loopback) {
+                err(
+                    &at("issuer"),
+                    format!("discovery needs a fetchable issuer URL: {m}"),
+                );
+            }
+            JwksSource::Discovery
+        }
+        (None | Some(false), Some(uri), None) => {
+            if let Err(m) = check_fetch_url(uri, t.allow_insecure_loopback) {
+                err(&at("jwks.uri"), m);
+            }
+            JwksSource::Uri(uri.clone())
+        }
+        (None | Some(false), None, Some(file)) => JwksSource::File(base.join(file)),
+        _ => {
+            err(
+                &at("jwks"),
+                "set exactly one of discovery: true, uri: or file:".into(),
+            );
+            JwksSource::Discovery
+        }
+    };
+    let jwks_refresh = t
+        .jwks
+        .refresh_interval
+        .map_or(DEFAULT_JWKS_REFRESH, |d| d.0);
+    if jwks_refresh < MIN_JWKS_REFRESH {
+        err(
+            &at("jwks.refresh_interval"),
+            format!(
+                "{} is too short; the minimum is {}",
+                format_duration(jwks_refresh),
+                format_duration(MIN_JWKS_REFRESH)
+            ),
+        );
+    }
+    let max_staleness = t.jwks.max_staleness.map_or(DEFAULT_MAX_STALENESS, |d| d.0);
+    if max_staleness < jwks_refresh {
+        err(
+            &at("jwks.max_staleness"),
+            format!(
+                "{} is shorter than the refresh interval {}: keys would expire between refreshes",
+                format_duration(max_staleness),
+                format_duration(jwks_refresh)
+            ),
+        );
+    }
+    let mut algorithms = Vec::new();
+    let names_given = t.algorithms.unwrap_or_else(|| vec!["RS256".into()]);
+    if names_given.is_empty() {
+        err(&at("algorithms"), "list at least one algorithm".into());
+    }
+    for (j, a) in names_given.iter().enumerate() {
+        match parse_verify_algorithm(a) {
+            Ok(alg) => algorithms.push(alg),
+            Err(m) => err(&format!("{prefix}.algorithms[{j}]"), m),
+        }
+    }
+    let leeway = t.leeway.map_or(DEFAULT_LEEWAY, |d| d.0);
+    if leeway > MAX_LEEWAY {
+        err(
+            &at("leeway"),
+            format!(
+                "{} is too lenient; the maximum is {}",
+                format_duration(leeway),
+                format_duration(MAX_LEEWAY)
+            ),
+        );
+    }
+    let max_token_lifetime = t
+        .max_token_lifetime
+        .map_or(DEFAULT_MAX_TOKEN_LIFETIME, |d| d.0);
+    if max_token_lifetime.is_zero() {
+        err(&at("max_token_lifetime"), "must be more than 0".into());
+    }
+    let replay_reject = match t.replay.as_deref() {
+        None | Some("allow") => false,
+        Some("reject") => true,
+        Some(other) => {
+            err(
+                &at("replay"),
+                format!("{other:?} is not one of reject, allow"),
+            );
+            false
+        }
+    };
+    let rate_limit = match t.rate_limit.as_deref().map(parse_rate) {
+        None => None,
+        Some(Ok(per_second)) => {
+            let burst = t
+                .burst
+                .unwrap_or_else(|| (per_second * 2.0).ceil().max(1.0) as u32);
+            if burst == 0 {
+                err(&at("burst"), "must be at least 1".into());
+            }
+            Some(RateLimit {
+                per_second,
+                burst: burst.max(1),
+            })
+        }
+        Some(Err(m)) => {
+            err(&at("rate_limit"), m);
+            None
+        }
+    };
+    let max_concurrent = t.max_concurrent;
+    if max_concurrent == Some(0) {
+        err(&at("max_concurrent"), "must be at least 1".into());
+    }
+    TrustConfig {
+        name: t.name,
+        issuer: t.issuer,
+        audiences: t.audiences,
+        jwks,
+        allow_insecure_loopback: t.allow_insecure_loopback,
+        algorithms,
+        leeway,
+        max_token_lifetime,
+        replay_reject,
+        jwks_refresh,
+        max_staleness,
+        explain_denials: t.explain_denials,
+        rate_limit,
+        max_concurrent,
+        lazy_jwks: false,
+    }
+}
+
+/// Trust entries from several files (`(file, entries)`) must not share a name or an issuer.
+pub fn check_unique_trust(sets: &[(&Path, &[TrustConfig])]) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    let mut names: std::collections::HashMap<&str, &Path> = std::collections::HashMap::new();
+    let mut issuers: std::collections::HashMap<&str, &Path> = std::collections::HashMap::new();
+    for (file, entries) in sets {
+        for (i, t) in entries.iter().enumerate() {
+            if !valid_name(&t.name) {
+                errors.push(ConfigError::new(
+                    file,
+                    format!("trust[{i}].name"),
+                    format!(
+                        "{:?} is not a valid name: use letters, digits, '-' and '_'",
+                        t.name
+                    ),
+                ));
+            } else if let Some(other) = names.insert(&t.name, file) {
+                errors.push(ConfigError::new(
+                    file,
+                    format!("trust[{i}].name"),
+                    format!("{:?} is also a trust entry in {}", t.name, other.display()),
+                ));
+            }
+            if t.issuer.is_empty() {
+                errors.push(ConfigError::new(
+                    file,
+                    format!("trust[{i}].issuer"),
+                    "must not be empty",
+                ));
+            } else if let Some(other) = issuers.insert(&t.issuer, file) {
+                errors.push(ConfigError::new(
+                    file,
+                    format!("trust[{i}].issuer"),
+                    format!(
+                        "{:?} is also trusted in {}; each issuer has one entry",
+                        t.issuer,
+                        other.display()
+                    ),
+                ));
+            }
+        }
+    }
+    errors
 }
 
 /// Names of trust entries, targets and rules: what metrics labels and file names can carry.

@@ -98,13 +98,29 @@ impl From<Failure> for ApiError {
                 "unknown_target",
                 format!("there is no target named {t:?}"),
             ),
-            ExchangeError::Denied { .. } => (StatusCode::FORBIDDEN, "access_denied", e.to_string()),
+            ExchangeError::Denied { explanation, .. } if !explanation.is_empty() => (
+                StatusCode::FORBIDDEN,
+                "access_denied",
+                format!("{e}: {}", explanation.join(" | ")),
+            ),
+            ExchangeError::Denied { .. } => (
+                StatusCode::FORBIDDEN,
+                "access_denied",
+                format!(
+                    "{e}; the operator can see why with stsbridge explain or the audit event of this decision id"
+                ),
+            ),
             ExchangeError::Scope(r) => (StatusCode::BAD_REQUEST, "invalid_scope", r.to_string()),
             ExchangeError::Render(r) => (StatusCode::FORBIDDEN, "access_denied", r.to_string()),
             ExchangeError::RateLimited { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 "too many requests from this caller".into(),
+            ),
+            ExchangeError::PartnerLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many requests: {e}"),
             ),
             ExchangeError::Provider(p) => match p.as_ref() {
                 ProviderError::Rejected { code, hint, .. } => (
@@ -140,7 +156,8 @@ impl From<Failure> for ApiError {
             ),
         };
         let retry_after = match e {
-            ExchangeError::RateLimited { retry_after } => Some(*retry_after),
+            ExchangeError::RateLimited { retry_after }
+            | ExchangeError::PartnerLimited { retry_after, .. } => Some(*retry_after),
             ExchangeError::Provider(p) => match p.as_ref() {
                 ProviderError::Throttled { retry_after, .. }
                 | ProviderError::CircuitOpen { retry_after, .. } => Some(*retry_after),

@@ -351,7 +351,11 @@ async fn metrics(State(bridge): State<Arc<Bridge>>) -> Response {
 async fn readyz(State(bridge): State<Arc<Bridge>>) -> Response {
     let mappings = bridge.mappings();
     let ready = bridge.ready();
-    let issuers = bridge.jwks().status();
+    let mut issuers = bridge.jwks().status();
+    // Partner entries nobody has used yet are counted, not listed: there may be thousands.
+    let lazy = issuers.iter().filter(|i| i.lazy).count();
+    issuers.retain(|i| !i.lazy || i.loaded || i.last_error.is_some());
+    let lazy_listed = issuers.iter().filter(|i| i.lazy).count();
     // Degraded: still serving, on key sets an IdP has not refreshed lately.
     let degraded: Vec<&str> = issuers
         .iter()
@@ -364,6 +368,7 @@ async fn readyz(State(bridge): State<Arc<Bridge>>) -> Response {
         "signing_key": bridge.issuer().active_kid(),
         "mappings": { "files": mappings.files().len(), "targets": mappings.target_count(), "rules": mappings.rule_count() },
         "issuers": issuers,
+        "partner_issuers": { "total": lazy, "unused": lazy - lazy_listed },
     });
     let status = if ready {
         StatusCode::OK

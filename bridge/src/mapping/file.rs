@@ -14,6 +14,9 @@ use crate::config::ConfigDuration;
 pub struct MappingFile {
     /// Format version; must be 1.
     pub version: u32,
+    /// Issuers this file trusts (a partner file: its issuer, rules and targets in one place).
+    #[serde(default)]
+    pub trust: Vec<crate::config::file::TrustFile>,
     /// What can be obtained.
     #[serde(default)]
     pub targets: Vec<TargetFile>,
@@ -167,4 +170,6 @@ pub struct RuleFile {
     pub allow: Option<Vec<String>>,
     /// Targets refused (wins over any allow).
     pub deny: Option<Vec<String>>,
+    /// `enforce` (the default) or `audit`: evaluated and recorded, granting and refusing nothing.
+    pub mode: Option<String>,
 }

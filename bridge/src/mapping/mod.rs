@@ -31,7 +31,7 @@ use stsbridge_providers::{
 };
 
 use crate::config::{
-    CONFIG_VERSION, ConfigError, ConfigErrors, format_duration, read_yaml, valid_name,
+    CONFIG_VERSION, ConfigError, ConfigErrors, TrustConfig, format_duration, read_yaml, valid_name,
 };
 use crate::token::ValidatedToken;
 use condition::{Check, Condition, Matcher, compile_matcher};
@@ -173,6 +173,15 @@ pub enum Effect {
     Deny,
 }
 
+/// Whether a rule decides or is only watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleMode {
+    /// It decides.
+    Enforce,
+    /// Staged rollout: evaluated, and its would-be effect recorded, but it decides nothing.
+    Audit,
+}
+
 /// How a rule tests the subject.
 #[derive(Debug)]
 pub enum SubjectMatcher {
@@ -201,6 +210,8 @@ pub struct Rule {
     pub targets: Option<HashSet<String>>,
     /// Names the caller's client certificate (mTLS) must have one of, when the rule says.
     pub client_certificate: Option<Matcher>,
+    /// Enforce or audit.
+    pub mode: RuleMode,
 }
 
 impl Rule {
@@ -240,6 +251,8 @@ struct IssuerIndex {
     regexes: Option<(RegexSet, Vec<usize>)>,
     any: Vec<usize>,
     all: Vec<usize>,
+    /// Some of the issuer's rules are in audit mode.
+    audit: bool,
 }
 
 /// The outcome of a decision.
@@ -295,6 +308,7 @@ pub struct Mappings {
     rules: Vec<Rule>,
     index: HashMap<String, IssuerIndex>,
     files: Vec<PathBuf>,
+    partner_trust: Vec<(PathBuf, Vec<TrustConfig>)>,
 }
 
 impl Mappings {
@@ -329,6 +343,7 @@ impl Mappings {
             rules: Vec::new(),
         };
         let mut raw_rules = Vec::new();
+        let mut partner_trust: Vec<(PathBuf, Vec<TrustConfig>)> = Vec::new();
         for (path, text) in sources {
             match crate::config::parse_yaml::<file::MappingFile>(path, text) {
                 Err(e) => b.errors.push(e),
@@ -344,6 +359,22 @@ impl Mappings {
                         ));
                         continue;
                     }
+                    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                    let mut entries = Vec::new();
+                    for (i, t) in raw.trust.into_iter().enumerate() {
+                        let mut entry = crate::config::compile_trust(
+                            path,
+                            &base,
+                            &format!("trust[{i}]"),
+                            t,
+                            &mut b.errors,
+                        );
+                        entry.lazy_jwks = true;
+                        entries.push(entry);
+                    }
+                    if !entries.is_empty() {
+                        partner_trust.push((path.clone(), entries));
+                    }
                     for (i, t) in raw.targets.into_iter().enumerate() {
                         b.target(path, i, t);
                     }
@@ -356,7 +387,18 @@ impl Mappings {
                 }
             }
         }
-        // Rules second: they refer to targets of any file.
+        // Rules second: they refer to targets of any file, and to trust entries of the config or of
+        // any partner file.
+        let mut all_names = trust_names.clone();
+        for (_, entries) in &partner_trust {
+            all_names.extend(entries.iter().map(|t| t.name.clone()));
+        }
+        let trust_names = &all_names;
+        let sets: Vec<(&Path, &[TrustConfig])> = partner_trust
+            .iter()
+            .map(|(p, e)| (p.as_path(), e.as_slice()))
+            .collect();
+        b.errors.extend(crate::config::check_unique_trust(&sets));
         let mut rule_names = HashSet::new();
         for (path, i, r) in raw_rules {
             if !rule_names.insert(r.name.clone()) {
@@ -377,7 +419,44 @@ impl Mappings {
             rules: b.rules,
             index,
             files,
+            partner_trust,
         })
+    }
+
+    /// Loads the mappings of `dir` and returns them with the whole trust list: `config_trust`
+    /// (from `config_file`) plus the trust entries of partner files, which must not repeat a
+    /// name or an issuer.
+    pub fn load_with_trust(
+        dir: &Path,
+        config_trust: &[TrustConfig],
+        config_file: &Path,
+    ) -> Result<(Mappings, Vec<TrustConfig>), ConfigErrors> {
+        let names: HashSet<String> = config_trust.iter().map(|t| t.name.clone()).collect();
+        let mappings = Self::load(dir, &names)?;
+        let mut sets: Vec<(&Path, &[TrustConfig])> = vec![(config_file, config_trust)];
+        sets.extend(
+            mappings
+                .partner_trust
+                .iter()
+                .map(|(p, e)| (p.as_path(), e.as_slice())),
+        );
+        let errors = crate::config::check_unique_trust(&sets);
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        let mut trust = config_trust.to_vec();
+        trust.extend(
+            mappings
+                .partner_trust
+                .iter()
+                .flat_map(|(_, e)| e.iter().cloned()),
+        );
+        Ok((mappings, trust))
+    }
+
+    /// The trust entries of partner files.
+    pub fn partner_trust(&self) -> impl Iterator<Item = &TrustConfig> {
+        self.partner_trust.iter().flat_map(|(_, e)| e.iter())
     }
 
     /// The files loaded.
@@ -426,7 +505,8 @@ impl Mappings {
         let mut allow = None;
         for i in self.candidates(&token.trust, &token.subject) {
             let rule = &self.rules[i];
-            if !rule.covers(target)
+            if rule.mode == RuleMode::Audit
+                || !rule.covers(target)
                 || !rule.conditions_pass(&token.claims)
                 || rule.client_check(client_names).is_some_and(|c| !c.pass)
             {
@@ -461,6 +541,29 @@ impl Mappings {
         out.sort_unstable();
         out.dedup();
         out
+    }
+
+    /// The audit-mode rules that match this request, with what each would do if enforced. Empty
+    /// at no cost for issuers without audit rules.
+    pub fn shadow_for(
+        &self,
+        token: &ValidatedToken,
+        client_names: &[String],
+        target: &str,
+    ) -> Vec<&Rule> {
+        if !self.index.get(&token.trust).is_some_and(|ix| ix.audit) {
+            return Vec::new();
+        }
+        self.candidates(&token.trust, &token.subject)
+            .into_iter()
+            .map(|i| &self.rules[i])
+            .filter(|rule| {
+                rule.mode == RuleMode::Audit
+                    && rule.covers(target)
+                    && rule.conditions_pass(&token.claims)
+                    && rule.client_check(client_names).is_none_or(|c| c.pass)
+            })
+            .collect()
     }
 
     /// Every rule of the token's issuer that mentions `target`, with each test's outcome.
@@ -507,6 +610,7 @@ impl Mappings {
                     rule: rule.name.clone(),
                     file: rule.file.clone(),
                     effect: rule.effect,
+                    mode: rule.mode,
                     subject_test: match &rule.subject {
                         SubjectMatcher::Any => "any".into(),
                         SubjectMatcher::Is(m) => m.describe(),
@@ -529,6 +633,8 @@ pub struct RuleExplanation {
     pub file: PathBuf,
     /// Allow or deny.
     pub effect: Effect,
+    /// Enforce or audit.
+    pub mode: RuleMode,
     /// How the subject is tested.
     pub subject_test: String,
     /// The subject test's outcome.
@@ -537,6 +643,71 @@ pub struct RuleExplanation {
     pub conditions: Vec<ConditionExplanation>,
     /// Whether the whole rule matched.
     pub matched: bool,
+}
+
+impl RuleExplanation {
+    /// The explanation as `stsbridge explain` and `stsbridge test` print it: the rule, then each
+    /// test with its outcome and the value the token had.
+    pub fn render(&self, subject: &str) -> String {
+        use std::fmt::Write as _;
+        let effect = match (self.effect, self.mode) {
+            (Effect::Allow, RuleMode::Enforce) => "allow",
+            (Effect::Deny, RuleMode::Enforce) => "deny",
+            (Effect::Allow, RuleMode::Audit) => "allow, audit mode: grants nothing",
+            (Effect::Deny, RuleMode::Audit) => "deny, audit mode: refuses nothing",
+        };
+        let mut out = format!(
+            "rule {} ({effect}, {}): {}\n",
+            self.rule,
+            self.file.display(),
+            if self.matched {
+                "MATCHES"
+            } else {
+                "does not match"
+            }
+        );
+        let _ = writeln!(
+            out,
+            "  [{}] subject {} (token: {subject:?})",
+            mark(self.subject.pass),
+            self.subject_test
+        );
+        for c in &self.conditions {
+            let seen = c
+                .check
+                .actual
+                .as_deref()
+                .map_or("absent".to_owned(), |v| format!("{v:?}"));
+            let _ = writeln!(
+                out,
+                "  [{}] {} {} (token: {seen})",
+                mark(c.check.pass),
+                c.claim,
+                c.test
+            );
+        }
+        out
+    }
+
+    /// The tests that failed, as the caller may be told them (`explain_denials`): what each
+    /// tests, never what else the configuration holds.
+    pub fn failures(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.subject.pass {
+            out.push(format!("subject {}", self.subject_test));
+        }
+        out.extend(
+            self.conditions
+                .iter()
+                .filter(|c| !c.check.pass)
+                .map(|c| format!("{} {}", c.claim, c.test)),
+        );
+        out
+    }
+}
+
+fn mark(pass: bool) -> &'static str {
+    if pass { "pass" } else { "FAIL" }
 }
 
 /// One condition's evaluation.
@@ -680,14 +851,17 @@ fn delegation(
     Ok(act)
 }
 
-/// The issuer names the rules in `dir` refer to (dev mode trusts a built-in issuer for each).
+/// The issuer names the rules in `dir` refer to that no partner file there defines (dev mode
+/// trusts a built-in issuer for each).
 pub fn referenced_issuers(dir: &Path) -> Result<BTreeSet<String>, ConfigErrors> {
     let mut out = BTreeSet::new();
+    let mut defined = BTreeSet::new();
     for path in mapping_files(dir)? {
         let raw: file::MappingFile = read_yaml(&path)?;
         out.extend(raw.rules.into_iter().map(|r| r.issuer));
+        defined.extend(raw.trust.into_iter().map(|t| t.name));
     }
-    Ok(out)
+    Ok(out.difference(&defined).cloned().collect())
 }
 
 fn mapping_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
@@ -710,6 +884,7 @@ fn build_index(rules: &[Rule]) -> Result<HashMap<String, IssuerIndex>, String> {
     for (i, rule) in rules.iter().enumerate() {
         let ix = index.entry(rule.issuer.clone()).or_default();
         ix.all.push(i);
+        ix.audit |= rule.mode == RuleMode::Audit;
         match &rule.subject {
             SubjectMatcher::Any => ix.any.push(i),
             SubjectMatcher::Is(Matcher::Exact(s)) => ix.exact.entry(s.clone()).or_default().push(i),
@@ -1380,6 +1555,18 @@ impl Builder {
                 Err(m) => self.err(file, at(&format!("claims.{claim}")), m),
             }
         }
+        let mode = match r.mode.as_deref() {
+            None | Some("enforce") => RuleMode::Enforce,
+            Some("audit") => RuleMode::Audit,
+            Some(other) => {
+                self.err(
+                    file,
+                    at("mode"),
+                    format!("{other:?} is not a mode; use enforce or audit"),
+                );
+                RuleMode::Enforce
+            }
+        };
         let (effect, list, field) = match (r.allow, r.deny) {
             (Some(a), None) => (Effect::Allow, a, "allow"),
             (None, Some(d)) => (Effect::Deny, d, "deny"),
@@ -1433,6 +1620,7 @@ impl Builder {
                 effect,
                 targets,
                 client_certificate,
+                mode,
             });
         }
     }

@@ -5,6 +5,11 @@
 //! flood of requests to the IdP). When the IdP cannot be reached, the last good set stays in use.
 //! Fetches are https only (plain http to loopback where a trust entry allows it for tests), follow
 //! no redirects, and are bounded in size and time.
+//!
+//! Partner trust entries (those from partner files) are lazy: nothing is fetched until the first
+//! token of that issuer arrives, and only then is the set kept fresh on its schedule. A partner
+//! whose IdP is down costs its own callers one bounded wait per [`MIN_FORCED_REFRESH`], never
+//! anyone else's: each issuer fetches alone, and scheduled refreshes share a bounded pool.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -27,6 +32,9 @@ const FIRST_RETRY_DELAY: Duration = Duration::from_secs(5);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
 /// Largest discovery document accepted.
 const MAX_DISCOVERY_BYTES: usize = 64 * 1024;
+/// Scheduled refreshes in flight at once, over all issuers. Fetches a token is waiting for do not
+/// queue behind them.
+const SCHEDULED_FETCHES: usize = 32;
 
 /// Why keys could not be fetched.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +83,8 @@ pub struct IssuerStatus {
     pub last_error: Option<String>,
     /// The keys in use are older than one refresh interval (the IdP is not answering).
     pub degraded: bool,
+    /// A partner entry: keys are fetched when its first token arrives.
+    pub lazy: bool,
 }
 
 struct IssuerKeys {
@@ -89,6 +99,7 @@ pub struct JwksManager {
     http: reqwest::Client,
     issuers: HashMap<String, Arc<IssuerKeys>>,
     metrics: Option<Arc<Metrics>>,
+    scheduled: Arc<tokio::sync::Semaphore>,
 }
 
 impl JwksManager {
@@ -121,6 +132,7 @@ impl JwksManager {
             http,
             issuers,
             metrics,
+            scheduled: Arc::new(tokio::sync::Semaphore::new(SCHEDULED_FETCHES)),
         })
     }
 
@@ -225,22 +237,33 @@ impl JwksManager {
 
     /// Starts one background task per issuer: fetch now (or after one interval when the keys
     /// were adopted from a previous manager), then on its refresh interval, retrying failures
-    /// with backoff. Abort the handles to stop them.
+    /// with backoff. A lazy issuer's task refreshes only once a token has loaded its keys. Abort
+    /// the handles to stop them.
     pub fn spawn_refreshers(self: &Arc<Self>) -> Vec<JoinHandle<()>> {
         self.issuers
             .values()
             .map(|issuer| {
                 let me = Arc::clone(self);
+                let keys = Arc::clone(issuer);
                 let name = issuer.trust.name.clone();
                 let interval = issuer.trust.jwks_refresh;
+                let lazy = issuer.trust.lazy_jwks;
                 let adopted = issuer.current.read().is_ok_and(|k| k.is_some());
                 tokio::spawn(async move {
                     let mut delay = FIRST_RETRY_DELAY;
-                    if adopted {
+                    if adopted || lazy {
                         tokio::time::sleep(interval).await;
                     }
                     loop {
-                        let wait = match me.refresh(&name).await {
+                        if lazy && keys.current.read().is_ok_and(|k| k.is_none()) {
+                            tokio::time::sleep(interval).await;
+                            continue;
+                        }
+                        let refreshed = {
+                            let _permit = me.scheduled.acquire().await;
+                            me.refresh(&name).await
+                        };
+                        let wait = match refreshed {
                             Ok(_) => {
                                 delay = FIRST_RETRY_DELAY;
                                 interval
@@ -258,9 +281,12 @@ impl JwksManager {
             .collect()
     }
 
-    /// Whether every issuer's keys have been loaded at least once.
+    /// Whether every issuer's keys, lazy ones aside, have been loaded at least once.
     pub fn all_loaded(&self) -> bool {
-        self.issuers.keys().all(|name| self.keys(name).is_some())
+        self.issuers
+            .iter()
+            .filter(|(_, i)| !i.trust.lazy_jwks)
+            .all(|(name, _)| self.keys(name).is_some())
     }
 
     /// Per-issuer status for `/readyz`.
@@ -284,6 +310,7 @@ impl JwksManager {
                     degraded: last_error.is_some()
                         && age.is_some_and(|a| a > issuer.trust.jwks_refresh),
                     last_error,
+                    lazy: issuer.trust.lazy_jwks,
                 }
             })
             .collect();
