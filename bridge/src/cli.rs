@@ -12,7 +12,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{self, ConfigErrors};
 use crate::exchange::Bridge;
-use crate::mapping::{Decision, Mappings, RenderInput, render};
+use crate::mapping::{Decision, Mappings, RenderInput, cases, render};
 use crate::{dev, issuer, server, token};
 
 /// Exit code for configuration and usage errors (EX_USAGE).
@@ -117,6 +117,40 @@ enum Command {
         #[arg(long)]
         target: String,
     },
+    /// Run the mapping tests (mappings/tests/*.yaml): each case's decision and rendered request,
+    /// with the real engine. Exit 0 when all pass, 1 on any failure, 64 on a broken test file.
+    Test {
+        /// The config file (default: the dev-mode trust list over ./mappings).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Test files or directories (default: the mappings directory's tests/).
+        paths: Vec<PathBuf>,
+    },
+    /// Onboard partners.
+    Partner {
+        #[command(subcommand)]
+        command: PartnerCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PartnerCommand {
+    /// Write a starting partner file (its trust entry, a target and a rule in audit mode) and
+    /// its tests.
+    Init {
+        /// The partner's name (trust entry and file name: partner-NAME.yaml).
+        #[arg(long)]
+        name: String,
+        /// The partner's issuer URL (exact `iss`; its keys come from OIDC discovery).
+        #[arg(long)]
+        issuer: String,
+        /// The audience the partner's tokens carry (repeat for several).
+        #[arg(long = "audience", required = true)]
+        audiences: Vec<String>,
+        /// The mappings directory.
+        #[arg(long, default_value = "mappings")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -153,6 +187,16 @@ pub fn main() -> ExitCode {
         Command::Keys {
             command: KeysCommand::Rotate { config, prune },
         } => rotate_keys(&config, prune),
+        Command::Test { config, paths } => run_tests(config.as_deref(), &paths),
+        Command::Partner {
+            command:
+                PartnerCommand::Init {
+                    name,
+                    issuer,
+                    audiences,
+                    dir,
+                },
+        } => partner_init(&name, &issuer, &audiences, &dir),
         Command::CredentialProcess {
             bridge,
             target,
@@ -575,4 +619,100 @@ fn explain(path: &Path, token_file: &Path, target: &str) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+fn run_tests(config: Option<&Path>, paths: &[PathBuf]) -> ExitCode {
+    let loaded = match config {
+        Some(path) => load_all(path).map(|(c, m)| (c.trust, m, c.mappings_dir)),
+        None => {
+            let dir = PathBuf::from("mappings");
+            if !dir.is_dir() {
+                eprintln!(
+                    "error: no ./mappings here: run from the repository, or pass --config FILE"
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            crate::dev::offline(&dir).map(|(t, m)| (t, m, dir))
+        }
+    };
+    let (trust, mappings, dir) = match loaded {
+        Ok(v) => v,
+        Err(errors) => {
+            print_errors(&errors);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let paths = if paths.is_empty() {
+        vec![dir.join("tests")]
+    } else {
+        paths.to_vec()
+    };
+    let files = match cases::test_files(&paths) {
+        Ok(f) if f.is_empty() => {
+            eprintln!("error: no test files in {}", paths[0].display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let (mut passed, mut failed, mut broken) = (0usize, 0usize, false);
+    for file in &files {
+        match cases::run_file(&mappings, &trust, file) {
+            Err(errors) => {
+                broken = true;
+                for e in errors {
+                    eprintln!("error: {e}");
+                }
+            }
+            Ok(results) => {
+                println!("{}: {} case(s)", file.display(), results.len());
+                for r in results {
+                    if r.passed() {
+                        passed += 1;
+                        println!("  ok    {}", r.name);
+                        continue;
+                    }
+                    failed += 1;
+                    println!("  FAIL  {}", r.name);
+                    for f in &r.failures {
+                        println!("        {f}");
+                    }
+                    for line in r.explanation.lines() {
+                        println!("        {line}");
+                    }
+                }
+            }
+        }
+    }
+    println!(
+        "\n{passed} passed, {failed} failed, in {} file(s)",
+        files.len()
+    );
+    if broken {
+        ExitCode::from(EXIT_CONFIG)
+    } else if failed > 0 {
+        ExitCode::from(EXIT_FAILURE)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn partner_init(name: &str, issuer: &str, audiences: &[String], dir: &Path) -> ExitCode {
+    let files = match crate::partner::init(name, issuer, audiences, dir) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    for f in &files {
+        println!("wrote {}", f.display());
+    }
+    println!(
+        "\nnext: edit the rule's subject and claims to the partner's clients, run\n  stsbridge test\nand open a pull request. The rule starts in audit mode: it grants nothing until\nits mode is switched to enforce."
+    );
+    ExitCode::SUCCESS
 }

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -24,11 +24,11 @@ use stsbridge_providers::{AssertionSigner, MintSpec};
 use crate::cli::{EXIT_CONFIG, EXIT_FAILURE};
 use crate::config::{
     AuditConfig, AuditSinkConfig, CacheConfig, Config, IssuerConfig, JwksSource, SigningAlgorithm,
-    TrustConfig, check_url, parse_duration,
+    ConfigErrors, TrustConfig, check_url, parse_duration,
 };
 use crate::exchange::{Bridge, StartError};
 use crate::issuer::Issuer;
-use crate::mapping::referenced_issuers;
+use crate::mapping::{Mappings, referenced_issuers};
 use crate::server;
 
 /// Dev mode's default listen address.
@@ -132,23 +132,12 @@ pub async fn serve(listen: Option<SocketAddr>, aws_endpoint: Option<String>) -> 
                 return ExitCode::from(EXIT_FAILURE);
             }
         };
-        trust.push(TrustConfig {
-            name: name.clone(),
-            issuer: config.url.clone(),
-            audiences: vec![base.clone()],
-            jwks: JwksSource::Inline(issuer.jwks_json().to_string()),
-            allow_insecure_loopback: true,
-            algorithms: vec![jsonwebtoken::Algorithm::ES256],
-            leeway: Duration::from_secs(30),
-            max_token_lifetime: MAX_DEV_TOKEN_LIFETIME,
-            replay_reject: false,
-            jwks_refresh: Duration::from_secs(3600),
-            max_staleness: Duration::from_secs(24 * 3600),
-            explain_denials: false,
-            rate_limit: None,
-            max_concurrent: None,
-            lazy_jwks: false,
-        });
+        trust.push(dev_trust(
+            &name,
+            &config.url,
+            &base,
+            issuer.jwks_json().to_string(),
+        ));
         issuers.insert(name, issuer);
     }
     let config = Config {
@@ -238,6 +227,44 @@ pub async fn serve(listen: Option<SocketAddr>, aws_endpoint: Option<String>) -> 
 
 /// `./mappings` when it exists, else the built-in copy in a temporary directory (kept alive by the
 /// returned guard).
+/// The trust entry of built-in issuer `name`.
+fn dev_trust(name: &str, url: &str, audience: &str, jwks: String) -> TrustConfig {
+    TrustConfig {
+        name: name.to_owned(),
+        issuer: url.to_owned(),
+        audiences: vec![audience.to_owned()],
+        jwks: JwksSource::Inline(jwks),
+        allow_insecure_loopback: true,
+        algorithms: vec![jsonwebtoken::Algorithm::ES256],
+        leeway: Duration::from_secs(30),
+        max_token_lifetime: MAX_DEV_TOKEN_LIFETIME,
+        replay_reject: false,
+        jwks_refresh: Duration::from_secs(3600),
+        max_staleness: Duration::from_secs(24 * 3600),
+        explain_denials: false,
+        rate_limit: None,
+        max_concurrent: None,
+        lazy_jwks: false,
+    }
+}
+
+/// For `stsbridge test` without a config: the mappings of `dir` with the trust list dev mode
+/// would serve them with (a built-in issuer per name the rules use, plus partner files' own).
+pub fn offline(dir: &Path) -> Result<(Vec<TrustConfig>, Mappings), ConfigErrors> {
+    let base = format!("http://{DEV_LISTEN}");
+    let mut names = referenced_issuers(dir)?;
+    names.insert(DEV_ISSUER.to_owned());
+    let dev: Vec<TrustConfig> = names
+        .into_iter()
+        .map(|name| {
+            let url = format!("{base}/dev/{name}");
+            dev_trust(&name, &url, &base, r#"{"keys":[]}"#.to_owned())
+        })
+        .collect();
+    let (mappings, trust) = Mappings::load_with_trust(dir, &dev, dir)?;
+    Ok((trust, mappings))
+}
+
 fn mappings_dir() -> std::io::Result<(PathBuf, Option<tempfile::TempDir>)> {
     let local = PathBuf::from("mappings");
     if local.is_dir() {

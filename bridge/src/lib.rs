@@ -38,6 +38,7 @@ pub mod issuer;
 pub mod limits;
 pub mod mapping;
 pub mod metrics;
+pub mod partner;
 pub mod server;
 pub mod tls;
 pub mod token;

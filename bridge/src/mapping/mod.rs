@@ -9,6 +9,7 @@
 //! rule does. [`render`] turns an allowed target into the provider request, with every templated
 //! value sanitized to the cloud's limits.
 
+pub mod cases;
 pub mod condition;
 pub mod file;
 pub mod sanitize;

@@ -1,0 +1,304 @@
+//! Mapping tests (`mappings/tests/*.yaml`, run by `stsbridge test`): each case is a token's
+//! claims, a target and the expected decision, evaluated with the real engine and renderer, so a
+//! change to a mapping is checked before it goes live.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use stsbridge_providers::{AssertionSource, ProviderRequest};
+
+use super::{Decision, Mappings, RenderInput, render};
+use crate::config::{ConfigError, TrustConfig, read_yaml};
+use crate::token::ValidatedToken;
+
+/// Format version of a test file.
+pub const CASES_VERSION: u32 = 1;
+
+/// A test file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseFile {
+    /// Must be 1.
+    pub version: u32,
+    /// The cases, in order.
+    pub cases: Vec<Case>,
+}
+
+/// What a case expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Expect {
+    /// A credential is issued.
+    Allow,
+    /// The request is refused.
+    Deny,
+}
+
+/// One case.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Case {
+    /// What it checks, in words.
+    pub name: String,
+    /// A trust entry's name.
+    pub issuer: String,
+    /// The token's claims; `sub` is required, `iss` defaults to the trust entry's issuer.
+    pub claims: Map<String, Value>,
+    /// The requested target.
+    pub target: String,
+    /// The expected decision.
+    pub expect: Expect,
+    /// The rule expected to decide (the allow rule, or the deny rule that refuses).
+    pub rule: Option<String>,
+    /// DNS names of the caller's client certificate (mTLS rules).
+    #[serde(default)]
+    pub client_certificate: Vec<String>,
+    /// Expected AWS `RoleSessionName` of the rendered request.
+    pub session_name: Option<String>,
+    /// Expected AWS session tags (all of them).
+    pub tags: Option<BTreeMap<String, String>>,
+    /// Expected `sub` of the assertion stsbridge mints (or of the internal JWT).
+    pub assertion_sub: Option<String>,
+    /// Expected audit-mode rules that match (the staged rollout's would-be decisions).
+    pub shadow: Option<Vec<String>>,
+}
+
+/// One case's outcome.
+#[derive(Debug)]
+pub struct CaseResult {
+    /// The case's name.
+    pub name: String,
+    /// What did not hold; empty when the case passed.
+    pub failures: Vec<String>,
+    /// Every rule of the issuer for the target with each test's outcome (for failures).
+    pub explanation: String,
+}
+
+impl CaseResult {
+    /// Whether the case passed.
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// The test files named by `paths` (files, or directories whose `*.yaml` files are taken), sorted.
+pub fn test_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigError> {
+    let mut out = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let entries = std::fs::read_dir(path).map_err(|e| {
+                ConfigError::new(path, ".", format!("cannot read the directory: {e}"))
+            })?;
+            let mut files: Vec<PathBuf> = entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+                .collect();
+            files.sort();
+            out.extend(files);
+        } else if path.is_file() {
+            out.push(path.clone());
+        } else {
+            return Err(ConfigError::new(path, ".", "no such file or directory"));
+        }
+    }
+    Ok(out)
+}
+
+/// Runs every case of the test file `path`. A file that cannot be read or names an unknown
+/// issuer or target is an error, not a failed case: the test itself is wrong.
+pub fn run_file(
+    mappings: &Mappings,
+    trust: &[TrustConfig],
+    path: &Path,
+) -> Result<Vec<CaseResult>, Vec<ConfigError>> {
+    let file: CaseFile = read_yaml(path).map_err(|e| vec![e])?;
+    let mut errors = Vec::new();
+    if file.version != CASES_VERSION {
+        errors.push(ConfigError::new(
+            path,
+            "version",
+            format!("{} is not a supported version; use {CASES_VERSION}", file.version),
+        ));
+    }
+    if file.cases.is_empty() {
+        errors.push(ConfigError::new(path, "cases", "no cases"));
+    }
+    let mut results = Vec::new();
+    for (i, case) in file.cases.iter().enumerate() {
+        match run_case(mappings, trust, case) {
+            Ok(r) => results.push(r),
+            Err((field, message)) => {
+                errors.push(ConfigError::new(path, format!("cases[{i}].{field}"), message));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(results)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Runs one case.
+pub fn run_case(
+    mappings: &Mappings,
+    trust: &[TrustConfig],
+    case: &Case,
+) -> Result<CaseResult, (&'static str, String)> {
+    let Some(entry) = trust.iter().find(|t| t.name == case.issuer) else {
+        let mut known: Vec<&str> = trust.iter().map(|t| t.name.as_str()).collect();
+        known.sort_unstable();
+        return Err((
+            "issuer",
+            format!("{:?} is not a trust entry (known: {known:?})", case.issuer),
+        ));
+    };
+    let Some(subject) = case.claims.get("sub").and_then(Value::as_str) else {
+        return Err(("claims.sub", "missing: every token has a string sub".into()));
+    };
+    if mappings.target(&case.target).is_none() {
+        return Err((
+            "target",
+            format!("there is no target named {:?}", case.target),
+        ));
+    }
+    let mut claims = case.claims.clone();
+    claims
+        .entry("iss")
+        .or_insert_with(|| Value::String(entry.issuer.clone()));
+    let token = ValidatedToken {
+        trust: entry.name.clone(),
+        issuer: entry.issuer.clone(),
+        subject: subject.to_owned(),
+        claims,
+        jti: None,
+        expires_at: u64::MAX / 2,
+    };
+    let mut failures = Vec::new();
+    let names = &case.client_certificate;
+    match (mappings.decide_for(&token, names, &case.target), case.expect) {
+        (Decision::Allow { rule, target }, Expect::Allow) => {
+            if let Some(want) = &case.rule
+                && *want != rule.name
+            {
+                failures.push(format!("expected rule {want} to allow, but rule {} did", rule.name));
+            }
+            let input = RenderInput {
+                token: &token,
+                raw_token: "a-test-token",
+                requested_scopes: None,
+                actor: None,
+            };
+            match render(target, &input) {
+                Ok(request) => check_request(case, &request, &mut failures),
+                Err(e) => failures.push(format!("allowed, but the request cannot be rendered: {e}")),
+            }
+        }
+        (Decision::Allow { rule, .. }, Expect::Deny) => {
+            failures.push(format!("expected deny, but rule {} allows it", rule.name));
+        }
+        (Decision::Deny { rule }, Expect::Allow) => failures.push(match rule {
+            Some(rule) => format!("expected allow, but deny rule {} refuses it", rule.name),
+            None => "expected allow, but no allow rule matches".into(),
+        }),
+        (Decision::Deny { rule }, Expect::Deny) => {
+            if let Some(want) = &case.rule
+                && rule.is_none_or(|r| r.name != *want)
+            {
+                failures.push(format!(
+                    "expected deny rule {want} to refuse it, but {}",
+                    rule.map_or("no deny rule matched (no allow rule did either)".into(), |r| {
+                        format!("rule {} did", r.name)
+                    })
+                ));
+            }
+        }
+        (Decision::UnknownTarget, _) => unreachable!("the target was checked above"),
+    }
+    if let Some(want) = &case.shadow {
+        let got: Vec<&str> = mappings
+            .shadow_for(&token, names, &case.target)
+            .into_iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        if got != want.iter().map(String::as_str).collect::<Vec<_>>() {
+            failures.push(format!("expected audit-mode rules {want:?} to match, got {got:?}"));
+        }
+    }
+    let mut explanation = String::new();
+    if !failures.is_empty() {
+        let rules = mappings.explain_for(&token, names, &case.target);
+        if rules.is_empty() {
+            let _ = writeln!(
+                explanation,
+                "no rule of issuer {} mentions target {}",
+                entry.name, case.target
+            );
+        }
+        for r in &rules {
+            explanation.push_str(&r.render(&token.subject));
+        }
+    }
+    Ok(CaseResult {
+        name: case.name.clone(),
+        failures,
+        explanation,
+    })
+}
+
+fn check_request(case: &Case, request: &ProviderRequest, failures: &mut Vec<String>) {
+    let provider = request.kind().as_str();
+    let aws = match request {
+        ProviderRequest::Aws(r) => Some(r),
+        _ => None,
+    };
+    if let Some(want) = &case.session_name {
+        match aws {
+            Some(r) if r.session_name == *want => {}
+            Some(r) => failures.push(format!(
+                "session name: expected {want:?}, rendered {:?}",
+                r.session_name
+            )),
+            None => failures.push(format!("session name: a {provider} target has none")),
+        }
+    }
+    if let Some(want) = &case.tags {
+        match aws {
+            Some(r) => {
+                let got: BTreeMap<String, String> = r.tags.iter().cloned().collect();
+                if got != *want {
+                    failures.push(format!("tags: expected {want:?}, rendered {got:?}"));
+                }
+            }
+            None => failures.push(format!("tags: a {provider} target has none")),
+        }
+    }
+    if let Some(want) = &case.assertion_sub {
+        let got = match request {
+            ProviderRequest::Aws(r) => assertion_subject(&r.assertion),
+            ProviderRequest::Gcp(r) => assertion_subject(&r.assertion),
+            ProviderRequest::Azure(r) => assertion_subject(&r.assertion),
+            ProviderRequest::Jwt(r) => Some(r.subject.as_str()),
+        };
+        match got {
+            Some(got) if got == want => {}
+            Some(got) => failures.push(format!(
+                "assertion sub: expected {want:?}, rendered {got:?}"
+            )),
+            None => failures.push(
+                "assertion sub: the target passes the caller's own token through".into(),
+            ),
+        }
+    }
+}
+
+fn assertion_subject(source: &AssertionSource) -> Option<&str> {
+    match source {
+        AssertionSource::Mint { subject } => Some(subject),
+        AssertionSource::Passthrough(_) => None,
+    }
+}
