@@ -23,8 +23,8 @@ use stsbridge_providers::{AssertionSigner, MintSpec};
 
 use crate::cli::{EXIT_CONFIG, EXIT_FAILURE};
 use crate::config::{
-    AuditConfig, AuditSinkConfig, CacheConfig, Config, IssuerConfig, JwksSource, SigningAlgorithm,
-    ConfigErrors, TrustConfig, check_url, parse_duration,
+    AuditConfig, AuditSinkConfig, CacheConfig, Config, ConfigErrors, IssuerConfig, JwksSource,
+    SigningAlgorithm, TrustConfig, check_url, parse_duration,
 };
 use crate::exchange::{Bridge, StartError};
 use crate::issuer::Issuer;

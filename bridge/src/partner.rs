@@ -19,7 +19,9 @@ pub enum InitError {
     #[error("{0} already exists; a partner is onboarded once (edit that file instead)")]
     Exists(PathBuf),
     /// The written files do not load with the rest of the mappings; they were removed.
-    #[error("the new files do not load with the mappings in {dir}, so they were not kept:\n{errors}")]
+    #[error(
+        "the new files do not load with the mappings in {dir}, so they were not kept:\n{errors}"
+    )]
     DoesNotLoad {
         /// The mappings directory.
         dir: PathBuf,
@@ -80,7 +82,9 @@ pub fn init(
     }
     for a in audiences {
         if a.is_empty() || a.len() > 512 || a.chars().any(char::is_control) {
-            return Err(InitError::Invalid(format!("--audience {a:?} is not usable")));
+            return Err(InitError::Invalid(format!(
+                "--audience {a:?} is not usable"
+            )));
         }
     }
     if !dir.is_dir() {
@@ -268,7 +272,11 @@ mod tests {
         let r = init("b", "https://idp.example/\"x: y", &aud, dir.path());
         if r.is_ok() {
             let (trust, _) = crate::dev::offline(dir.path()).unwrap();
-            assert!(trust.iter().any(|t| t.issuer.contains("\"x: y") || t.issuer.contains("%22")));
+            assert!(
+                trust
+                    .iter()
+                    .any(|t| t.issuer.contains("\"x: y") || t.issuer.contains("%22"))
+            );
         }
         // Same issuer as an existing partner: does not load, so nothing is kept.
         init("c", "https://idp.c.example", &aud, dir.path()).unwrap();

@@ -20,6 +20,7 @@ mod errors;
 mod keys;
 mod leaks;
 mod operations;
+mod partners;
 mod sdks;
 mod token_exchange;
 

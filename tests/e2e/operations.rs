@@ -29,7 +29,7 @@ fn aws_success(n: usize) -> ResponseTemplate {
 }
 
 /// `/metrics`, read by prometheus_client's parser: sample name with sorted labels to value.
-async fn metrics(stack: &Stack) -> HashMap<String, f64> {
+pub async fn metrics(stack: &Stack) -> HashMap<String, f64> {
     let text = stack
         .http
         .get(stack.bridge.url("/metrics"))
@@ -56,7 +56,7 @@ async fn metrics(stack: &Stack) -> HashMap<String, f64> {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn sample(m: &HashMap<String, f64>, key: &str) -> f64 {
+pub fn sample(m: &HashMap<String, f64>, key: &str) -> f64 {
     *m.get(key)
         .unwrap_or_else(|| panic!("no sample {key} in {:?}", m.keys().collect::<Vec<_>>()))
 }

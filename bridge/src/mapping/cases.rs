@@ -121,7 +121,10 @@ pub fn run_file(
         errors.push(ConfigError::new(
             path,
             "version",
-            format!("{} is not a supported version; use {CASES_VERSION}", file.version),
+            format!(
+                "{} is not a supported version; use {CASES_VERSION}",
+                file.version
+            ),
         ));
     }
     if file.cases.is_empty() {
@@ -132,7 +135,11 @@ pub fn run_file(
         match run_case(mappings, trust, case) {
             Ok(r) => results.push(r),
             Err((field, message)) => {
-                errors.push(ConfigError::new(path, format!("cases[{i}].{field}"), message));
+                errors.push(ConfigError::new(
+                    path,
+                    format!("cases[{i}].{field}"),
+                    message,
+                ));
             }
         }
     }
@@ -180,12 +187,18 @@ pub fn run_case(
     };
     let mut failures = Vec::new();
     let names = &case.client_certificate;
-    match (mappings.decide_for(&token, names, &case.target), case.expect) {
+    match (
+        mappings.decide_for(&token, names, &case.target),
+        case.expect,
+    ) {
         (Decision::Allow { rule, target }, Expect::Allow) => {
             if let Some(want) = &case.rule
                 && *want != rule.name
             {
-                failures.push(format!("expected rule {want} to allow, but rule {} did", rule.name));
+                failures.push(format!(
+                    "expected rule {want} to allow, but rule {} did",
+                    rule.name
+                ));
             }
             let input = RenderInput {
                 token: &token,
@@ -195,7 +208,9 @@ pub fn run_case(
             };
             match render(target, &input) {
                 Ok(request) => check_request(case, &request, &mut failures),
-                Err(e) => failures.push(format!("allowed, but the request cannot be rendered: {e}")),
+                Err(e) => {
+                    failures.push(format!("allowed, but the request cannot be rendered: {e}"))
+                }
             }
         }
         (Decision::Allow { rule, .. }, Expect::Deny) => {
@@ -211,9 +226,10 @@ pub fn run_case(
             {
                 failures.push(format!(
                     "expected deny rule {want} to refuse it, but {}",
-                    rule.map_or("no deny rule matched (no allow rule did either)".into(), |r| {
-                        format!("rule {} did", r.name)
-                    })
+                    rule.map_or(
+                        "no deny rule matched (no allow rule did either)".into(),
+                        |r| { format!("rule {} did", r.name) }
+                    )
                 ));
             }
         }
@@ -226,7 +242,9 @@ pub fn run_case(
             .map(|r| r.name.as_str())
             .collect();
         if got != want.iter().map(String::as_str).collect::<Vec<_>>() {
-            failures.push(format!("expected audit-mode rules {want:?} to match, got {got:?}"));
+            failures.push(format!(
+                "expected audit-mode rules {want:?} to match, got {got:?}"
+            ));
         }
     }
     let mut explanation = String::new();
@@ -289,9 +307,8 @@ fn check_request(case: &Case, request: &ProviderRequest, failures: &mut Vec<Stri
             Some(got) => failures.push(format!(
                 "assertion sub: expected {want:?}, rendered {got:?}"
             )),
-            None => failures.push(
-                "assertion sub: the target passes the caller's own token through".into(),
-            ),
+            None => failures
+                .push("assertion sub: the target passes the caller's own token through".into()),
         }
     }
 }

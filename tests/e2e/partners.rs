@@ -1,0 +1,586 @@
+//! Partners onboarded by files: `stsbridge test` and `partner init`, audit-mode rules, per-partner
+//! limits under a burst, a dead partner IdP that must not hold anyone else up, and denials the
+//! caller can read.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use stsbridge_e2e::{BridgeProcess, TestIdp, sts};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::operations::{metrics, sample};
+use crate::{BIN, MAPPINGS, Setup, Stack, write_config};
+
+fn run(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn mapping_tests_pass_on_the_shipped_mappings_and_explain_a_wrong_expectation() {
+    let (code, out, err) = run(&repo(), &["test"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains(" 0 failed, in 5 file(s)"), "{out}");
+    assert!(!out.contains("FAIL"), "{out}");
+    // The production-shaped config runs the same tests against its own trust list.
+    let (code, out, err) = run(
+        &repo(),
+        &["test", "--config", "examples/production/stsbridge.yaml"],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+
+    // A deliberately wrong expectation: a feature branch expected to deploy prod.
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo().join("mappings"), &dir.path().join("mappings"));
+    std::fs::write(
+        dir.path().join("mappings/tests/wrong.yaml"),
+        r#"version: 1
+cases:
+  - name: a feature branch deploys prod (wrong)
+    issuer: github
+    claims: { sub: "repo:acme/payments:environment:prod", repository_owner: acme, ref: refs/heads/feature }
+    target: payments-prod-deploy
+    expect: allow
+  - name: the right session name is rendered (wrong name)
+    issuer: dev
+    claims: { sub: "dev:alice" }
+    target: sandbox-aws
+    expect: allow
+    session_name: someone-else
+"#,
+    )
+    .unwrap();
+    let (code, out, _) = run(dir.path(), &["test"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("24 passed, 2 failed"), "{out}");
+    assert!(
+        out.contains("FAIL  a feature branch deploys prod (wrong)")
+            && out.contains("expected allow, but no allow rule matches"),
+        "{out}"
+    );
+    // The per-condition explanation: which test of which rule failed, and the token's value.
+    assert!(
+        out.contains(
+            "rule payments-main-deploys-prod (allow, mappings/ci-deploy.yaml): does not match"
+        ) && out.contains("[FAIL] ref == \"refs/heads/main\" (token: \"refs/heads/feature\")")
+            && out.contains("[pass] repository_owner == \"acme\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("session name: expected \"someone-else\", rendered \"dev-dev-alice\""),
+        "{out}"
+    );
+
+    // A broken test file is a usage error (64), not a failed case.
+    std::fs::write(
+        dir.path().join("mappings/tests/wrong.yaml"),
+        "version: 1\ncases:\n  - { name: x, issuer: nobody, claims: { sub: a }, target: hello-api, expect: allow }\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(dir.path(), &["test"]);
+    assert_eq!(code, 64);
+    assert!(
+        err.contains("wrong.yaml: cases[0].issuer: \"nobody\" is not a trust entry"),
+        "{err}"
+    );
+}
+
+#[test]
+fn partner_init_writes_a_partner_file_whose_tests_pass_and_that_check_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo().join("mappings"), &dir.path().join("mappings"));
+    let (code, out, err) = run(
+        dir.path(),
+        &[
+            "partner",
+            "init",
+            "--name",
+            "initech",
+            "--issuer",
+            "https://idp.initech.example",
+            "--audience",
+            "https://sts.example.com",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("wrote mappings/partner-initech.yaml"), "{out}");
+    assert!(
+        out.contains("wrote mappings/tests/partner-initech.yaml"),
+        "{out}"
+    );
+    let (code, out, err) = run(dir.path(), &["test"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("25 passed, 0 failed, in 6 file(s)"), "{out}");
+
+    // The production config picks the partner up with no edit of its own.
+    copy_dir(
+        &repo().join("examples/production"),
+        &dir.path().join("examples/production"),
+    );
+    let (code, out, err) = run(
+        dir.path(),
+        &["check", "--config", "examples/production/stsbridge.yaml"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("5 trusted issuer(s)"), "{out}");
+
+    // Onboarding twice, or the same issuer under another name, is refused and leaves nothing.
+    let (code, _, err) = run(
+        dir.path(),
+        &[
+            "partner",
+            "init",
+            "--name",
+            "initech",
+            "--issuer",
+            "https://x.example",
+            "--audience",
+            "a",
+        ],
+    );
+    assert_eq!(code, 64);
+    assert!(err.contains("already exists"), "{err}");
+    let (code, _, err) = run(
+        dir.path(),
+        &[
+            "partner",
+            "init",
+            "--name",
+            "initech2",
+            "--issuer",
+            "https://idp.initech.example",
+            "--audience",
+            "a",
+        ],
+    );
+    assert_eq!(code, 64);
+    assert!(err.contains("is also trusted"), "{err}");
+    assert!(!dir.path().join("mappings/partner-initech2.yaml").exists());
+}
+
+/// A partner file for `idp`, with `extra` lines in its trust entry and a jwt target and rule.
+fn partner_file(name: &str, issuer: &str, extra: &str, target: &str) -> String {
+    format!(
+        r#"version: 1
+trust:
+  - name: {name}
+    issuer: {issuer}
+    audiences: ["{aud}"]
+    jwks: {{ discovery: true }}
+    allow_insecure_loopback: true
+{extra}
+targets:
+  - {{ name: {name}-api, jwt: {{ audience: {name}-api }} }}
+rules:
+  - name: {name}-clients
+    issuer: {name}
+    subject: {{ glob: "client-*" }}
+    allow: [{name}-api{target}]
+"#,
+        aud = stsbridge_e2e::BRIDGE_URL,
+    )
+}
+
+async fn start_with_partners(idp: TestIdp, setup: Setup<'_>, partners: &[(&str, String)]) -> Stack {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &idp, &setup);
+    for (name, text) in partners {
+        std::fs::write(dir.path().join(format!("mappings/{name}.yaml")), text).unwrap();
+    }
+    let bridge = BridgeProcess::spawn(
+        BIN,
+        dir.path(),
+        &["serve", "--config", "stsbridge.yaml"],
+        &setup.env,
+    )
+    .await;
+    Stack {
+        idp,
+        bridge,
+        http: reqwest::Client::new(),
+        dir,
+    }
+}
+
+async fn credentials(stack: &Stack, target: &str, token: &str) -> (u16, Value, Option<String>) {
+    let (status, body, headers) = stack.credentials(target, &format!("Bearer {token}")).await;
+    let retry = headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (status, body, retry)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_partner_limits_hold_under_a_burst_while_other_partners_keep_succeeding() {
+    // The slow partner's target is an AWS role behind an STS that takes 3 s to answer, so its
+    // exchanges stay in flight; each client gets its own session (no shared cache entry).
+    let sts_stand_in = MockServer::start().await;
+    let expiration =
+        stsbridge::audit::rfc3339(std::time::SystemTime::now() + Duration::from_secs(3600));
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_string(sts::web_identity_success(
+                    "arn:aws:sts::444444444444:assumed-role/partner/slow",
+                    "ASIAPARTNERSLOW00001",
+                    "partner-secret-000000000000000000000000",
+                    "partner-session-00000000000000000000000000000000",
+                    &expiration,
+                ))
+                .set_delay(Duration::from_secs(3)),
+        )
+        .mount(&sts_stand_in)
+        .await;
+    let bursty = TestIdp::start().await;
+    let slow = TestIdp::start().await;
+    let slow_file = partner_file(
+        "partner-slow",
+        &slow.issuer,
+        "    max_concurrent: 2",
+        ", partner-slow-aws",
+    )
+    .replace(
+        "targets:\n",
+        "targets:\n  - { name: partner-slow-aws, aws: { role_arn: \"arn:aws:iam::444444444444:role/partner\", session_name: \"{{ subject }}\" } }\n",
+    );
+    let sts = sts_stand_in.uri();
+    let stack = start_with_partners(
+        TestIdp::start().await,
+        Setup {
+            sts: Some(&sts),
+            ..Setup::default()
+        },
+        &[
+            (
+                "partner-bursty",
+                partner_file(
+                    "partner-bursty",
+                    &bursty.issuer,
+                    "    rate_limit: 3/m\n    burst: 3",
+                    "",
+                ),
+            ),
+            ("partner-slow", slow_file),
+        ],
+    )
+    .await;
+    let other = stack.idp.token("svc:alice", json!({}));
+
+    // Rate: 20 requests from the bursty partner's clients; its bucket holds 3 for the minute.
+    let mut granted = 0;
+    let mut limited = 0;
+    for i in 0..20 {
+        let token = bursty.token(&format!("client-{i}"), json!({}));
+        let (status, body, retry) = credentials(&stack, "partner-bursty-api", &token).await;
+        match status {
+            200 => granted += 1,
+            429 => {
+                limited += 1;
+                assert_eq!(body["error"], "rate_limited");
+                assert!(
+                    body["error_description"]
+                        .as_str()
+                        .unwrap()
+                        .contains("issuer partner-bursty is over its rate_limit"),
+                    "{body}"
+                );
+                let retry: u64 = retry.expect("Retry-After").parse().unwrap();
+                assert!((1..=60).contains(&retry), "{retry}");
+            }
+            other => panic!("{other}: {body}"),
+        }
+        // Interleaved, the other partner's callers are untouched.
+        assert_eq!(credentials(&stack, "api", &other).await.0, 200);
+    }
+    assert_eq!((granted, limited), (3, 17));
+
+    // Concurrency: 8 clients of the slow partner at once; 2 may be in flight.
+    let slow = Arc::new(slow);
+    let stack = Arc::new(stack);
+    let burst: Vec<_> = (0..8)
+        .map(|i| {
+            let stack = Arc::clone(&stack);
+            let token = slow.token(&format!("client-{i}"), json!({}));
+            tokio::spawn(async move { credentials(&stack, "partner-slow-aws", &token).await })
+        })
+        .collect();
+    // While those are in flight, the other partner keeps getting answers.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut others_ok = 0;
+    for _ in 0..10 {
+        if credentials(&stack, "api", &other).await.0 == 200 {
+            others_ok += 1;
+        }
+    }
+    let mut statuses = Vec::new();
+    let mut busy = 0;
+    for handle in burst {
+        let (status, body, retry) = handle.await.unwrap();
+        if status == 429 {
+            assert!(
+                body["error_description"]
+                    .as_str()
+                    .unwrap()
+                    .contains("issuer partner-slow is over its max_concurrent"),
+                "{body}"
+            );
+            assert_eq!(retry.as_deref(), Some("1"));
+            busy += 1;
+        }
+        statuses.push(status);
+    }
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    assert!((1..=2).contains(&ok) && ok + busy == 8, "{statuses:?}");
+    assert_eq!(others_ok, 10);
+    let m = metrics(&stack).await;
+    assert_eq!(
+        sample(
+            &m,
+            "stsbridge_partner_limited_total{issuer=partner-bursty,limit=rate}"
+        ),
+        17.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "stsbridge_partner_limited_total{issuer=partner-slow,limit=concurrency}"
+        ),
+        busy as f64
+    );
+}
+
+/// A partner IdP that accepts connections and never answers.
+async fn dead_idp() -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    (url, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_partner_idp_does_not_hold_up_other_partners() {
+    let (dead_url, accepted) = dead_idp().await;
+    let live = TestIdp::start().await;
+    let stack = Arc::new(
+        start_with_partners(
+            TestIdp::start().await,
+            Setup::default(),
+            &[
+                (
+                    "partner-dead",
+                    partner_file("partner-dead", &dead_url, "", ""),
+                ),
+                (
+                    "partner-live",
+                    partner_file("partner-live", &live.issuer, "", ""),
+                ),
+            ],
+        )
+        .await,
+    );
+    // Lazy: the service is ready, and nothing has been asked of either partner IdP yet.
+    assert_eq!(accepted.load(Ordering::SeqCst), 0);
+    assert_eq!(live.jwks_fetches(), 0);
+    let ready: Value = stack
+        .http
+        .get(stack.bridge.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["ready"], true);
+    assert_eq!(ready["partner_issuers"], json!({ "total": 2, "unused": 2 }));
+
+    // A token claiming the dead partner's issuer (signed by some key: it is never checked, the
+    // keys cannot be fetched).
+    let mut claims = live.claims("client-1");
+    claims["iss"] = json!(dead_url);
+    let dead_token = live.sign(&claims);
+    let finished = Arc::new(AtomicBool::new(false));
+    let dead_request = {
+        let stack = Arc::clone(&stack);
+        let finished = Arc::clone(&finished);
+        tokio::spawn(async move {
+            let r = credentials(&stack, "partner-dead-api", &dead_token).await;
+            finished.store(true, Ordering::SeqCst);
+            r
+        })
+    };
+    while accepted.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // While the dead partner's key fetch hangs, the live partner (first use: its keys are fetched
+    // now) and the config's own issuer complete every request.
+    let other = stack.idp.token("svc:alice", json!({}));
+    let mut completed_while_waiting = 0;
+    for i in 0..20 {
+        let token = live.token(&format!("client-{i}"), json!({}));
+        assert_eq!(credentials(&stack, "partner-live-api", &token).await.0, 200);
+        assert_eq!(credentials(&stack, "api", &other).await.0, 200);
+        if !finished.load(Ordering::SeqCst) {
+            completed_while_waiting += 1;
+        }
+    }
+    assert_eq!(
+        completed_while_waiting, 20,
+        "the live partner waited for the dead one"
+    );
+    assert_eq!(live.jwks_fetches(), 1, "fetched once, on first use");
+
+    // The dead partner's caller gets a clear, retryable answer once the fetch times out; a second
+    // caller within the forced-refresh interval gets it at once, with no new connection.
+    let (status, body, retry) = dead_request.await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "upstream_unavailable");
+    assert!(retry.is_some());
+    let mut claims = live.claims("client-2");
+    claims["iss"] = json!(dead_url);
+    let (status, _, _) = credentials(&stack, "partner-dead-api", &live.sign(&claims)).await;
+    assert_eq!(status, 503);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_mode_rule_grants_nothing_and_is_recorded_as_would_allow() {
+    let staged = |mode: &str| {
+        format!(
+            "{MAPPINGS}  - {{ name: staged-reports, issuer: ci, subject: \"svc:bob\", allow: [reports], mode: {mode} }}\n"
+        )
+        .replace(
+            "targets:\n",
+            "targets:\n  - { name: reports, jwt: { audience: reports-api } }\n",
+        )
+    };
+    let mappings = staged("audit");
+    let stack = Stack::start(Setup {
+        mappings: Some(&mappings),
+        ..Setup::default()
+    })
+    .await;
+    let bob = stack.idp.token("svc:bob", json!({}));
+    let (status, body, _) = credentials(&stack, "reports", &bob).await;
+    assert_eq!(status, 403, "{body}");
+    let event = stack
+        .bridge
+        .audit_event(body["decision_id"].as_str().unwrap())
+        .await;
+    assert_eq!(event["outcome"], "deny");
+    assert_eq!(event["reason"], "no_matching_rule");
+    assert_eq!(
+        event["shadow"],
+        json!([{ "rule": "staged-reports", "would": "allow" }])
+    );
+    // An enforced grant is unaffected, and records no shadow when no audit rule matches.
+    let (status, _, headers) = stack.credentials("api", &format!("Bearer {bob}")).await;
+    assert_eq!(status, 200);
+    let event = stack
+        .bridge
+        .audit_event(headers["x-stsbridge-decision-id"].to_str().unwrap())
+        .await;
+    assert!(event.get("shadow").is_none(), "{event}");
+    let m = metrics(&stack).await;
+    assert_eq!(
+        sample(
+            &m,
+            "stsbridge_shadow_decisions_total{rule=staged-reports,would=allow}"
+        ),
+        1.0
+    );
+
+    // Going live is a one-word change, picked up by hot reload.
+    std::fs::write(
+        stack.dir.path().join("mappings/test.yaml"),
+        staged("enforce"),
+    )
+    .unwrap();
+    let mut status = 0;
+    for _ in 0..50 {
+        status = credentials(&stack, "reports", &bob).await.0;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_denials_tells_the_caller_which_conditions_failed_and_nothing_else() {
+    let stack = Stack::start(Setup {
+        trust_extra: "    explain_denials: true",
+        ..Setup::default()
+    })
+    .await;
+    // Right repository, wrong branch, wrong owner claim.
+    let token = stack.idp.token(
+        "repo:acme/app:ref:refs/heads/feature",
+        json!({ "repository_owner": "evil" }),
+    );
+    let (status, body, _) = credentials(&stack, "deploy", &token).await;
+    assert_eq!(status, 403);
+    let description = body["error_description"].as_str().unwrap();
+    assert!(
+        description.contains("no rule allows this token to obtain deploy")
+            && description.contains("rule main-deploys: failed subject == \"repo:acme/app:ref:refs/heads/main\"; repository_owner == \"acme\""),
+        "{description}"
+    );
+    // The token's own values are not echoed, and rules for other targets are not listed.
+    assert!(!description.contains("evil") && !description.contains("services-call-api"));
+    assert!(body["decision_id"].is_string());
+
+    // Without explain_denials the caller gets the decision id and where the operator looks.
+    let plain = Stack::start(Setup::default()).await;
+    let token = plain.idp.token(
+        "repo:acme/app:ref:refs/heads/feature",
+        json!({ "repository_owner": "evil" }),
+    );
+    let (status, body, _) = credentials(&plain, "deploy", &token).await;
+    assert_eq!(status, 403);
+    let description = body["error_description"].as_str().unwrap();
+    assert!(!description.contains("main-deploys"), "{description}");
+    assert!(description.contains("stsbridge explain"), "{description}");
+}
