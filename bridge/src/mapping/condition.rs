@@ -20,7 +20,7 @@ pub enum Matcher {
     /// Equal to.
     Exact(String),
     /// Matches a glob (`*` matches any run of characters, `/` included).
-    Glob(String, GlobMatcher),
+    Glob(String, GlobTest),
     /// Matches an anchored regex.
     Regex(String, Regex),
     /// Equal to one of.
@@ -31,6 +31,46 @@ pub enum Matcher {
     Contains(String),
     /// The claim is present (`true`) or absent (`false`).
     Exists(bool),
+}
+
+/// A compiled glob. The common shapes (`prefix*`, `*suffix`) are string tests; anything else is
+/// compiled by `globset`. Compiling thousands of partner rules stays cheap either way.
+#[derive(Debug, Clone)]
+pub enum GlobTest {
+    /// `prefix*`.
+    Prefix(String),
+    /// `*suffix`.
+    Suffix(String),
+    /// Any other glob.
+    Compiled(GlobMatcher),
+}
+
+impl GlobTest {
+    /// Compiles `pattern`, or says why it is not a glob.
+    pub fn new(pattern: &str) -> Result<GlobTest, String> {
+        let glob = Glob::new(pattern).map_err(|e| format!("bad glob {pattern:?}: {e}"))?;
+        let special = |c: char| matches!(c, '?' | '[' | ']' | '{' | '}' | '\\' | '*');
+        if let Some(prefix) = pattern.strip_suffix('*')
+            && !prefix.contains(special)
+        {
+            return Ok(GlobTest::Prefix(prefix.to_owned()));
+        }
+        if let Some(suffix) = pattern.strip_prefix('*')
+            && !suffix.contains(special)
+        {
+            return Ok(GlobTest::Suffix(suffix.to_owned()));
+        }
+        Ok(GlobTest::Compiled(glob.compile_matcher()))
+    }
+
+    /// Whether `s` matches.
+    pub fn is_match(&self, s: &str) -> bool {
+        match self {
+            GlobTest::Prefix(p) => s.starts_with(p.as_str()),
+            GlobTest::Suffix(x) => s.ends_with(x.as_str()),
+            GlobTest::Compiled(g) => g.is_match(s),
+        }
+    }
 }
 
 /// The outcome of one condition, with what was seen (for `explain`).
@@ -166,8 +206,8 @@ pub fn compile_matcher(spec: &Yaml, for_subject: bool) -> Result<Matcher, String
     match op.as_str() {
         "glob" => {
             let p = yaml_scalar(arg).ok_or("glob takes a pattern string")?;
-            let g = Glob::new(&p).map_err(|e| format!("bad glob {p:?}: {e}"))?;
-            Ok(Matcher::Glob(p, g.compile_matcher()))
+            let g = GlobTest::new(&p)?;
+            Ok(Matcher::Glob(p, g))
         }
         "regex" => {
             let p = yaml_scalar(arg).ok_or("regex takes a pattern string")?;

@@ -220,13 +220,16 @@ impl Rule {
         self.targets.as_ref().is_none_or(|t| t.contains(target))
     }
 
-    fn subject_check(&self, subject: &str) -> Check {
-        let pass = match &self.subject {
+    fn subject_matches(&self, subject: &str) -> bool {
+        match &self.subject {
             SubjectMatcher::Any => true,
             SubjectMatcher::Is(m) => m.matches_str(subject),
-        };
+        }
+    }
+
+    fn subject_check(&self, subject: &str) -> Check {
         Check {
-            pass,
+            pass: self.subject_matches(subject),
             actual: Some(subject.to_owned()),
         }
     }
@@ -251,6 +254,9 @@ struct IssuerIndex {
     globs: Option<(GlobSet, Vec<usize>)>,
     regexes: Option<(RegexSet, Vec<usize>)>,
     any: Vec<usize>,
+    /// Glob and regex rules of an issuer with few of them, tested one by one with their own
+    /// matchers: building a set for a handful costs more at load than it saves per decision.
+    few: Vec<usize>,
     all: Vec<usize>,
     /// Some of the issuer's rules are in audit mode.
     audit: bool,
@@ -345,8 +351,8 @@ impl Mappings {
         };
         let mut raw_rules = Vec::new();
         let mut partner_trust: Vec<(PathBuf, Vec<TrustConfig>)> = Vec::new();
-        for (path, text) in sources {
-            match crate::config::parse_yaml::<file::MappingFile>(path, text) {
+        for ((path, _), parsed) in sources.iter().zip(parse_all(sources)) {
+            match parsed {
                 Err(e) => b.errors.push(e),
                 Ok(raw) => {
                     if raw.version != CONFIG_VERSION {
@@ -401,16 +407,18 @@ impl Mappings {
             .collect();
         b.errors.extend(crate::config::check_unique_trust(&sets));
         let mut rule_names = HashSet::new();
-        for (path, i, r) in raw_rules {
-            if !rule_names.insert(r.name.clone()) {
+        for (path, i, r) in &raw_rules {
+            if !rule_names.insert(r.name.as_str()) {
                 b.errors.push(ConfigError::new(
-                    &path,
+                    path,
                     format!("rules[{i}].name"),
                     format!("{:?} is also the name of another rule", r.name),
                 ));
             }
-            b.rule(&path, i, r, trust_names);
         }
+        let (rules, errors) = compile_rules(&b.targets, raw_rules, trust_names);
+        b.rules = rules;
+        b.errors.extend(errors);
         if !b.errors.is_empty() {
             return Err(ConfigErrors(b.errors));
         }
@@ -538,6 +546,12 @@ impl Mappings {
         if let Some((set, rules)) = &ix.regexes {
             out.extend(set.matches(subject).into_iter().map(|m| rules[m]));
         }
+        out.extend(
+            ix.few
+                .iter()
+                .copied()
+                .filter(|&i| self.rules[i].subject_matches(subject)),
+        );
         out.extend_from_slice(&ix.any);
         out.sort_unstable();
         out.dedup();
@@ -878,6 +892,79 @@ fn mapping_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     Ok(files)
 }
 
+/// Compiles rules in order, on every core when there are many.
+fn compile_rules(
+    targets: &HashMap<String, Arc<Target>>,
+    raw: Vec<(PathBuf, usize, file::RuleFile)>,
+    trust_names: &HashSet<String>,
+) -> (Vec<Rule>, Vec<ConfigError>) {
+    let compile = |part: Vec<(PathBuf, usize, file::RuleFile)>| {
+        let mut b = Builder {
+            errors: Vec::new(),
+            targets: targets.clone(),
+            rules: Vec::new(),
+        };
+        for (path, i, r) in part {
+            b.rule(&path, i, r, trust_names);
+        }
+        (b.rules, b.errors)
+    };
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    if raw.len() < 256 || threads < 2 {
+        return compile(raw);
+    }
+    let chunk = raw.len().div_ceil(threads);
+    let mut parts = Vec::new();
+    let mut rest = raw;
+    while rest.len() > chunk {
+        let tail = rest.split_off(chunk);
+        parts.push(rest);
+        rest = tail;
+    }
+    parts.push(rest);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = parts
+            .into_iter()
+            .map(|part| scope.spawn(move || compile(part)))
+            .collect();
+        let (mut rules, mut errors) = (Vec::new(), Vec::new());
+        for w in workers {
+            let (r, e) = w
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            rules.extend(r);
+            errors.extend(e);
+        }
+        (rules, errors)
+    })
+}
+
+/// Parses mapping files, on every core when there are many (thousands of partner files).
+fn parse_all(sources: &[(PathBuf, String)]) -> Vec<Result<file::MappingFile, ConfigError>> {
+    let parse = |(path, text): &(PathBuf, String)| crate::config::parse_yaml(path, text);
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    if sources.len() < 256 || threads < 2 {
+        return sources.iter().map(parse).collect();
+    }
+    let chunk = sources.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = sources
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(parse).collect::<Vec<_>>()))
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| {
+                w.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
+}
+
+/// Up to this many glob (or regex) subjects per issuer are tested one by one rather than as a set.
+const FEW_PATTERNS: usize = 4;
+
 fn build_index(rules: &[Rule]) -> Result<HashMap<String, IssuerIndex>, String> {
     let mut index: HashMap<String, IssuerIndex> = HashMap::new();
     let mut globs: HashMap<&str, (GlobSetBuilder, Vec<usize>)> = HashMap::new();
@@ -911,6 +998,12 @@ fn build_index(rules: &[Rule]) -> Result<HashMap<String, IssuerIndex>, String> {
         }
     }
     for (issuer, (builder, ids)) in globs {
+        if ids.len() <= FEW_PATTERNS {
+            if let Some(ix) = index.get_mut(issuer) {
+                ix.few.extend(ids);
+            }
+            continue;
+        }
         let set = builder
             .build()
             .map_err(|e| format!("subject globs of {issuer}: {e}"))?;
@@ -919,6 +1012,12 @@ fn build_index(rules: &[Rule]) -> Result<HashMap<String, IssuerIndex>, String> {
         }
     }
     for (issuer, (patterns, ids)) in regexes {
+        if ids.len() <= FEW_PATTERNS {
+            if let Some(ix) = index.get_mut(issuer) {
+                ix.few.extend(ids);
+            }
+            continue;
+        }
         let set = regex::RegexSetBuilder::new(patterns)
             .size_limit(64 << 20)
             .build()

@@ -741,3 +741,164 @@ fn rules_can_require_a_client_certificate_name() {
             .any(|e| e.path == "rules[0].client_certificate")
     );
 }
+
+#[test]
+fn glob_shortcuts_match_exactly_what_globset_matches() {
+    let patterns = [
+        "svc-*",
+        "*@example.com",
+        "*",
+        "repo:acme/*",
+        "a*b",
+        "svc-?",
+        "x[ab]*",
+        "*.{a,b}",
+        "**",
+        "pre**",
+        "é*",
+        "\\**",
+    ];
+    let inputs = [
+        "",
+        "svc-",
+        "svc-1",
+        "svc-1/2",
+        "SVC-1",
+        "x@example.com",
+        "@example.com",
+        "repo:acme/app",
+        "repo:acme",
+        "ab",
+        "axxb",
+        "xa",
+        "xb1",
+        "f.a",
+        "é",
+        "éa",
+        "*x",
+        "pre/x",
+    ];
+    for p in patterns {
+        let fast = condition::GlobTest::new(p).unwrap();
+        let reference = globset::Glob::new(p).unwrap().compile_matcher();
+        for s in inputs {
+            assert_eq!(fast.is_match(s), reference.is_match(s), "{p:?} on {s:?}");
+        }
+    }
+    assert!(matches!(
+        condition::GlobTest::new("svc-*").unwrap(),
+        condition::GlobTest::Prefix(_)
+    ));
+    assert!(condition::GlobTest::new("a[").is_err());
+}
+
+#[test]
+fn audit_mode_rules_decide_nothing_and_are_reported_as_shadow() {
+    let m = load(&[(
+        "staged.yaml",
+        r#"version: 1
+targets:
+  - { name: t, jwt: { audience: a } }
+  - { name: u, jwt: { audience: b } }
+rules:
+  - { name: live, issuer: partner-globex, subject: "svc-1", allow: [t] }
+  - { name: staged-allow, issuer: partner-globex, subject: { glob: "svc-*" }, allow: [u], mode: audit }
+  - { name: staged-deny, issuer: partner-globex, subject: "svc-1", deny: ["*"], mode: audit }
+"#,
+    )])
+    .unwrap();
+    let svc1 = token("partner-globex", json!({"sub": "svc-1"}));
+    // The audit deny rule does not refuse, the audit allow rule does not grant.
+    assert!(allowed(&m, &svc1, "t"));
+    assert!(!allowed(&m, &svc1, "u"));
+    let names = |target: &str| -> Vec<String> {
+        m.shadow_for(&svc1, &[], target)
+            .iter()
+            .map(|r| r.name.clone())
+            .collect()
+    };
+    assert_eq!(names("t"), ["staged-deny"]);
+    assert_eq!(names("u"), ["staged-allow", "staged-deny"]);
+    // Issuers without audit rules pay nothing.
+    let other = token("github", json!({"sub": "svc-1"}));
+    assert!(m.shadow_for(&other, &[], "t").is_empty());
+    // A misspelt mode is an error naming the field.
+    let e = errors(&[(
+        "bad.yaml",
+        "version: 1\ntargets: [{ name: t, jwt: { audience: a } }]\nrules:\n  - { name: r, issuer: github, subject: s, allow: [t], mode: shadow }\n",
+    )]);
+    assert!(
+        e.iter().any(|e| e
+            .to_string()
+            .contains("rules[0].mode: \"shadow\" is not a mode")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn denial_failures_name_the_tests_not_the_token_values() {
+    let m = shipped();
+    let t = token(
+        "partner-globex",
+        json!({"sub": "svc-billing", "tenant": "initech", "roles": ["reader"]}),
+    );
+    let rules = m.explain(&t, "partner-orders-api");
+    let integration = rules
+        .iter()
+        .find(|r| r.rule == "globex-integration-clients")
+        .unwrap();
+    assert_eq!(
+        integration.failures(),
+        [
+            "tenant == \"globex\"",
+            "roles contains \"orders-integration\""
+        ]
+    );
+    assert!(
+        integration
+            .render(&t.subject)
+            .contains("(token: \"initech\")")
+    );
+    assert!(!integration.failures().join(" ").contains("initech"));
+}
+
+#[test]
+fn partner_files_bring_their_trust_entries_which_must_be_unique() {
+    let partner = |name: &str, issuer: &str| {
+        format!(
+            "version: 1\ntrust:\n  - {{ name: {name}, issuer: \"{issuer}\", audiences: [x], jwks: {{ discovery: true }}, rate_limit: 5/s, max_concurrent: 3 }}\ntargets: [{{ name: {name}-t, jwt: {{ audience: a }} }}]\nrules:\n  - {{ name: {name}-r, issuer: {name}, subject: {{ any: true }}, allow: [{name}-t] }}\n"
+        )
+    };
+    let a = partner("partner-a", "https://a.example");
+    let b = partner("partner-b", "https://b.example");
+    let dir = dir_with(&[("partner-a.yaml", &a), ("partner-b.yaml", &b)]);
+    let config = dir.path().join("stsbridge.yaml");
+    let (m, trust) = Mappings::load_with_trust(dir.path(), &[], &config).unwrap();
+    assert_eq!(trust.len(), 2);
+    assert!(trust.iter().all(|t| t.lazy_jwks));
+    assert_eq!(trust[0].max_concurrent, Some(3));
+    assert!(allowed(
+        &m,
+        &token("partner-b", json!({"sub": "x"})),
+        "partner-b-t"
+    ));
+
+    // The same issuer in two partner files, or a partner repeating a config entry's name.
+    let dup = partner("partner-c", "https://a.example");
+    let dir = dir_with(&[("partner-a.yaml", &a), ("partner-c.yaml", &dup)]);
+    let e = Mappings::load_with_trust(dir.path(), &[], &config).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("\"https://a.example\" is also trusted in"),
+        "{e}"
+    );
+    let dir = dir_with(&[("partner-a.yaml", &a)]);
+    let mut config_entry = crate::testutil::trust();
+    config_entry.name = "partner-a".into();
+    let e = Mappings::load_with_trust(dir.path(), &[config_entry], &config).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("\"partner-a\" is also a trust entry in"),
+        "{e}"
+    );
+}

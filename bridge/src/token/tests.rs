@@ -560,3 +560,37 @@ fn jwks_parsing_skips_what_it_cannot_use() {
         keys::JwksError::TooLarge
     );
 }
+
+#[tokio::test]
+async fn lazy_partner_keys_are_fetched_on_first_use_only() {
+    let key = rsa_key();
+    let jwks = json!({ "keys": [key.public_jwk().clone()] }).to_string();
+    let mut eager = trust();
+    eager.jwks = crate::config::JwksSource::Inline(jwks.clone());
+    let mut lazy = trust();
+    lazy.name = "partner".into();
+    lazy.issuer = "https://partner.example".into();
+    lazy.jwks = crate::config::JwksSource::Inline(jwks);
+    lazy.lazy_jwks = true;
+    let manager = std::sync::Arc::new(jwks::JwksManager::new(&[eager, lazy], None).unwrap());
+    let tasks = manager.spawn_refreshers();
+    // The eager entry loads at start; readiness does not wait for the lazy one.
+    for _ in 0..100 {
+        if manager.all_loaded() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(manager.all_loaded());
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(manager.keys("partner").is_none(), "not fetched before use");
+    let status = manager.status();
+    let partner = status.iter().find(|s| s.name == "partner").unwrap();
+    assert!(partner.lazy && !partner.loaded);
+    // A token's need loads it.
+    assert!(manager.refresh_for("partner", Some(key.kid())).await);
+    assert_eq!(manager.keys("partner").unwrap().len(), 1);
+    for t in tasks {
+        t.abort();
+    }
+}
