@@ -76,7 +76,7 @@ pub fn init(
     dir: &Path,
 ) -> Result<Vec<PathBuf>, InitError> {
     let names = PartnerNames::new(name)?;
-    check_url(issuer, false).map_err(|m| InitError::Invalid(format!("--issuer: {m}")))?;
+    check_url(issuer, true).map_err(|m| InitError::Invalid(format!("--issuer: {m}")))?;
     if audiences.is_empty() {
         return Err(InitError::Invalid("give at least one --audience".into()));
     }
@@ -116,7 +116,8 @@ pub fn init(
         let _ = std::fs::remove_file(&file);
         let _ = std::fs::remove_file(&tests);
     };
-    let written = write(&file, partner_file(&names, issuer, audiences))
+    let loopback = issuer.starts_with("http://");
+    let written = write(&file, partner_file(&names, issuer, audiences, loopback))
         .and_then(|()| write(&tests, tests_file(&names)));
     if let Err(e) = written {
         remove();
@@ -153,7 +154,12 @@ fn quoted(s: &str) -> String {
     serde_json::Value::String(s.to_owned()).to_string()
 }
 
-fn partner_file(names: &PartnerNames, issuer: &str, audiences: &[String]) -> String {
+fn partner_file(
+    names: &PartnerNames,
+    issuer: &str,
+    audiences: &[String],
+    loopback: bool,
+) -> String {
     let audiences: Vec<String> = audiences.iter().map(|a| quoted(a)).collect();
     let PartnerNames {
         trust,
@@ -175,7 +181,7 @@ trust:
     explain_denials: true           # a refused client is told which conditions failed
     rate_limit: 20/s                # all of this partner's clients together
     burst: 40
-    max_concurrent: 16
+    max_concurrent: 16{loopback}
 targets:
   - name: {target}
     description: Our API, as this partner's clients see it.
@@ -195,6 +201,11 @@ rules:
 "#,
         issuer = quoted(issuer),
         audiences = audiences.join(", "),
+        loopback = if loopback {
+            "\n    allow_insecure_loopback: true   # a local stand-in IdP over plain http; never in production"
+        } else {
+            ""
+        },
     )
 }
 
@@ -264,7 +275,12 @@ mod tests {
     fn hostile_arguments_are_refused_and_nothing_is_left_behind() {
         let dir = tempfile::tempdir().unwrap();
         let aud = ["x".to_owned()];
+        // Plain http only to loopback (a local stand-in), and then the file says so.
         assert!(init("a", "http://idp.example", &aud, dir.path()).is_err());
+        init("local", "http://127.0.0.1:8081", &aud, dir.path()).unwrap();
+        let (trust, _) = crate::dev::offline(dir.path()).unwrap();
+        let local = trust.iter().find(|t| t.name == "partner-local").unwrap();
+        assert!(local.allow_insecure_loopback);
         assert!(init("a", "https://idp.example", &[], dir.path()).is_err());
         assert!(init("a", "https://idp.example", &["a\nb: c".into()], dir.path()).is_err());
         // A quote in the issuer cannot break out of the YAML scalar; the URL parser refuses it

@@ -584,3 +584,150 @@ async fn explain_denials_tells_the_caller_which_conditions_failed_and_nothing_el
     assert!(!description.contains("main-deploys"), "{description}");
     assert!(description.contains("stsbridge explain"), "{description}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_partner_onboarding_walkthrough_runs_as_written() {
+    // 0. The partner's IdP: a dev-mode service in an empty directory (built-in mappings).
+    let idp_dir = tempfile::tempdir().unwrap();
+    let partner_idp = BridgeProcess::spawn(
+        BIN,
+        idp_dir.path(),
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let dev = http
+        .post(partner_idp.url("/dev/token"))
+        .form(&[("sub", "dev:alice")])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let issued: Value = http
+        .get(partner_idp.url("/v1/credentials/hello-api"))
+        .bearer_auth(dev.trim())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let partner_token = issued["access_token"].as_str().unwrap().to_owned();
+
+    // 1. partner init, in a copy of the repository's mappings.
+    let ours = tempfile::tempdir().unwrap();
+    copy_dir(&repo().join("mappings"), &ours.path().join("mappings"));
+    let (code, out, err) = run(
+        ours.path(),
+        &[
+            "partner",
+            "init",
+            "--name",
+            "acme",
+            "--issuer",
+            &partner_idp.base,
+            "--audience",
+            "hello-api",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    // 2. Narrow the rule, run the tests.
+    let file = ours.path().join("mappings/partner-acme.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("subject: { any: true }"), "{text}");
+    std::fs::write(
+        &file,
+        text.replace(
+            "subject: { any: true }",
+            "subject: { one_of: [\"dev:alice\", \"dev:carol\"] }",
+        ),
+    )
+    .unwrap();
+    let tests = ours.path().join("mappings/tests/partner-acme.yaml");
+    let cases = std::fs::read_to_string(&tests)
+        .unwrap()
+        .replace("sub: client-1", "sub: \"dev:alice\"");
+    std::fs::write(&tests, &cases).unwrap();
+    let (code, out, _) = run(ours.path(), &["test"]);
+    assert_eq!(code, 0, "{out}");
+
+    // 3. Audit mode: 403, recorded as would-allow; the partner's keys are fetched on first use.
+    let service =
+        BridgeProcess::spawn(BIN, ours.path(), &["serve", "--listen", "127.0.0.1:0"], &[]).await;
+    let get = |token: String| {
+        let http = http.clone();
+        let url = service.url("/v1/credentials/partner-acme-api");
+        async move {
+            let r = http.get(url).bearer_auth(token).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = get(partner_token.clone()).await;
+    assert_eq!(status, 403, "{body}");
+    let event = service
+        .audit_event(body["decision_id"].as_str().unwrap())
+        .await;
+    assert_eq!(event["caller"]["issuer"], "partner-acme");
+    assert_eq!(event["caller"]["verified"], true);
+    assert_eq!(
+        event["shadow"],
+        json!([{ "rule": "partner-acme-clients", "would": "allow" }])
+    );
+
+    // 4. One word, and the test case flipped: live on reload.
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("mode: audit", "mode: enforce")).unwrap();
+    let (code, out, _) = run(ours.path(), &["test"]);
+    assert_eq!(
+        code, 1,
+        "the audit-mode expectation no longer holds:\n{out}"
+    );
+    std::fs::write(
+        &tests,
+        cases
+            .replace("expect: deny", "expect: allow")
+            .replace("    shadow: [partner-acme-clients]\n", ""),
+    )
+    .unwrap();
+    let (code, out, _) = run(ours.path(), &["test"]);
+    assert_eq!(code, 0, "{out}");
+    let mut answer = (0, Value::Null);
+    for _ in 0..50 {
+        answer = get(partner_token.clone()).await;
+        if answer.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(answer.0, 200, "{}", answer.1);
+    assert!(answer.1["access_token"].as_str().unwrap().starts_with("ey"));
+
+    // 5. A client the rule does not cover is told which condition failed (explain_denials).
+    let bob = http
+        .post(partner_idp.url("/dev/token"))
+        .form(&[("sub", "dev:bob")])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let bob: Value = http
+        .get(partner_idp.url("/v1/credentials/hello-api"))
+        .bearer_auth(bob.trim())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (status, body) = get(bob["access_token"].as_str().unwrap().to_owned()).await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        body["error_description"],
+        "no rule allows this token to obtain partner-acme-api: rule partner-acme-clients: failed subject one of [\"dev:alice\", \"dev:carol\"]"
+    );
+}
