@@ -17,3 +17,5 @@ fi
 export STSBRIDGE_TEST_PYTHON="$PWD/$venv/bin/python"
 
 cargo test --workspace --locked
+# The mapping tests of every shipped mapping file (mappings/tests/), as an operator runs them.
+cargo run --locked --quiet -p stsbridge -- test
