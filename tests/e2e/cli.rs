@@ -9,7 +9,8 @@ use stsbridge_e2e::{BridgeProcess, TestIdp};
 
 use crate::{BIN, Setup, write_config};
 
-fn run(dir: &Path, args: &[&str]) -> (i32, String, String) {
+/// Runs the binary in `dir`: exit code, stdout, stderr.
+pub fn run(dir: &Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(BIN)
         .args(args)
         .current_dir(dir)

@@ -180,9 +180,21 @@ pub struct Stack {
 impl Stack {
     /// Starts an IdP and a bridge configured by `setup`.
     pub async fn start(setup: Setup<'_>) -> Stack {
-        let idp = TestIdp::start().await;
+        Self::start_with_files(TestIdp::start().await, setup, &[]).await
+    }
+
+    /// Starts a bridge trusting `idp`, configured by `setup`, with more files (path relative to
+    /// its directory, contents) written beside its config.
+    pub async fn start_with_files(
+        idp: TestIdp,
+        setup: Setup<'_>,
+        files: &[(&str, String)],
+    ) -> Stack {
         let dir = tempfile::tempdir().unwrap();
         write_config(dir.path(), &idp, &setup);
+        for (path, text) in files {
+            std::fs::write(dir.path().join(path), text).unwrap();
+        }
         let bridge = BridgeProcess::spawn(
             BIN,
             dir.path(),
@@ -196,6 +208,18 @@ impl Stack {
             http: reqwest::Client::new(),
             dir,
         }
+    }
+
+    /// `GET path` on the bridge, as JSON.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.http
+            .get(self.bridge.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// The token of the main branch of acme/app, with a run id.

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use serde_json::Value;
 use stsbridge_e2e::clouds::gcp_sts_token;
 use stsbridge_e2e::moto::python;
 use stsbridge_e2e::sts;
@@ -152,15 +151,7 @@ async fn an_idp_down_longer_than_the_refresh_interval_does_not_stop_exchanges() 
     let token = stack.idp.token("svc:alice", serde_json::json!({}));
     let (status, body, _) = stack.credentials("api", &format!("Bearer {token}")).await;
     assert_eq!(status, 200, "{body}");
-    let ready: Value = stack
-        .http
-        .get(stack.bridge.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = stack.get_json("/readyz").await;
     assert_eq!(ready["ready"], true);
     assert_eq!(ready["degraded"], serde_json::json!(["ci"]), "{ready}");
     assert!(

@@ -3,7 +3,6 @@
 //! caller can read.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -13,21 +12,9 @@ use stsbridge_e2e::{BridgeProcess, TestIdp, sts};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use crate::cli::run;
 use crate::operations::{metrics, sample};
-use crate::{BIN, MAPPINGS, Setup, Stack, write_config};
-
-fn run(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
+use crate::{BIN, MAPPINGS, Setup, Stack};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -214,27 +201,6 @@ rules:
     )
 }
 
-async fn start_with_partners(idp: TestIdp, setup: Setup<'_>, partners: &[(&str, String)]) -> Stack {
-    let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), &idp, &setup);
-    for (name, text) in partners {
-        std::fs::write(dir.path().join(format!("mappings/{name}.yaml")), text).unwrap();
-    }
-    let bridge = BridgeProcess::spawn(
-        BIN,
-        dir.path(),
-        &["serve", "--config", "stsbridge.yaml"],
-        &setup.env,
-    )
-    .await;
-    Stack {
-        idp,
-        bridge,
-        http: reqwest::Client::new(),
-        dir,
-    }
-}
-
 async fn credentials(stack: &Stack, target: &str, token: &str) -> (u16, Value, Option<String>) {
     let (status, body, headers) = stack.credentials(target, &format!("Bearer {token}")).await;
     let retry = headers
@@ -278,7 +244,7 @@ async fn per_partner_limits_hold_under_a_burst_while_other_partners_keep_succeed
         "targets:\n  - { name: partner-slow-aws, aws: { role_arn: \"arn:aws:iam::444444444444:role/partner\", session_name: \"{{ subject }}\" } }\n",
     );
     let sts = sts_stand_in.uri();
-    let stack = start_with_partners(
+    let stack = Stack::start_with_files(
         TestIdp::start().await,
         Setup {
             sts: Some(&sts),
@@ -286,7 +252,7 @@ async fn per_partner_limits_hold_under_a_burst_while_other_partners_keep_succeed
         },
         &[
             (
-                "partner-bursty",
+                "mappings/partner-bursty.yaml",
                 partner_file(
                     "partner-bursty",
                     &bursty.issuer,
@@ -294,7 +260,7 @@ async fn per_partner_limits_hold_under_a_burst_while_other_partners_keep_succeed
                     "",
                 ),
             ),
-            ("partner-slow", slow_file),
+            ("mappings/partner-slow.yaml", slow_file),
         ],
     )
     .await;
@@ -404,16 +370,16 @@ async fn a_dead_partner_idp_does_not_hold_up_other_partners() {
     let (dead_url, accepted) = dead_idp().await;
     let live = TestIdp::start().await;
     let stack = Arc::new(
-        start_with_partners(
+        Stack::start_with_files(
             TestIdp::start().await,
             Setup::default(),
             &[
                 (
-                    "partner-dead",
+                    "mappings/partner-dead.yaml",
                     partner_file("partner-dead", &dead_url, "", ""),
                 ),
                 (
-                    "partner-live",
+                    "mappings/partner-live.yaml",
                     partner_file("partner-live", &live.issuer, "", ""),
                 ),
             ],
@@ -423,15 +389,7 @@ async fn a_dead_partner_idp_does_not_hold_up_other_partners() {
     // Lazy: the service is ready, and nothing has been asked of either partner IdP yet.
     assert_eq!(accepted.load(Ordering::SeqCst), 0);
     assert_eq!(live.jwks_fetches(), 0);
-    let ready: Value = stack
-        .http
-        .get(stack.bridge.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = stack.get_json("/readyz").await;
     assert_eq!(ready["ready"], true);
     assert_eq!(ready["partner_issuers"], json!({ "total": 2, "unused": 2 }));
 
@@ -585,6 +543,29 @@ async fn explain_denials_tells_the_caller_which_conditions_failed_and_nothing_el
     assert!(description.contains("stsbridge explain"), "{description}");
 }
 
+/// A token of the stand-in partner IdP (a dev-mode service): its own issuer's JWT for `sub`.
+async fn partner_idp_token(http: &reqwest::Client, idp: &BridgeProcess, sub: &str) -> String {
+    let dev = http
+        .post(idp.url("/dev/token"))
+        .form(&[("sub", sub)])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let issued: Value = http
+        .get(idp.url("/v1/credentials/hello-api"))
+        .bearer_auth(dev.trim())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    issued["access_token"].as_str().unwrap().to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_partner_onboarding_walkthrough_runs_as_written() {
     // 0. The partner's IdP: a dev-mode service in an empty directory (built-in mappings).
@@ -597,25 +578,7 @@ async fn the_partner_onboarding_walkthrough_runs_as_written() {
     )
     .await;
     let http = reqwest::Client::new();
-    let dev = http
-        .post(partner_idp.url("/dev/token"))
-        .form(&[("sub", "dev:alice")])
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let issued: Value = http
-        .get(partner_idp.url("/v1/credentials/hello-api"))
-        .bearer_auth(dev.trim())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let partner_token = issued["access_token"].as_str().unwrap().to_owned();
+    let partner_token = partner_idp_token(&http, &partner_idp, "dev:alice").await;
 
     // 1. partner init, in a copy of the repository's mappings.
     let ours = tempfile::tempdir().unwrap();
@@ -706,25 +669,8 @@ async fn the_partner_onboarding_walkthrough_runs_as_written() {
     assert!(answer.1["access_token"].as_str().unwrap().starts_with("ey"));
 
     // 5. A client the rule does not cover is told which condition failed (explain_denials).
-    let bob = http
-        .post(partner_idp.url("/dev/token"))
-        .form(&[("sub", "dev:bob")])
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let bob: Value = http
-        .get(partner_idp.url("/v1/credentials/hello-api"))
-        .bearer_auth(bob.trim())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let (status, body) = get(bob["access_token"].as_str().unwrap().to_owned()).await;
+    let bob = partner_idp_token(&http, &partner_idp, "dev:bob").await;
+    let (status, body) = get(bob).await;
     assert_eq!(status, 403);
     assert_eq!(
         body["error_description"],

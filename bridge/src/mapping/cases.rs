@@ -89,16 +89,7 @@ pub fn test_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigError> {
     let mut out = Vec::new();
     for path in paths {
         if path.is_dir() {
-            let entries = std::fs::read_dir(path).map_err(|e| {
-                ConfigError::new(path, ".", format!("cannot read the directory: {e}"))
-            })?;
-            let mut files: Vec<PathBuf> = entries
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-                .collect();
-            files.sort();
-            out.extend(files);
+            out.extend(super::mapping_files(path)?);
         } else if path.is_file() {
             out.push(path.clone());
         } else {

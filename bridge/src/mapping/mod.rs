@@ -879,6 +879,7 @@ pub fn referenced_issuers(dir: &Path) -> Result<BTreeSet<String>, ConfigErrors> 
     Ok(out.difference(&defined).cloned().collect())
 }
 
+/// The `*.yaml`/`*.yml` files directly in `dir`, sorted.
 fn mapping_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     let entries = std::fs::read_dir(dir).map_err(|e| {
         ConfigError::new(dir, ".", format!("cannot read the mappings directory: {e}"))
