@@ -10,7 +10,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
@@ -91,10 +91,13 @@ pub struct Caller {
 /// A truncated SHA-256, hex: correlates without revealing.
 pub fn short_hash(value: &str) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, value.as_bytes());
-    digest.as_ref()[..12]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(24);
+    for b in &digest.as_ref()[..12] {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 /// RFC 3339 in UTC with second precision, like AWS's `Expiration`.
@@ -119,10 +122,19 @@ struct AuditFileSink {
     path: PathBuf,
     file: File,
     identity: (u64, u64),
+    /// When the path was last checked for rotation.
+    checked: Instant,
+    /// How often it is checked.
+    check_every: Duration,
 }
 
+/// How often the audit file's path is checked for rotation: a `stat` per event would cost more
+/// than the event's own write. Events written between a rotation and the next check go to the
+/// moved file, which logrotate keeps.
+const ROTATION_CHECK: Duration = Duration::from_secs(1);
+
 impl AuditFileSink {
-    fn open(path: &Path) -> io::Result<Self> {
+    fn open(path: &Path, check_every: Duration) -> io::Result<Self> {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -133,16 +145,21 @@ impl AuditFileSink {
             path: path.to_path_buf(),
             file,
             identity: (meta.dev(), meta.ino()),
+            checked: Instant::now(),
+            check_every,
         })
     }
 
     fn write(&mut self, line: &[u8]) -> io::Result<()> {
-        let current = std::fs::metadata(&self.path)
-            .ok()
-            .map(|m| (m.dev(), m.ino()));
-        if current != Some(self.identity) {
-            tracing::info!(path = %self.path.display(), "the audit file was moved or removed; opening a new one");
-            *self = AuditFileSink::open(&self.path)?;
+        if self.checked.elapsed() >= self.check_every {
+            self.checked = Instant::now();
+            let current = std::fs::metadata(&self.path)
+                .ok()
+                .map(|m| (m.dev(), m.ino()));
+            if current != Some(self.identity) {
+                tracing::info!(path = %self.path.display(), "the audit file was moved or removed; opening a new one");
+                *self = AuditFileSink::open(&self.path, self.check_every)?;
+            }
         }
         self.file.write_all(line)
     }
@@ -161,9 +178,15 @@ pub struct Audit {
 impl Audit {
     /// Opens the configured sink (a file is created 0600 and appended to).
     pub fn open(config: &AuditSinkConfig) -> io::Result<Audit> {
+        Self::open_checking_every(config, ROTATION_CHECK)
+    }
+
+    fn open_checking_every(config: &AuditSinkConfig, check_every: Duration) -> io::Result<Audit> {
         let sink = match config {
             AuditSinkConfig::Stdout => Sink::Stdout,
-            AuditSinkConfig::File(path) => Sink::File(Mutex::new(AuditFileSink::open(path)?)),
+            AuditSinkConfig::File(path) => {
+                Sink::File(Mutex::new(AuditFileSink::open(path, check_every)?))
+            }
         };
         Ok(Audit { sink })
     }
@@ -255,7 +278,9 @@ mod rotation {
     fn a_removed_or_rotated_audit_file_is_recreated() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let audit = Audit::open(&AuditSinkConfig::File(path.clone())).unwrap();
+        let audit =
+            Audit::open_checking_every(&AuditSinkConfig::File(path.clone()), Duration::ZERO)
+                .unwrap();
         audit
             .record(&AuditEvent {
                 decision_id: "1".into(),

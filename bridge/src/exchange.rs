@@ -219,6 +219,27 @@ pub struct Policy {
     jwks: Arc<JwksManager>,
     mappings: Arc<Mappings>,
     refreshers: Vec<JoinHandle<()>>,
+    /// Tokens that passed validation under this policy, by the SHA-256 of the whole token. A
+    /// reload starts a new one, so a changed trust entry never honours an old result.
+    verified: moka::sync::Cache<[u8; 32], Arc<Verified>>,
+}
+
+/// Most validated tokens remembered per policy. Enough for the tokens that callers repeat (an SDK
+/// or agent presents the same one for its whole life); a token that is not remembered is only
+/// verified again.
+const VERIFIED_TOKENS: u64 = 16_384;
+/// The longest a validated token is remembered, whatever its own expiry.
+const VERIFIED_TOKEN_TTL: Duration = Duration::from_secs(3600);
+
+/// A token that passed every check, as remembered for its next presentation.
+struct Verified {
+    token: Arc<ValidatedToken>,
+    /// The key that verified it: when the issuer withdraws that key, the token is checked again.
+    kid: Option<String>,
+    /// `exp` plus the trust entry's leeway, unix seconds: the last second it may be used.
+    usable_until: u64,
+    /// For the audit event.
+    jti_hash: Option<String>,
 }
 
 impl Drop for Policy {
@@ -270,6 +291,10 @@ impl Policy {
             jwks,
             mappings: Arc::new(mappings),
             refreshers,
+            verified: moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_TOKENS)
+                .time_to_live(VERIFIED_TOKEN_TTL)
+                .build(),
         })
     }
 
@@ -679,7 +704,7 @@ impl Bridge {
             token: &token,
             raw_token: req.token,
             requested_scopes: req.scopes,
-            actor: actor.as_ref(),
+            actor: actor.as_deref(),
         };
         let request = tracing::info_span!("render", target = %target.name)
             .in_scope(|| render(&target, &input))
@@ -717,13 +742,41 @@ impl Bridge {
 
     /// Validates a token, refreshing its issuer's keys when it names a key not yet known.
     /// Fills `caller` with what is known of the token as soon as it is known.
+    ///
+    /// A token presented again (the same bytes) while it is still usable, under the same policy
+    /// and while the key that verified it is still published, is not verified again: SDKs and
+    /// agents present one token for its whole life. Only validation is remembered; the decision
+    /// is made afresh for every request.
     pub async fn validate(
         &self,
         policy: &Policy,
         raw: &str,
         now: SystemTime,
         caller: &mut Caller,
-    ) -> Result<ValidatedToken, TokenError> {
+    ) -> Result<Arc<ValidatedToken>, TokenError> {
+        let digest: [u8; 32] = {
+            let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, raw.as_bytes());
+            let mut out = [0u8; 32];
+            out.copy_from_slice(d.as_ref());
+            out
+        };
+        if let Some(hit) = policy.verified.get(&digest) {
+            let key_published = match &hit.kid {
+                None => true,
+                Some(kid) => policy
+                    .jwks
+                    .keys(&hit.token.trust)
+                    .is_some_and(|k| k.has_kid(kid)),
+            };
+            if key_published && token::unix_seconds(now) <= hit.usable_until {
+                caller.subject = Some(hit.token.subject.chars().take(256).collect());
+                caller.jti_hash.clone_from(&hit.jti_hash);
+                caller.issuer = Some(hit.token.trust.clone());
+                caller.verified = true;
+                return Ok(Arc::clone(&hit.token));
+            }
+            policy.verified.invalidate(&digest);
+        }
         let parsed = token::parse(raw)?;
         caller.subject = parsed
             .claims
@@ -760,8 +813,18 @@ impl Bridge {
         {
             keys = policy.jwks.keys(&trust.name);
         }
-        let token = token::verify(parsed, trust, keys.as_deref(), now)?;
+        let kid = parsed.kid.clone();
+        let token = Arc::new(token::verify(parsed, trust, keys.as_deref(), now)?);
         caller.verified = true;
+        policy.verified.insert(
+            digest,
+            Arc::new(Verified {
+                token: Arc::clone(&token),
+                kid,
+                usable_until: token.expires_at.saturating_add(trust.leeway.as_secs()),
+                jti_hash: caller.jti_hash.clone(),
+            }),
+        );
         Ok(token)
     }
 

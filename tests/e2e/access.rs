@@ -190,6 +190,33 @@ async fn a_rotated_idp_key_is_fetched_and_an_idp_outage_keeps_the_last_good_keys
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remembered_token_is_refused_once_its_key_is_withdrawn_and_still_decided_each_time() {
+    let stack = Stack::start(Setup::default()).await;
+    let old = stack.idp.token("svc:alice", json!({}));
+    for _ in 0..2 {
+        let (status, body, _) = stack.credentials("api", &format!("Bearer {old}")).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // The same, remembered, token for a target its rules do not allow: decided afresh.
+    let (status, _, _) = stack
+        .credentials("unknown-target", &format!("Bearer {old}"))
+        .await;
+    assert_eq!(status, 404);
+    // The IdP withdraws the key; a token with the new key makes stsbridge fetch the new set.
+    stack.idp.rotate();
+    let new = stack.idp.token("svc:alice", json!({}));
+    assert_eq!(
+        stack.credentials("api", &format!("Bearer {new}")).await.0,
+        200
+    );
+    let (status, body, _) = stack.credentials("api", &format!("Bearer {old}")).await;
+    assert_eq!(
+        status, 401,
+        "a token whose key is no longer published must be refused: {body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_over_its_rate_gets_429_whoever_asks() {
     let stack = Stack::start(Setup {
         extra: "limits: { per_target: \"1/m\", target_burst: 2 }",

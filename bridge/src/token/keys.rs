@@ -6,9 +6,11 @@
 
 use std::collections::HashMap;
 
+use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
+use aws_lc_rs::signature::{self as sig, ParsedPublicKey, RsaPublicKeyComponents};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::Algorithm;
 use serde_json::Value;
 
 /// Largest JWKS document accepted: real ones are a few KiB.
@@ -58,8 +60,53 @@ pub struct VerifyingKey {
     pub family: KeyFamily,
     /// `alg` the JWK is restricted to, when it says.
     pub alg: Option<Algorithm>,
-    /// The key in `jsonwebtoken`'s form.
-    pub key: DecodingKey,
+    /// The key parsed once (at JWKS load) for each algorithm it may verify, so that a
+    /// verification does no key parsing: about a third of an RS256 verification otherwise.
+    parsed: Vec<(Algorithm, ParsedPublicKey)>,
+}
+
+impl VerifyingKey {
+    /// Whether `signature` (raw bytes, JWS form: PKCS#1/PSS for RSA, fixed `r||s` for ECDSA) is
+    /// this key's signature of `message` under `alg`. False for an algorithm the key cannot do.
+    pub fn verify(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
+        self.parsed
+            .iter()
+            .find(|(a, _)| *a == alg)
+            .is_some_and(|(_, key)| key.verify_sig(message, signature).is_ok())
+    }
+}
+
+/// The aws-lc-rs verification algorithm of a JOSE signature algorithm.
+fn verification(alg: Algorithm) -> Option<&'static dyn sig::VerificationAlgorithm> {
+    Some(match alg {
+        Algorithm::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+        Algorithm::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+        Algorithm::RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+        Algorithm::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
+        Algorithm::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
+        Algorithm::PS512 => &sig::RSA_PSS_2048_8192_SHA512,
+        Algorithm::ES256 => &sig::ECDSA_P256_SHA256_FIXED,
+        Algorithm::ES384 => &sig::ECDSA_P384_SHA384_FIXED,
+        Algorithm::EdDSA => &sig::ED25519,
+        _ => return None,
+    })
+}
+
+/// Every algorithm a key family verifies.
+fn algorithms(family: KeyFamily) -> &'static [Algorithm] {
+    match family {
+        KeyFamily::Rsa => &[
+            Algorithm::RS256,
+            Algorithm::RS384,
+            Algorithm::RS512,
+            Algorithm::PS256,
+            Algorithm::PS384,
+            Algorithm::PS512,
+        ],
+        KeyFamily::P256 => &[Algorithm::ES256],
+        KeyFamily::P384 => &[Algorithm::ES384],
+        KeyFamily::Ed25519 => &[Algorithm::EdDSA],
+    }
 }
 
 impl std::fmt::Debug for VerifyingKey {
@@ -186,49 +233,54 @@ fn parse_jwk(jwk: &Value) -> Result<VerifyingKey, String> {
             }
         },
     };
-    let (family, key) = match field("kty") {
+    let b64 = |name: &str| -> Result<Vec<u8>, String> {
+        let value = field(name).ok_or_else(|| format!("key without {name}"))?;
+        URL_SAFE_NO_PAD
+            .decode(value)
+            .map_err(|_| format!("{name} is not base64url"))
+    };
+    // The public key in the form aws-lc-rs parses: SubjectPublicKeyInfo DER for RSA, the
+    // uncompressed point for ECDSA, the raw 32 bytes for Ed25519.
+    let (family, public): (KeyFamily, Vec<u8>) = match field("kty") {
         Some("RSA") => {
-            let (n, e) = (
-                field("n").ok_or("RSA key without n")?,
-                field("e").ok_or("RSA key without e")?,
-            );
-            let modulus = URL_SAFE_NO_PAD
-                .decode(n)
-                .map_err(|_| "n is not base64url")?;
-            let significant = modulus.iter().skip_while(|b| **b == 0).count();
+            let (n, e) = (b64("n")?, b64("e")?);
+            let significant = n.iter().skip_while(|b| **b == 0).count();
             if significant < MIN_RSA_MODULUS_BYTES {
                 return Err(format!(
                     "RSA key of {} bits; at least 2048 are required",
                     significant * 8
                 ));
             }
-            let key = DecodingKey::from_rsa_components(n, e).map_err(|_| "bad RSA components")?;
-            (KeyFamily::Rsa, key)
+            let der: PublicKeyX509Der<'static> = RsaPublicKeyComponents { n: &n, e: &e }
+                .as_der()
+                .map_err(|_| "bad RSA components")?;
+            (KeyFamily::Rsa, der.as_ref().to_vec())
         }
         Some("EC") => {
-            let family = match field("crv") {
-                Some("P-256") => KeyFamily::P256,
-                Some("P-384") => KeyFamily::P384,
+            let (family, size) = match field("crv") {
+                Some("P-256") => (KeyFamily::P256, 32),
+                Some("P-384") => (KeyFamily::P384, 48),
                 other => return Err(format!("EC curve {other:?} is not supported")),
             };
-            let (x, y) = (
-                field("x").ok_or("EC key without x")?,
-                field("y").ok_or("EC key without y")?,
-            );
-            (
-                family,
-                DecodingKey::from_ec_components(x, y).map_err(|_| "bad EC components")?,
-            )
+            let (x, y) = (b64("x")?, b64("y")?);
+            if x.len() != size || y.len() != size {
+                return Err("bad EC components".into());
+            }
+            let mut point = Vec::with_capacity(1 + 2 * size);
+            point.push(0x04);
+            point.extend_from_slice(&x);
+            point.extend_from_slice(&y);
+            (family, point)
         }
         Some("OKP") => {
             if field("crv") != Some("Ed25519") {
                 return Err("OKP keys must be Ed25519".into());
             }
-            let x = field("x").ok_or("OKP key without x")?;
-            (
-                KeyFamily::Ed25519,
-                DecodingKey::from_ed_components(x).map_err(|_| "bad Ed25519 key")?,
-            )
+            let x = b64("x")?;
+            if x.len() != 32 {
+                return Err("bad Ed25519 key".into());
+            }
+            (KeyFamily::Ed25519, x)
         }
         other => return Err(format!("kty {other:?} is not a signature key type")),
     };
@@ -237,10 +289,23 @@ fn parse_jwk(jwk: &Value) -> Result<VerifyingKey, String> {
     {
         return Err(format!("alg {a:?} does not fit the key type"));
     }
+    let mut parsed = Vec::new();
+    for &a in algorithms(family) {
+        if alg.is_some_and(|only| only != a) {
+            continue;
+        }
+        let Some(v) = verification(a) else { continue };
+        let key = ParsedPublicKey::new(v, &public).map_err(|_| match family {
+            KeyFamily::Rsa => "bad RSA components",
+            KeyFamily::P256 | KeyFamily::P384 => "bad EC components",
+            KeyFamily::Ed25519 => "bad Ed25519 key",
+        })?;
+        parsed.push((a, key));
+    }
     Ok(VerifyingKey {
         kid,
         family,
         alg,
-        key,
+        parsed,
     })
 }

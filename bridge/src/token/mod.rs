@@ -287,15 +287,12 @@ pub fn verify(
     if candidates.is_empty() {
         return Err(TokenError::NoMatchingKey);
     }
-    let verified = candidates.iter().any(|k| {
-        jsonwebtoken::crypto::verify(
-            parsed.signature,
-            parsed.signing_input.as_bytes(),
-            &k.key,
-            parsed.alg,
-        )
-        .unwrap_or(false)
-    });
+    let signature = URL_SAFE_NO_PAD
+        .decode(parsed.signature)
+        .map_err(|_| TokenError::BadSignature)?;
+    let verified = candidates
+        .iter()
+        .any(|k| k.verify(parsed.alg, parsed.signing_input.as_bytes(), &signature));
     if !verified {
         return Err(TokenError::BadSignature);
     }
