@@ -1,0 +1,311 @@
+//! The pieces of one exchange, each on its own: token validation (RS256, ES256), rule lookup with
+//! 10, 1,000 and 10,000 rules (exact subjects and glob-heavy), template rendering, assertion
+//! minting beside the raw signature, and a cache hit. `cargo bench -p stsbridge --bench hot_path`
+//! (the whole set with the load driver: `cargo bench -p stsbridge`).
+
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    missing_docs,
+    reason = "a benchmark: a failed setup step must stop it, and it prints its figures"
+)]
+
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use criterion::{Criterion, criterion_group, criterion_main};
+use serde_json::{Value, json};
+use stsbridge::cache::CredentialCache;
+use stsbridge::config::{IssuerConfig, JwksSource, SigningAlgorithm, TrustConfig};
+use stsbridge::issuer::{Issuer, SigningKey};
+use stsbridge::mapping::{Decision, Mappings, RenderInput, render};
+use stsbridge::token::{self, ValidatedToken};
+use stsbridge_providers::jwt::JwtProvider;
+use stsbridge_providers::{AssertionSigner, MintSpec, Provider};
+
+const ISSUER: &str = "https://idp.bench.example";
+const AUDIENCE: &str = "https://sts.bench.example";
+
+fn trust(name: &str) -> TrustConfig {
+    TrustConfig {
+        name: name.into(),
+        issuer: ISSUER.into(),
+        audiences: vec![AUDIENCE.into()],
+        jwks: JwksSource::Inline(String::new()),
+        allow_insecure_loopback: false,
+        algorithms: vec![
+            jsonwebtoken::Algorithm::RS256,
+            jsonwebtoken::Algorithm::ES256,
+        ],
+        leeway: Duration::from_secs(30),
+        max_token_lifetime: Duration::from_secs(3600),
+        replay_reject: false,
+        jwks_refresh: Duration::from_secs(3600),
+        max_staleness: Duration::from_secs(24 * 3600),
+        explain_denials: false,
+        rate_limit: None,
+        max_concurrent: None,
+        lazy_jwks: false,
+    }
+}
+
+fn now() -> SystemTime {
+    SystemTime::now()
+}
+
+/// A Kubernetes-shaped token signed by `key`.
+fn signed(key: &SigningKey) -> String {
+    let iat = token::unix_seconds(now());
+    let header = json!({ "alg": key.algorithm().as_str(), "kid": key.kid(), "typ": "JWT" });
+    let claims = json!({
+        "iss": ISSUER, "sub": "system:serviceaccount:payments:api", "aud": AUDIENCE,
+        "iat": iat, "exp": iat + 3600, "jti": "4c6e1f0a-bench",
+        "kubernetes.io": { "namespace": "payments", "serviceaccount": { "name": "api", "uid": "7f1c" } },
+    });
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let signature = key.sign(input.as_bytes()).expect("sign");
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
+fn validation(c: &mut Criterion) {
+    let rsa = SigningKey::generate(SigningAlgorithm::Rs256)
+        .expect("key")
+        .0;
+    let ec = SigningKey::generate(SigningAlgorithm::Es256)
+        .expect("key")
+        .0;
+    let jwks = json!({ "keys": [rsa.public_jwk(), ec.public_jwk()] });
+    let (keys, _) = token::keys::parse_jwks(jwks.to_string().as_bytes()).expect("jwks");
+    let trust = trust("bench");
+    let mut group = c.benchmark_group("validate");
+    for (name, key) in [("RS256", &rsa), ("ES256", &ec)] {
+        let raw = signed(key);
+        let at = now();
+        token::verify(token::parse(&raw).expect("parse"), &trust, Some(&keys), at).expect("valid");
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let parsed = token::parse(black_box(&raw)).expect("parse");
+                token::verify(parsed, &trust, Some(&keys), at).expect("valid")
+            })
+        });
+    }
+    group.finish();
+}
+
+const TARGETS: &str = r#"version: 1
+targets:
+  - name: orders-aws
+    aws:
+      role_arn: arn:aws:iam::123456789012:role/orders
+      duration: 1h
+      session_name: "{{ subject }}"
+      source_identity: "{{ claims[\"kubernetes.io\"].serviceaccount.name }}"
+      session_tags:
+        namespace: '{{ claims["kubernetes.io"].namespace }}'
+        issuer: "{{ issuer }}"
+  - name: orders-api
+    jwt:
+      audience: orders-api
+      scopes: [orders:read, orders:write]
+      lifetime: 5m
+"#;
+
+/// A mappings directory with `rules` rules for issuer `bench`; the last one matches `subject`.
+fn rule_set(dir: &Path, rules: usize, globs: bool) -> (Mappings, String) {
+    std::fs::write(dir.join("targets.yaml"), TARGETS).expect("targets");
+    let mut text = String::from("version: 1\nrules:\n");
+    for i in 0..rules {
+        let subject = if !globs {
+            format!("\"system:serviceaccount:ns-{i}:api\"")
+        } else {
+            // Prefix, suffix and middle globs in turn: the index's string tests and its glob set.
+            match i % 3 {
+                0 => format!("{{ glob: \"system:serviceaccount:ns-{i}:*\" }}"),
+                1 => format!("{{ glob: \"*:ns-{i}:api\" }}"),
+                _ => format!("{{ glob: \"system:*:ns-{i}:*\" }}"),
+            }
+        };
+        text.push_str(&format!(
+            "  - name: rule-{i}\n    issuer: bench\n    subject: {subject}\n    claims: {{ \"/kubernetes.io/namespace\": ns-{i} }}\n    allow: [orders-aws, orders-api]\n"
+        ));
+    }
+    std::fs::write(dir.join("rules.yaml"), text).expect("rules");
+    let (mappings, _) =
+        Mappings::load_with_trust(dir, &[trust("bench")], dir).expect("the rules load");
+    let last = rules - 1;
+    (mappings, format!("system:serviceaccount:ns-{last}:api"))
+}
+
+fn validated(subject: &str, namespace: &str) -> ValidatedToken {
+    let claims = json!({
+        "iss": ISSUER, "sub": subject, "aud": AUDIENCE,
+        "kubernetes.io": { "namespace": namespace, "serviceaccount": { "name": "api" } },
+    });
+    ValidatedToken {
+        trust: "bench".into(),
+        issuer: ISSUER.into(),
+        subject: subject.into(),
+        claims: claims.as_object().cloned().unwrap_or_default(),
+        jti: None,
+        expires_at: u64::MAX / 2,
+    }
+}
+
+fn lookup(c: &mut Criterion) {
+    let mut group = c.benchmark_group("lookup");
+    let mut per_decision = Vec::new();
+    for globs in [false, true] {
+        for rules in [10, 1_000, 10_000] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (mappings, subject) = rule_set(dir.path(), rules, globs);
+            let namespace = format!("ns-{}", rules - 1);
+            let token = validated(&subject, &namespace);
+            assert!(matches!(
+                mappings.decide_for(&token, &[], "orders-aws"),
+                Decision::Allow { .. }
+            ));
+            let kind = if globs { "glob" } else { "exact" };
+            group.bench_function(format!("{kind} subjects, {rules} rules"), |b| {
+                b.iter(|| {
+                    matches!(
+                        mappings.decide_for(black_box(&token), &[], "orders-aws"),
+                        Decision::Allow { .. }
+                    )
+                })
+            });
+            // The same decision timed by hand, for the ratio the README quotes.
+            let runs = 200_000;
+            let started = Instant::now();
+            for _ in 0..runs {
+                black_box(mappings.decide_for(black_box(&token), &[], "orders-aws"));
+            }
+            per_decision.push((kind, rules, started.elapsed() / runs));
+        }
+    }
+    group.finish();
+    for (kind, rules, t) in &per_decision {
+        println!(
+            "lookup: {kind} subjects, {rules} rules: {:.0} ns per decision",
+            t.as_nanos()
+        );
+    }
+    let of = |kind: &str, rules: usize| {
+        per_decision
+            .iter()
+            .find(|(k, r, _)| *k == kind && *r == rules)
+            .map_or(1.0, |(_, _, t)| t.as_secs_f64())
+    };
+    println!(
+        "lookup: 10,000 exact-subject rules take {:.2}x the time of 10 (target <= 2); glob-heavy {:.2}x",
+        of("exact", 10_000) / of("exact", 10),
+        of("glob", 10_000) / of("glob", 10)
+    );
+}
+
+fn rendering(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mappings, subject) = rule_set(dir.path(), 10, false);
+    let token = validated(&subject, "ns-9");
+    let mut group = c.benchmark_group("render");
+    for target in ["orders-aws", "orders-api"] {
+        let target = Arc::clone(mappings.target(target).expect("target"));
+        let input = RenderInput {
+            token: &token,
+            raw_token: "unused",
+            requested_scopes: None,
+            actor: None,
+        };
+        render(&target, &input).expect("renders");
+        group.bench_function(target.name.clone(), |b| {
+            b.iter(|| render(black_box(&target), &input).expect("renders"))
+        });
+    }
+    group.finish();
+}
+
+fn issuer(alg: SigningAlgorithm) -> Arc<Issuer> {
+    Arc::new(
+        Issuer::load(&IssuerConfig {
+            url: "https://stsbridge.bench.example".into(),
+            key_dir: None,
+            algorithm: alg,
+            assertion_lifetime: Duration::from_secs(300),
+            publish_before_use: Duration::ZERO,
+        })
+        .expect("issuer"),
+    )
+}
+
+fn minting(c: &mut Criterion) {
+    let mut group = c.benchmark_group("mint");
+    for (name, alg) in [
+        ("RS256", SigningAlgorithm::Rs256),
+        ("ES256", SigningAlgorithm::Es256),
+    ] {
+        let issuer = issuer(alg);
+        let mut extra = serde_json::Map::new();
+        extra.insert("scope".into(), Value::from("orders:read orders:write"));
+        let spec = MintSpec {
+            subject: "system:serviceaccount:payments:api",
+            audience: "orders-api",
+            lifetime: None,
+            extra,
+        };
+        group.bench_function(format!("assertion, {name}"), |b| {
+            b.iter(|| issuer.mint(black_box(spec.clone()), now()).expect("mint"))
+        });
+        let key = SigningKey::generate(alg).expect("key").0;
+        let message = [b'x'; 600];
+        group.bench_function(format!("raw signature, {name}"), |b| {
+            b.iter(|| key.sign(black_box(&message)).expect("sign"))
+        });
+    }
+    group.finish();
+}
+
+fn cache_hit(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let signer: Arc<dyn AssertionSigner> = issuer(SigningAlgorithm::Es256);
+    let providers: Vec<Arc<dyn Provider>> = vec![Arc::new(JwtProvider::new(signer))];
+    let cache = CredentialCache::new(100_000, providers);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mappings, subject) = rule_set(dir.path(), 10, false);
+    let token = validated(&subject, "ns-9");
+    let target = Arc::clone(mappings.target("orders-api").expect("target"));
+    let input = RenderInput {
+        token: &token,
+        raw_token: "unused",
+        requested_scopes: None,
+        actor: None,
+    };
+    let key = Arc::new(render(&target, &input).expect("renders"));
+    let (_, first) = rt
+        .block_on(cache.get(Arc::clone(&key), now()))
+        .expect("the first fetch mints");
+    assert_eq!(first.as_str(), "miss");
+    let mut group = c.benchmark_group("cache");
+    group.bench_function("hit", |b| {
+        b.iter(|| {
+            // The request is rendered afresh for each exchange, so the lookup hashes and compares
+            // a key that is equal to, not the same as, the stored one.
+            let fresh = Arc::new((*key).clone());
+            rt.block_on(cache.get(fresh, now())).expect("hit")
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, validation, lookup, rendering, minting, cache_hit);
+criterion_main!(benches);
