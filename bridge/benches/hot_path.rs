@@ -307,5 +307,79 @@ fn cache_hit(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, validation, lookup, rendering, minting, cache_hit);
+/// A whole exchange without HTTP, as the service runs it (validation, limits, decision, render,
+/// cache, audit line to a file, metrics) with the credential already cached: what stsbridge adds
+/// to the HTTP server's own cost per request.
+fn exchange(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let idp = SigningKey::generate(SigningAlgorithm::Rs256)
+        .expect("key")
+        .0;
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, json!({ "keys": [idp.public_jwk()] }).to_string()).expect("jwks");
+    let mappings = dir.path().join("mappings");
+    std::fs::create_dir(&mappings).expect("mappings");
+    rule_set(&mappings, 10, false);
+    let config = dir.path().join("stsbridge.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 1\nlisten: 127.0.0.1:0\nissuer:\n  url: https://stsbridge.bench.example\n  keys: {{ dir: {keys}, algorithm: ES256 }}\ntrust:\n  - name: bench\n    issuer: {ISSUER}\n    audiences: [{AUDIENCE}]\n    jwks: {{ file: {jwks} }}\nmappings: {mappings}\naudit: {{ file: {audit} }}\n",
+            keys = dir.path().join("keys").display(),
+            jwks = jwks.display(),
+            mappings = mappings.display(),
+            audit = dir.path().join("audit.jsonl").display(),
+        ),
+    )
+    .expect("config");
+    let config = stsbridge::config::load(&config).expect("config loads");
+    let bridge = rt
+        .block_on(async { stsbridge::Bridge::start(config) })
+        .expect("starts");
+    // The token of the namespace the last of the 10 rules allows.
+    let iat = token::unix_seconds(now());
+    let header = json!({ "alg": "RS256", "kid": idp.kid(), "typ": "JWT" });
+    let claims = json!({
+        "iss": ISSUER, "sub": "system:serviceaccount:ns-9:api", "aud": AUDIENCE,
+        "iat": iat, "exp": iat + 3600, "jti": "bench-exchange",
+        "kubernetes.io": { "namespace": "ns-9", "serviceaccount": { "name": "api" } },
+    });
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let raw = format!(
+        "{input}.{}",
+        URL_SAFE_NO_PAD.encode(idp.sign(input.as_bytes()).expect("sign"))
+    );
+    let request = || stsbridge::exchange::ExchangeRequest {
+        token: &raw,
+        target: "orders-api",
+        endpoint: stsbridge::exchange::Endpoint::Credentials,
+        client: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 40000))),
+        scopes: None,
+        actor_token: None,
+        request_id: Some("bench-request"),
+        client_names: &[],
+    };
+    rt.block_on(bridge.exchange(request()))
+        .expect("the first exchange is granted");
+    let mut group = c.benchmark_group("exchange");
+    group.bench_function("cached credential, token repeated", |b| {
+        b.iter(|| {
+            rt.block_on(bridge.exchange(black_box(request())))
+                .expect("granted")
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches, validation, lookup, rendering, minting, cache_hit, exchange
+);
 criterion_main!(benches);

@@ -241,10 +241,15 @@ fn init_logging() -> Option<otlp::Guard> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
+    // Each layer has its own filter: the log lines follow STSBRIDGE_LOG, while an OTLP collector
+    // also gets the exchange's step spans (validate, map, render, upstream), which are at debug
+    // level so that without a collector they cost nothing on the hot path.
     let (otel, guard) = otlp::layer();
+    let otel = otel.map(|layer| {
+        tracing_subscriber::Layer::with_filter(layer, EnvFilter::new("info,stsbridge=debug"))
+    });
     let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
+        .with(tracing_subscriber::Layer::with_filter(fmt, filter))
         .with(otel)
         .try_init();
     guard

@@ -582,7 +582,7 @@ impl Bridge {
     ) -> Result<(Exchanged, Arc<Target>), ExchangeError> {
         let token = self
             .validate(policy, req.token, now, &mut event.caller)
-            .instrument(tracing::info_span!("validate"))
+            .instrument(tracing::debug_span!("validate"))
             .await
             .map_err(|e| match e {
                 TokenError::KeysUnavailable => ExchangeError::KeysUnavailable,
@@ -630,7 +630,7 @@ impl Bridge {
         };
 
         let mappings = &policy.mappings;
-        let decision = tracing::info_span!("map", target = %req.target)
+        let decision = tracing::debug_span!("map", target = %req.target)
             .in_scope(|| mappings.decide_for(&token, req.client_names, req.target));
         for rule in mappings.shadow_for(&token, req.client_names, req.target) {
             let would = match rule.effect {
@@ -693,7 +693,7 @@ impl Bridge {
                 let mut actor_caller = Caller::default();
                 let actor = self
                     .validate(policy, raw, now, &mut actor_caller)
-                    .instrument(tracing::info_span!("validate_actor"))
+                    .instrument(tracing::debug_span!("validate_actor"))
                     .await
                     .map_err(ExchangeError::ActorToken)?;
                 event.actor = Some(actor_caller);
@@ -706,14 +706,15 @@ impl Bridge {
             requested_scopes: req.scopes,
             actor: actor.as_deref(),
         };
-        let request = tracing::info_span!("render", target = %target.name)
+        let request = tracing::debug_span!("render", target = %target.name)
             .in_scope(|| render(&target, &input))
             .map_err(|e| match e {
                 RenderError::ScopeNotAvailable(_) => ExchangeError::Scope(e),
                 e => ExchangeError::Render(e),
             })?;
         let provider = request.kind();
-        let upstream = tracing::info_span!("upstream", provider = %provider, target = %target.name);
+        let upstream =
+            tracing::debug_span!("upstream", provider = %provider, target = %target.name);
         let (entry, cache) = self
             .cache
             .get(Arc::new(request), now)

@@ -47,4 +47,6 @@ pub mod token;
 pub(crate) mod testutil;
 
 pub use exchange::Bridge;
+/// The allocator stsbridge's binaries install (`#[global_allocator]`): mimalloc.
+pub use mimalloc::MiMalloc as Allocator;
 pub use server::run;

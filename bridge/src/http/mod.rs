@@ -146,13 +146,19 @@ async fn credentials(
     };
     let (exchanged, target) = bridge.exchange(request).await?;
     let body = match (&exchanged.entry.credential, credential_process) {
-        (Credential::Aws(c), false) => json!({
-            "AccessKeyId": c.access_key_id,
-            "SecretAccessKey": c.secret_access_key.expose_secret(),
-            "Token": c.session_token.expose_secret(),
-            "Expiration": rfc3339(c.expiration),
-            "AccountId": c.account_id,
-        }),
+        (Credential::Aws(c), false) => {
+            // The hot path: written straight from the credential, without a JSON tree.
+            return Ok(credential_response(
+                AwsCredentialBody {
+                    access_key_id: &c.access_key_id,
+                    secret_access_key: c.secret_access_key.expose_secret(),
+                    token: c.session_token.expose_secret(),
+                    expiration: rfc3339(c.expiration),
+                    account_id: c.account_id.as_deref(),
+                },
+                &exchanged.decision_id,
+            ));
+        }
         (Credential::Aws(c), true) => json!({
             "Version": 1,
             "AccessKeyId": c.access_key_id,
@@ -211,7 +217,18 @@ fn token_body(exchanged: &Exchanged, target: &Target) -> serde_json::Value {
     }
 }
 
-fn credential_response(body: serde_json::Value, decision_id: &str) -> Response {
+/// An AWS credential in the container-credentials shape every AWS SDK reads.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct AwsCredentialBody<'a> {
+    access_key_id: &'a str,
+    secret_access_key: &'a str,
+    token: &'a str,
+    expiration: String,
+    account_id: Option<&'a str>,
+}
+
+fn credential_response(body: impl serde::Serialize, decision_id: &str) -> Response {
     let mut response = axum::Json(body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
