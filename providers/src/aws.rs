@@ -280,7 +280,6 @@ fn to_credential(
         session_token: SecretString::from(c.session_token().to_owned()),
         expiration,
         account_id: account_of_arn(arn),
-        assumed_role_arn: arn.to_owned(),
     })
 }
 

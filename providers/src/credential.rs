@@ -47,9 +47,8 @@ pub struct AwsCredential {
     pub session_token: SecretString,
     /// `Expiration` as STS returned it.
     pub expiration: SystemTime,
-    /// The ARN of the assumed-role session of the last hop.
-    pub assumed_role_arn: String,
-    /// The account the credentials act in (from the assumed-role ARN).
+    /// The account the credentials act in (from the ARN of the last hop's assumed-role session;
+    /// the ARN itself is not kept: nothing reads it, and every cached credential would carry it).
     pub account_id: Option<String>,
 }
 
@@ -98,7 +97,6 @@ mod tests {
             secret_access_key: SecretString::from("very-secret-key"),
             session_token: SecretString::from("very-secret-token"),
             expiration: SystemTime::UNIX_EPOCH,
-            assumed_role_arn: "arn:aws:sts::123456789012:assumed-role/r/s".into(),
             account_id: None,
         };
         let shown = format!("{c:?}");
