@@ -193,10 +193,7 @@ pub async fn run(
                 latencies: Vec::with_capacity(1 << 16),
                 ..Tally::default()
             };
-            loop {
-                let Some(request) = requests(next.fetch_add(1, Ordering::Relaxed)) else {
-                    break;
-                };
+            while let Some(request) = requests(next.fetch_add(1, Ordering::Relaxed)) {
                 let sent = Instant::now();
                 if sent >= end {
                     break;
