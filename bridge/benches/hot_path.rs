@@ -58,14 +58,14 @@ fn now() -> SystemTime {
     SystemTime::now()
 }
 
-/// A Kubernetes-shaped token signed by `key`.
-fn signed(key: &SigningKey) -> String {
+/// A Kubernetes-shaped token of service account `api` in `namespace`, signed by `key`.
+fn signed(key: &SigningKey, namespace: &str) -> String {
     let iat = token::unix_seconds(now());
     let header = json!({ "alg": key.algorithm().as_str(), "kid": key.kid(), "typ": "JWT" });
     let claims = json!({
-        "iss": ISSUER, "sub": "system:serviceaccount:payments:api", "aud": AUDIENCE,
+        "iss": ISSUER, "sub": format!("system:serviceaccount:{namespace}:api"), "aud": AUDIENCE,
         "iat": iat, "exp": iat + 3600, "jti": "4c6e1f0a-bench",
-        "kubernetes.io": { "namespace": "payments", "serviceaccount": { "name": "api", "uid": "7f1c" } },
+        "kubernetes.io": { "namespace": namespace, "serviceaccount": { "name": "api", "uid": "7f1c" } },
     });
     let input = format!(
         "{}.{}",
@@ -74,6 +74,13 @@ fn signed(key: &SigningKey) -> String {
     );
     let signature = key.sign(input.as_bytes()).expect("sign");
     format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 fn validation(c: &mut Criterion) {
@@ -88,7 +95,7 @@ fn validation(c: &mut Criterion) {
     let trust = trust("bench");
     let mut group = c.benchmark_group("validate");
     for (name, key) in [("RS256", &rsa), ("ES256", &ec)] {
-        let raw = signed(key);
+        let raw = signed(key, "payments");
         let at = now();
         token::verify(token::parse(&raw).expect("parse"), &trust, Some(&keys), at).expect("valid");
         group.bench_function(name, |b| {
@@ -273,10 +280,7 @@ fn minting(c: &mut Criterion) {
 }
 
 fn cache_hit(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let signer: Arc<dyn AssertionSigner> = issuer(SigningAlgorithm::Es256);
     let providers: Vec<Arc<dyn Provider>> = vec![Arc::new(JwtProvider::new(signer))];
     let cache = CredentialCache::new(100_000, providers);
@@ -311,10 +315,7 @@ fn cache_hit(c: &mut Criterion) {
 /// cache, audit line to a file, metrics) with the credential already cached: what stsbridge adds
 /// to the HTTP server's own cost per request.
 fn exchange(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let dir = tempfile::tempdir().expect("tempdir");
     let idp = SigningKey::generate(SigningAlgorithm::Rs256)
         .expect("key")
@@ -341,22 +342,7 @@ fn exchange(c: &mut Criterion) {
         .block_on(async { stsbridge::Bridge::start(config) })
         .expect("starts");
     // The token of the namespace the last of the 10 rules allows.
-    let iat = token::unix_seconds(now());
-    let header = json!({ "alg": "RS256", "kid": idp.kid(), "typ": "JWT" });
-    let claims = json!({
-        "iss": ISSUER, "sub": "system:serviceaccount:ns-9:api", "aud": AUDIENCE,
-        "iat": iat, "exp": iat + 3600, "jti": "bench-exchange",
-        "kubernetes.io": { "namespace": "ns-9", "serviceaccount": { "name": "api" } },
-    });
-    let input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
-    let raw = format!(
-        "{input}.{}",
-        URL_SAFE_NO_PAD.encode(idp.sign(input.as_bytes()).expect("sign"))
-    );
+    let raw = signed(&idp, "ns-9");
     let request = || stsbridge::exchange::ExchangeRequest {
         token: &raw,
         target: "orders-api",
