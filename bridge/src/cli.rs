@@ -99,6 +99,11 @@ enum Command {
         #[arg(long)]
         azure_identity_header_file: Option<PathBuf>,
     },
+    /// stsbridge's own issuer.
+    Issuer {
+        #[command(subcommand)]
+        command: IssuerCommand,
+    },
     /// Manage stsbridge's signing keys.
     Keys {
         #[command(subcommand)]
@@ -154,6 +159,21 @@ enum PartnerCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum IssuerCommand {
+    /// Write the discovery document and JWKS (OUT/.well-known/openid-configuration and
+    /// OUT/.well-known/jwks.json) for static hosting, for a service the clouds cannot reach.
+    /// Export again after every `keys rotate`.
+    Export {
+        /// The config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The directory to write into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum KeysCommand {
     /// Stage a new signing key: running services publish it at once and sign with it after
     /// `issuer.keys.publish_before_use`; the key it replaces stays published until everything it
@@ -187,6 +207,9 @@ pub fn main() -> ExitCode {
         Command::Keys {
             command: KeysCommand::Rotate { config, prune },
         } => rotate_keys(&config, prune),
+        Command::Issuer {
+            command: IssuerCommand::Export { config, out },
+        } => export_issuer(&config, &out),
         Command::Test { config, paths } => run_tests(config.as_deref(), &paths),
         Command::Partner {
             command:
@@ -482,6 +505,42 @@ fn credential_process(
         }
         Err(e) => {
             eprintln!("stsbridge credential-process: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn export_issuer(path: &Path, out: &Path) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            print_errors(&errors);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match issuer::export(&config.issuer, out) {
+        Ok(exported) => {
+            let url = &config.issuer.url;
+            println!(
+                "wrote {} and {} ({} key(s): {})",
+                exported.discovery.display(),
+                exported.jwks.display(),
+                exported.kids.len(),
+                exported.kids.join(", ")
+            );
+            println!(
+                "serve them at {url}/.well-known/openid-configuration and {url}/.well-known/jwks.json \
+                 (content type application/json); export and upload again after every \
+                 `stsbridge keys rotate`, before the new key starts signing"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e @ issuer::IssuerError::NoKeys(_)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
             ExitCode::from(EXIT_FAILURE)
         }
     }

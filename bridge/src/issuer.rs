@@ -63,6 +63,11 @@ pub enum IssuerError {
     /// Key generation failed.
     #[error("could not generate a signing key")]
     Generate,
+    /// `issuer export` found no key to publish.
+    #[error(
+        "{0}: no signing keys; start the service once or run `stsbridge keys rotate`, then export"
+    )]
+    NoKeys(PathBuf),
 }
 
 enum Pair {
@@ -419,6 +424,46 @@ impl Issuer {
             .map(|r| r.published.clone())
             .unwrap_or_default()
     }
+}
+
+/// What [`export`] wrote.
+#[derive(Debug)]
+pub struct Exported {
+    /// The discovery document's file.
+    pub discovery: PathBuf,
+    /// The JWKS's file.
+    pub jwks: PathBuf,
+    /// The key ids published in it.
+    pub kids: Vec<String>,
+}
+
+/// Writes the issuer's `/.well-known/openid-configuration` and `/.well-known/jwks.json`, exactly
+/// as the service serves them, under `out` (`stsbridge issuer export`), for static hosting where
+/// the clouds fetch them. Never creates a key: a key directory without keys is an error, since a
+/// key made here would not be the one the service signs with.
+pub fn export(config: &IssuerConfig, out: &Path) -> Result<Exported, IssuerError> {
+    let Some(dir) = &config.key_dir else {
+        return Err(IssuerError::NoKeys(PathBuf::from("issuer.keys.dir")));
+    };
+    if check_key_dir(dir)? == 0 {
+        return Err(IssuerError::NoKeys(dir.clone()));
+    }
+    let issuer = Issuer::load(config)?;
+    let well_known = out.join(".well-known");
+    fs::create_dir_all(&well_known).map_err(|e| io_error(&well_known, &e))?;
+    let discovery = well_known.join("openid-configuration");
+    let jwks = well_known.join("jwks.json");
+    for (path, text) in [
+        (&discovery, issuer.discovery_json()),
+        (&jwks, issuer.jwks_json()),
+    ] {
+        fs::write(path, text.as_bytes()).map_err(|e| io_error(path, &e))?;
+    }
+    Ok(Exported {
+        discovery,
+        jwks,
+        kids: issuer.published_kids(),
+    })
 }
 
 /// Stages a new key in `config`'s key directory (`stsbridge keys rotate`): written now, published

@@ -289,6 +289,11 @@ pub async fn verify_with_bridge_jwks(stack: &Stack, token: &str, audience: &str)
         .json()
         .await
         .unwrap();
+    verify_with_jwks(&jwks, token, audience)
+}
+
+/// Verifies `token`, issued by the bridge for `audience`, against `jwks`; returns its claims.
+pub fn verify_with_jwks(jwks: &jsonwebtoken::jwk::JwkSet, token: &str, audience: &str) -> Value {
     let header = jsonwebtoken::decode_header(token).unwrap();
     let jwk = jwks
         .find(header.kid.as_deref().unwrap())

@@ -1,6 +1,49 @@
 //! RFC 8693 token exchange: internal audience-bound JWTs, narrowed scopes, delegation.
 
-use crate::{GRANT, JWT, Setup, Stack, verify_with_bridge_jwks};
+use crate::{GRANT, JWT, Setup, Stack, verify_with_bridge_jwks, verify_with_jwks};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exported_discovery_and_jwks_verify_a_token_stsbridge_signed() {
+    let stack = Stack::start(Setup::default()).await;
+    let subject = stack.idp.token("svc:alice", serde_json::json!({}));
+    let (status, body) = stack.exchange(&subject, "api", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let (code, out, err) = crate::cli::run(
+        stack.dir.path(),
+        &[
+            "issuer",
+            "export",
+            "--config",
+            "stsbridge.yaml",
+            "--out",
+            "site",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("keys rotate"), "{out}");
+    let site = stack.dir.path().join("site");
+    let discovery: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(site.join(".well-known/openid-configuration")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(discovery["issuer"], stsbridge_e2e::BRIDGE_URL);
+    // The JWKS is where the discovery document says, relative to the issuer URL.
+    let jwks_path = discovery["jwks_uri"]
+        .as_str()
+        .unwrap()
+        .strip_prefix(stsbridge_e2e::BRIDGE_URL)
+        .unwrap()
+        .trim_start_matches('/');
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_slice(&std::fs::read(site.join(jwks_path)).unwrap()).unwrap();
+    let claims = verify_with_jwks(&jwks, body["access_token"].as_str().unwrap(), "billing-api");
+    assert_eq!(claims["sub"], "svc:alice");
+    // The same documents as the service serves.
+    assert_eq!(
+        stack.get_json("/.well-known/openid-configuration").await,
+        discovery
+    );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_minted_token_verifies_against_stsbridge_jwks() {

@@ -264,3 +264,28 @@ fn rotate_writes_a_new_private_key_file_and_prunes_retired_ones() {
     assert_eq!(pruned.len(), 1);
     assert_eq!(files().len(), 2);
 }
+
+#[test]
+fn export_writes_what_the_service_serves_and_never_creates_a_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("keys");
+    let out = tmp.path().join("site");
+    let cfg = config(Some(dir.clone()), SigningAlgorithm::Es256);
+    assert!(matches!(export(&cfg, &out), Err(IssuerError::NoKeys(_))));
+    assert!(!dir.exists(), "export must not create the key directory");
+    assert!(!out.exists());
+
+    let issuer = Issuer::load(&cfg).unwrap();
+    let exported = export(&cfg, &out).unwrap();
+    assert_eq!(exported.kids, issuer.published_kids());
+    let discovery = fs::read_to_string(out.join(".well-known/openid-configuration")).unwrap();
+    let jwks = fs::read_to_string(out.join(".well-known/jwks.json")).unwrap();
+    assert_eq!(discovery, &*issuer.discovery_json());
+    assert_eq!(jwks, &*issuer.jwks_json());
+    let discovery: Value = serde_json::from_str(&discovery).unwrap();
+    assert_eq!(discovery["issuer"], "https://sts.example.com");
+    assert_eq!(
+        discovery["jwks_uri"],
+        "https://sts.example.com/.well-known/jwks.json"
+    );
+}
