@@ -224,10 +224,11 @@ pub struct Policy {
     verified: moka::sync::Cache<[u8; 32], Arc<Verified>>,
 }
 
-/// Most validated tokens remembered per policy. Enough for the tokens that callers repeat (an SDK
-/// or agent presents the same one for its whole life); a token that is not remembered is only
-/// verified again.
-const VERIFIED_TOKENS: u64 = 16_384;
+/// Most validated tokens remembered per policy. Enough for the callers that repeat a token (an
+/// SDK or agent presents the same one for its whole life), small enough to stay a fixed cost
+/// (about 3 KiB each with a Kubernetes token's claims, so about 12 MiB); a token that is not
+/// remembered is only verified again.
+const VERIFIED_TOKENS: u64 = 4_096;
 /// The longest a validated token is remembered, whatever its own expiry.
 const VERIFIED_TOKEN_TTL: Duration = Duration::from_secs(3600);
 

@@ -850,7 +850,7 @@ async fn drive(dir: &Path, o: &Options) {
     .await
     .expect("warm");
     // Filled in two halves: the first half also fills what is bounded whatever the number of
-    // credentials (the validated-token cache, 16,384 tokens), so the second half's growth is the
+    // credentials (the validated-token cache, 4,096 tokens), so the second half's growth is the
     // cost of one more cached credential.
     let rss_before = memory_bridge.rss_bytes();
     let filled_started = Instant::now();
