@@ -5,6 +5,7 @@
 //! reported, so one odd key in an IdP's set does not take the whole issuer down.
 
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
 use aws_lc_rs::signature::{self as sig, ParsedPublicKey, RsaPublicKeyComponents};
@@ -60,20 +61,30 @@ pub struct VerifyingKey {
     pub family: KeyFamily,
     /// `alg` the JWK is restricted to, when it says.
     pub alg: Option<Algorithm>,
-    /// The key parsed once (at JWKS load) for each algorithm it may verify, so that a
-    /// verification does no key parsing: about a third of an RS256 verification otherwise.
-    parsed: Vec<(Algorithm, ParsedPublicKey)>,
+    /// The public key as aws-lc-rs parses it.
+    public: Arc<[u8]>,
+    /// For each algorithm the key may verify, the key parsed for it: the first at JWKS load
+    /// (which also rejects a malformed key), the others on their first use. A verification then
+    /// does no key parsing (about a third of an RS256 verification otherwise), and a key holds
+    /// only the parsed forms its tokens use (an RSA key could serve six algorithms).
+    parsed: Vec<(Algorithm, OnceLock<Option<ParsedPublicKey>>)>,
 }
 
 impl VerifyingKey {
     /// Whether `signature` (raw bytes, JWS form: PKCS#1/PSS for RSA, fixed `r||s` for ECDSA) is
     /// this key's signature of `message` under `alg`. False for an algorithm the key cannot do.
     pub fn verify(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
-        self.parsed
-            .iter()
-            .find(|(a, _)| *a == alg)
-            .is_some_and(|(_, key)| key.verify_sig(message, signature).is_ok())
+        let Some((_, slot)) = self.parsed.iter().find(|(a, _)| *a == alg) else {
+            return false;
+        };
+        slot.get_or_init(|| parse_for(alg, &self.public))
+            .as_ref()
+            .is_some_and(|key| key.verify_sig(message, signature).is_ok())
     }
+}
+
+fn parse_for(alg: Algorithm, public: &[u8]) -> Option<ParsedPublicKey> {
+    ParsedPublicKey::new(verification(alg)?, public).ok()
 }
 
 /// The aws-lc-rs verification algorithm of a JOSE signature algorithm.
@@ -289,23 +300,29 @@ fn parse_jwk(jwk: &Value) -> Result<VerifyingKey, String> {
     {
         return Err(format!("alg {a:?} does not fit the key type"));
     }
-    let mut parsed = Vec::new();
-    for &a in algorithms(family) {
-        if alg.is_some_and(|only| only != a) {
-            continue;
-        }
-        let Some(v) = verification(a) else { continue };
-        let key = ParsedPublicKey::new(v, &public).map_err(|_| match family {
+    let mut parsed: Vec<(Algorithm, OnceLock<Option<ParsedPublicKey>>)> = algorithms(family)
+        .iter()
+        .filter(|a| alg.is_none_or(|only| only == **a))
+        .map(|a| (*a, OnceLock::new()))
+        .collect();
+    // Parsed now for the first algorithm (RS256 for an RSA key without `alg`): a malformed key
+    // is refused at load, not at its first token.
+    let first = parsed
+        .first()
+        .and_then(|(a, _)| parse_for(*a, &public))
+        .ok_or(match family {
             KeyFamily::Rsa => "bad RSA components",
             KeyFamily::P256 | KeyFamily::P384 => "bad EC components",
             KeyFamily::Ed25519 => "bad Ed25519 key",
         })?;
-        parsed.push((a, key));
+    if let Some((_, slot)) = parsed.first_mut() {
+        let _ = slot.set(Some(first));
     }
     Ok(VerifyingKey {
         kid,
         family,
         alg,
+        public: public.into(),
         parsed,
     })
 }

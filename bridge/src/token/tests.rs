@@ -594,3 +594,21 @@ async fn lazy_partner_keys_are_fetched_on_first_use_only() {
         t.abort();
     }
 }
+
+#[test]
+fn an_rsa_key_verifies_each_algorithm_with_its_own_parsed_form_and_nothing_else() {
+    let key = rsa_key();
+    let set = keyset(&[&key]);
+    let message = b"header.claims";
+    let signature = key.sign(message).unwrap();
+    let candidates = set.candidates(Some(key.kid()), Algorithm::RS256).unwrap();
+    assert_eq!(candidates.len(), 1);
+    let k = candidates[0];
+    assert!(k.verify(Algorithm::RS256, message, &signature));
+    // The same key parsed for PSS on first use: a PKCS#1 signature is not a PSS one.
+    assert!(!k.verify(Algorithm::PS256, message, &signature));
+    assert!(!k.verify(Algorithm::RS384, message, &signature));
+    assert!(!k.verify(Algorithm::ES256, message, &signature));
+    assert!(!k.verify(Algorithm::RS256, b"header.other", &signature));
+    assert!(k.verify(Algorithm::RS256, message, &signature));
+}
