@@ -198,10 +198,8 @@ async fn a_remembered_token_is_refused_once_its_key_is_withdrawn_and_still_decid
         assert_eq!(status, 200, "{body}");
     }
     // The same, remembered, token for a target its rules do not allow: decided afresh.
-    let (status, _, _) = stack
-        .credentials("unknown-target", &format!("Bearer {old}"))
-        .await;
-    assert_eq!(status, 404);
+    let (status, body, _) = stack.credentials("deploy", &format!("Bearer {old}")).await;
+    assert_eq!(status, 403, "{body}");
     // The IdP withdraws the key; a token with the new key makes stsbridge fetch the new set.
     stack.idp.rotate();
     let new = stack.idp.token("svc:alice", json!({}));

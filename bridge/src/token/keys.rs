@@ -103,22 +103,18 @@ fn verification(alg: Algorithm) -> Option<&'static dyn sig::VerificationAlgorith
     })
 }
 
-/// Every algorithm a key family verifies.
-fn algorithms(family: KeyFamily) -> &'static [Algorithm] {
-    match family {
-        KeyFamily::Rsa => &[
-            Algorithm::RS256,
-            Algorithm::RS384,
-            Algorithm::RS512,
-            Algorithm::PS256,
-            Algorithm::PS384,
-            Algorithm::PS512,
-        ],
-        KeyFamily::P256 => &[Algorithm::ES256],
-        KeyFamily::P384 => &[Algorithm::ES384],
-        KeyFamily::Ed25519 => &[Algorithm::EdDSA],
-    }
-}
+/// Every signature algorithm stsbridge verifies; a key may do those of its family.
+const ALGORITHMS: [Algorithm; 9] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
 
 impl std::fmt::Debug for VerifyingKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -300,9 +296,9 @@ fn parse_jwk(jwk: &Value) -> Result<VerifyingKey, String> {
     {
         return Err(format!("alg {a:?} does not fit the key type"));
     }
-    let mut parsed: Vec<(Algorithm, OnceLock<Option<ParsedPublicKey>>)> = algorithms(family)
+    let mut parsed: Vec<(Algorithm, OnceLock<Option<ParsedPublicKey>>)> = ALGORITHMS
         .iter()
-        .filter(|a| alg.is_none_or(|only| only == **a))
+        .filter(|a| KeyFamily::of(**a) == Some(family) && alg.is_none_or(|only| only == **a))
         .map(|a| (*a, OnceLock::new()))
         .collect();
     // Parsed now for the first algorithm (RS256 for an RSA key without `alg`): a malformed key
