@@ -16,64 +16,67 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::{Value, json};
 use stsbridge::cache::CredentialCache;
-use stsbridge::config::{IssuerConfig, JwksSource, SigningAlgorithm, TrustConfig};
+use stsbridge::config::{Config, IssuerConfig, SigningAlgorithm, TrustConfig};
 use stsbridge::issuer::{Issuer, SigningKey};
 use stsbridge::mapping::{Decision, Mappings, RenderInput, render};
 use stsbridge::token::{self, ValidatedToken};
 use stsbridge_providers::jwt::JwtProvider;
 use stsbridge_providers::{AssertionSigner, MintSpec, Provider};
 
+#[path = "support/mod.rs"]
+mod support;
+
 const ISSUER: &str = "https://idp.bench.example";
 const AUDIENCE: &str = "https://sts.bench.example";
 
-fn trust(name: &str) -> TrustConfig {
-    TrustConfig {
-        name: name.into(),
-        issuer: ISSUER.into(),
-        audiences: vec![AUDIENCE.into()],
-        jwks: JwksSource::Inline(String::new()),
-        allow_insecure_loopback: false,
-        algorithms: vec![
-            jsonwebtoken::Algorithm::RS256,
-            jsonwebtoken::Algorithm::ES256,
-        ],
-        leeway: Duration::from_secs(30),
-        max_token_lifetime: Duration::from_secs(3600),
-        replay_reject: false,
-        jwks_refresh: Duration::from_secs(3600),
-        max_staleness: Duration::from_secs(24 * 3600),
-        explain_denials: false,
-        rate_limit: None,
-        max_concurrent: None,
-        lazy_jwks: false,
-    }
+/// A config in `dir` written as an operator would: trust entry `bench` (ISSUER, RS256 and ES256)
+/// with the public keys of `idp` in a JWKS file, the mappings directory `dir/mappings` (created
+/// empty), a key directory and an audit file in `dir`.
+fn bench_config(dir: &Path, idp: &[&SigningKey]) -> Config {
+    let jwks = dir.join("jwks.json");
+    let keys: Vec<&Value> = idp.iter().map(|k| k.public_jwk()).collect();
+    std::fs::write(&jwks, json!({ "keys": keys }).to_string()).expect("jwks");
+    let mappings = dir.join("mappings");
+    std::fs::create_dir_all(&mappings).expect("mappings");
+    let path = dir.join("stsbridge.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "version: 1\nlisten: 127.0.0.1:0\nissuer:\n  url: https://stsbridge.bench.example\n  keys: {{ dir: {keys}, algorithm: ES256 }}\ntrust:\n  - name: bench\n    issuer: {ISSUER}\n    audiences: [{AUDIENCE}]\n    jwks: {{ file: {jwks} }}\n    algorithms: [RS256, ES256]\nmappings: {mappings}\naudit: {{ file: {audit} }}\n",
+            keys = dir.join("keys").display(),
+            jwks = jwks.display(),
+            mappings = mappings.display(),
+            audit = dir.join("audit.jsonl").display(),
+        ),
+    )
+    .expect("config");
+    stsbridge::config::load(&path).expect("the config loads")
+}
+
+/// The trust entry of [`bench_config`], for the benchmarks that need only the rules.
+fn bench_trust() -> TrustConfig {
+    let dir = tempfile::tempdir().expect("tempdir");
+    bench_config(dir.path(), &[]).trust.remove(0)
 }
 
 fn now() -> SystemTime {
     SystemTime::now()
 }
 
-/// A Kubernetes-shaped token of service account `api` in `namespace`, signed by `key`.
+/// A token of service account `api` in `namespace`, signed by `key`.
 fn signed(key: &SigningKey, namespace: &str) -> String {
-    let iat = token::unix_seconds(now());
-    let header = json!({ "alg": key.algorithm().as_str(), "kid": key.kid(), "typ": "JWT" });
-    let claims = json!({
-        "iss": ISSUER, "sub": format!("system:serviceaccount:{namespace}:api"), "aud": AUDIENCE,
-        "iat": iat, "exp": iat + 3600, "jti": "4c6e1f0a-bench",
-        "kubernetes.io": { "namespace": namespace, "serviceaccount": { "name": "api", "uid": "7f1c" } },
-    });
-    let input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
-    let signature = key.sign(input.as_bytes()).expect("sign");
-    format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+    let sub = format!("system:serviceaccount:{namespace}:api");
+    support::token(
+        key,
+        (ISSUER, AUDIENCE),
+        &sub,
+        namespace,
+        "4c6e1f0a-bench",
+        token::unix_seconds(now()),
+    )
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -92,7 +95,8 @@ fn validation(c: &mut Criterion) {
         .0;
     let jwks = json!({ "keys": [rsa.public_jwk(), ec.public_jwk()] });
     let (keys, _) = token::keys::parse_jwks(jwks.to_string().as_bytes()).expect("jwks");
-    let trust = trust("bench");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trust = bench_config(dir.path(), &[&rsa, &ec]).trust.remove(0);
     let mut group = c.benchmark_group("validate");
     for (name, key) in [("RS256", &rsa), ("ES256", &ec)] {
         let raw = signed(key, "payments");
@@ -127,7 +131,7 @@ targets:
 "#;
 
 /// A mappings directory with `rules` rules for issuer `bench`; the last one matches `subject`.
-fn rule_set(dir: &Path, rules: usize, globs: bool) -> (Mappings, String) {
+fn rule_set(dir: &Path, rules: usize, globs: bool, trust: &TrustConfig) -> (Mappings, String) {
     std::fs::write(dir.join("targets.yaml"), TARGETS).expect("targets");
     let mut text = String::from("version: 1\nrules:\n");
     for i in 0..rules {
@@ -147,7 +151,7 @@ fn rule_set(dir: &Path, rules: usize, globs: bool) -> (Mappings, String) {
     }
     std::fs::write(dir.join("rules.yaml"), text).expect("rules");
     let (mappings, _) =
-        Mappings::load_with_trust(dir, &[trust("bench")], dir).expect("the rules load");
+        Mappings::load_with_trust(dir, std::slice::from_ref(trust), dir).expect("the rules load");
     let last = rules - 1;
     (mappings, format!("system:serviceaccount:ns-{last}:api"))
 }
@@ -168,12 +172,13 @@ fn validated(subject: &str, namespace: &str) -> ValidatedToken {
 }
 
 fn lookup(c: &mut Criterion) {
+    let trust = bench_trust();
     let mut group = c.benchmark_group("lookup");
     let mut per_decision = Vec::new();
     for globs in [false, true] {
         for rules in [10, 1_000, 10_000] {
             let dir = tempfile::tempdir().expect("tempdir");
-            let (mappings, subject) = rule_set(dir.path(), rules, globs);
+            let (mappings, subject) = rule_set(dir.path(), rules, globs, &trust);
             let namespace = format!("ns-{}", rules - 1);
             let token = validated(&subject, &namespace);
             assert!(matches!(
@@ -220,7 +225,7 @@ fn lookup(c: &mut Criterion) {
 
 fn rendering(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mappings, subject) = rule_set(dir.path(), 10, false);
+    let (mappings, subject) = rule_set(dir.path(), 10, false, &bench_trust());
     let token = validated(&subject, "ns-9");
     let mut group = c.benchmark_group("render");
     for target in ["orders-aws", "orders-api"] {
@@ -285,7 +290,7 @@ fn cache_hit(c: &mut Criterion) {
     let providers: Vec<Arc<dyn Provider>> = vec![Arc::new(JwtProvider::new(signer))];
     let cache = CredentialCache::new(100_000, providers);
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mappings, subject) = rule_set(dir.path(), 10, false);
+    let (mappings, subject) = rule_set(dir.path(), 10, false, &bench_trust());
     let token = validated(&subject, "ns-9");
     let target = Arc::clone(mappings.target("orders-api").expect("target"));
     let input = RenderInput {
@@ -320,24 +325,8 @@ fn exchange(c: &mut Criterion) {
     let idp = SigningKey::generate(SigningAlgorithm::Rs256)
         .expect("key")
         .0;
-    let jwks = dir.path().join("jwks.json");
-    std::fs::write(&jwks, json!({ "keys": [idp.public_jwk()] }).to_string()).expect("jwks");
-    let mappings = dir.path().join("mappings");
-    std::fs::create_dir(&mappings).expect("mappings");
-    rule_set(&mappings, 10, false);
-    let config = dir.path().join("stsbridge.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 1\nlisten: 127.0.0.1:0\nissuer:\n  url: https://stsbridge.bench.example\n  keys: {{ dir: {keys}, algorithm: ES256 }}\ntrust:\n  - name: bench\n    issuer: {ISSUER}\n    audiences: [{AUDIENCE}]\n    jwks: {{ file: {jwks} }}\nmappings: {mappings}\naudit: {{ file: {audit} }}\n",
-            keys = dir.path().join("keys").display(),
-            jwks = jwks.display(),
-            mappings = mappings.display(),
-            audit = dir.path().join("audit.jsonl").display(),
-        ),
-    )
-    .expect("config");
-    let config = stsbridge::config::load(&config).expect("config loads");
+    let config = bench_config(dir.path(), &[&idp]);
+    rule_set(&config.mappings_dir, 10, false, &config.trust[0]);
     let bridge = rt
         .block_on(async { stsbridge::Bridge::start(config) })
         .expect("starts");
