@@ -131,6 +131,13 @@ enum Command {
         /// Test files or directories (default: the mappings directory's tests/).
         paths: Vec<PathBuf>,
     },
+    /// Print the `.tfvars.json` for terraform/: per target, the role, service account or
+    /// identity, and the exact `sub` and `aud` of the assertions stsbridge presents.
+    TerraformVars {
+        /// The config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Onboard partners.
     Partner {
         #[command(subcommand)]
@@ -211,6 +218,7 @@ pub fn main() -> ExitCode {
             command: IssuerCommand::Export { config, out },
         } => export_issuer(&config, &out),
         Command::Test { config, paths } => run_tests(config.as_deref(), &paths),
+        Command::TerraformVars { config } => terraform_vars(&config),
         Command::Partner {
             command:
                 PartnerCommand::Init {
@@ -595,6 +603,38 @@ fn check(path: &Path) -> ExitCode {
         mappings.files().len()
     );
     ExitCode::SUCCESS
+}
+
+/// `terraform-vars`: the JSON on stdout, anything left out on stderr; exit 64 when a target's
+/// trust cannot be written as the cloud needs it.
+fn terraform_vars(path: &Path) -> ExitCode {
+    let (config, mappings) = match load_all(path) {
+        Ok(v) => v,
+        Err(errors) => {
+            print_errors(&errors);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let vars = match crate::mapping::terraform::vars(&config.issuer.url, &mappings) {
+        Ok(v) => v,
+        Err(errors) => {
+            print_errors(&ConfigErrors(errors));
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    for note in &vars.notes {
+        eprintln!("note: {note}");
+    }
+    match serde_json::to_string_pretty(&vars) {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot write the variables: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
 }
 
 fn explain(path: &Path, token_file: &Path, target: &str) -> ExitCode {

@@ -14,6 +14,7 @@ pub mod condition;
 pub mod file;
 pub mod sanitize;
 pub mod template;
+pub mod terraform;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};

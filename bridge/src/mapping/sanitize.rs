@@ -44,6 +44,11 @@ impl Field {
         }
     }
 
+    /// `c`, or the filler when the field refuses it.
+    fn clean(self, c: char) -> char {
+        if self.allows(c) { c } else { self.filler() }
+    }
+
     /// The character that stands in for refused ones (and pads short values).
     fn filler(self) -> char {
         match self {
@@ -57,11 +62,7 @@ impl Field {
 /// Lengths are counted in characters, which equals bytes for the ASCII-only fields.
 pub fn sanitize(field: Field, value: &str) -> String {
     let (min, max) = field.limits();
-    let mut out: String = value
-        .chars()
-        .map(|c| if field.allows(c) { c } else { field.filler() })
-        .take(max)
-        .collect();
+    let mut out: String = value.chars().map(|c| field.clean(c)).take(max).collect();
     if field == Field::AwsSourceIdentity && out.to_ascii_lowercase().starts_with("aws:") {
         out.replace_range(3..4, "-");
     }
@@ -69,6 +70,12 @@ pub fn sanitize(field: Field, value: &str) -> String {
         out.push(field.filler());
     }
     out
+}
+
+/// `value` with each character the field refuses replaced, as [`sanitize`] does, but neither cut
+/// nor padded: for the literal parts of a pattern.
+pub fn clean_chars(field: Field, value: &str) -> String {
+    value.chars().map(|c| field.clean(c)).collect()
 }
 
 /// Whether `value` already satisfies the field (used for values fixed in mapping files, which are

@@ -103,6 +103,35 @@ impl Template {
         self.parts.iter().all(|p| matches!(p, Part::Literal(_)))
     }
 
+    /// The value for every caller of `target`, when the template reads nothing but literals and
+    /// `{{ target }}`; `None` when it reads the token (subject, issuer or claims). Not sanitized.
+    pub fn constant_for(&self, target: &str) -> Option<String> {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Literal(s) => out.push_str(s),
+                Part::Var(Var::Target) => out.push_str(target),
+                Part::Var(_) => return None,
+            }
+        }
+        Some(out)
+    }
+
+    /// The template with `{{ target }}` filled in and each value read from the token as `*`: the
+    /// pattern every rendered value of `target` matches, as IAM's `StringLike` reads it. Not
+    /// sanitized.
+    pub fn wildcard_for(&self, target: &str) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Literal(s) => out.push_str(s),
+                Part::Var(Var::Target) => out.push_str(target),
+                Part::Var(_) => out.push('*'),
+            }
+        }
+        out
+    }
+
     /// Renders against a token (not yet sanitized: callers apply the field's limits).
     pub fn render(&self, ctx: &RenderContext<'_>) -> Result<String, TemplateError> {
         let mut out = String::new();
@@ -224,6 +253,16 @@ mod tests {
         );
         assert!(!t.is_literal());
         assert!(Template::parse("plain").unwrap().is_literal());
+    }
+
+    #[test]
+    fn constant_and_wildcard_forms_for_a_target() {
+        let t = Template::parse("target:{{ target }}").unwrap();
+        assert_eq!(t.constant_for("deploy").as_deref(), Some("target:deploy"));
+        assert_eq!(t.wildcard_for("deploy"), "target:deploy");
+        let t = Template::parse("{{ issuer }}/{{ target }}/{{ claims.team }}").unwrap();
+        assert_eq!(t.constant_for("deploy"), None);
+        assert_eq!(t.wildcard_for("deploy"), "*/deploy/*");
     }
 
     #[test]
