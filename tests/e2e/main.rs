@@ -22,9 +22,10 @@ mod leaks;
 mod operations;
 mod partners;
 mod sdks;
+mod terraform;
 mod token_exchange;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use stsbridge_e2e::{BRIDGE_URL, BridgeProcess, TestIdp};
@@ -91,6 +92,28 @@ rules:
     subject: "svc:mallory"
     deny: ["*"]
 "#;
+
+/// The repository's top level (the shipped mappings, terraform/, tests/terraform/).
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Copies the directory tree `from` to `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
 
 /// Options of one stack.
 #[derive(Default)]

@@ -2,7 +2,6 @@
 //! limits under a burst, a dead partner IdP that must not hold anyone else up, and denials the
 //! caller can read.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -14,27 +13,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::cli::run;
 use crate::operations::{metrics, sample};
-use crate::{BIN, MAPPINGS, Setup, Stack};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
+use crate::{BIN, MAPPINGS, Setup, Stack, copy_dir, repo};
 
 #[test]
 fn mapping_tests_pass_on_the_shipped_mappings_and_explain_a_wrong_expectation() {

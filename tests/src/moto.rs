@@ -63,3 +63,79 @@ pub fn moto() -> &'static Moto {
         }
     })
 }
+
+/// A forwarding proxy in front of moto's server that records the form of every request (so a test
+/// can read the web identity token stsbridge presented) and answers with moto's own response.
+pub struct RecordingProxy {
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    requests: std::sync::Arc<Mutex<Vec<std::collections::HashMap<String, String>>>>,
+}
+
+impl RecordingProxy {
+    /// Starts a proxy to `upstream` on 127.0.0.1 and a port from the OS; it stops when the test's
+    /// runtime ends.
+    pub async fn start(upstream: &str) -> RecordingProxy {
+        use axum::body::Bytes;
+        use axum::http::{HeaderMap, StatusCode};
+        use axum::response::IntoResponse;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the recording proxy");
+        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+        let requests = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let recorded = std::sync::Arc::clone(&requests);
+        let upstream = upstream.to_owned();
+        let client = reqwest::Client::new();
+        let forward = move |headers: HeaderMap, body: Bytes| {
+            let (recorded, upstream, client) = (
+                std::sync::Arc::clone(&recorded),
+                upstream.clone(),
+                client.clone(),
+            );
+            async move {
+                let form =
+                    reqwest::Url::parse(&format!("http://x/?{}", String::from_utf8_lossy(&body)))
+                        .map(|u| {
+                            u.query_pairs()
+                                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                recorded.lock().expect("lock").push(form);
+                let mut request = client.post(format!("{upstream}/")).body(body);
+                for (name, value) in &headers {
+                    if name != "host" && name != "content-length" {
+                        request = request.header(name, value);
+                    }
+                }
+                match request.send().await {
+                    Ok(r) => {
+                        let status = StatusCode::from_u16(r.status().as_u16())
+                            .unwrap_or(StatusCode::BAD_GATEWAY);
+                        let content_type = r
+                            .headers()
+                            .get("content-type")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("text/xml")
+                            .to_owned();
+                        let body = r.bytes().await.unwrap_or_default();
+                        (status, [("content-type", content_type)], body).into_response()
+                    }
+                    Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+                }
+            }
+        };
+        let app = axum::Router::new().route("/", axum::routing::post(forward));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        RecordingProxy { endpoint, requests }
+    }
+
+    /// The forms recorded since the last call, in order.
+    pub fn take(&self) -> Vec<std::collections::HashMap<String, String>> {
+        std::mem::take(&mut *self.requests.lock().expect("lock"))
+    }
+}
