@@ -102,7 +102,7 @@ fn account_of(arn: &str) -> &str {
 }
 
 /// A copy of the shipped mappings whose partner file trusts `globex` (a test IdP) instead of
-/// Globex's real IdP.
+/// Globex's real IdP, for tokens with the audience of the bridge under test.
 fn shipped_mappings(dir: &Path, globex: &TestIdp) {
     copy_dir(&repo().join("mappings"), &dir.join("mappings"));
     let file = dir.join("mappings/partner-globex.yaml");
@@ -118,6 +118,10 @@ fn shipped_mappings(dir: &Path, globex: &TestIdp) {
         .replace(
             "jwks: { uri: https://login.globex.example/oauth2/keys, refresh_interval: 15m }",
             "jwks: { discovery: true }",
+        )
+        .replace(
+            "audiences: [https://sts.example.com]",
+            &format!("audiences: [{BRIDGE_URL}]"),
         );
     assert_eq!(
         replaced.matches(&globex.issuer).count(),
@@ -125,6 +129,7 @@ fn shipped_mappings(dir: &Path, globex: &TestIdp) {
         "partner-globex.yaml changed: update this test's rewrite of its trust entry"
     );
     assert!(replaced.contains("jwks: { discovery: true }"));
+    assert!(replaced.contains(&format!("audiences: [{BRIDGE_URL}]")));
     std::fs::write(file, replaced).unwrap();
 }
 
