@@ -436,3 +436,57 @@ fn check_aws(
         previous = role.to_owned();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terraform_vars_refuses_trust_a_cloud_cannot_express_and_notes_what_it_leaves_out() {
+    let idp = TestIdp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mappings = r#"
+version: 1
+targets:
+  - name: blob
+    assertion_subject: "caller:{{ subject }}"
+    azure: { tenant_id: 72f988bf-86f1-41af-91ab-2d7cd011db47, client_id: 3f1e5a2c-0b6d-4c8e-9a7b-1d2e3f4a5b6c, scope: https://storage.azure.com/.default }
+  - name: own-token
+    assertion: passthrough
+    aws: { role_arn: "arn:aws:iam::111111111111:role/own" }
+rules:
+  - { name: r, issuer: ci, subject: { any: true }, allow: ["*"] }
+"#;
+    crate::write_config(
+        dir.path(),
+        &idp,
+        &crate::Setup {
+            mappings: Some(mappings),
+            ..crate::Setup::default()
+        },
+    );
+    let (code, out, err) = run(
+        dir.path(),
+        &["terraform-vars", "--config", "stsbridge.yaml"],
+    );
+    assert_eq!(code, 64, "{out}{err}");
+    assert!(out.is_empty(), "no half-written variables: {out}");
+    assert!(
+        err.contains("mappings/test.yaml: target blob:")
+            && err.contains("Azure federated identity credential matches one exact subject"),
+        "{err}"
+    );
+
+    // Without the Azure target: the passthrough target is left out, and stderr says why.
+    let fixed = mappings.replace("    assertion_subject: \"caller:{{ subject }}\"\n", "");
+    std::fs::write(dir.path().join("mappings/test.yaml"), fixed).unwrap();
+    let (code, out, err) = run(
+        dir.path(),
+        &["terraform-vars", "--config", "stsbridge.yaml"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let vars: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(vars["targets"]["blob"]["sub"], "target:blob");
+    assert!(vars["targets"].get("own-token").is_none(), "{vars}");
+    assert!(vars["aws_roles"].as_object().unwrap().is_empty(), "{vars}");
+    assert!(
+        err.contains("note: target own-token uses assertion: passthrough"),
+        "{err}"
+    );
+}

@@ -315,8 +315,8 @@ impl Subject {
         match self {
             Subject::Exact(s) => Ok(s),
             Subject::Pattern(p) => Err(format!(
-                "its assertion_subject is rendered per caller ({p}), but {cloud} trust matches \
-                 one exact subject: make assertion_subject fixed for the target (the default, \
+                "its assertion_subject is rendered per caller ({p}), but {cloud} matches one \
+                 exact subject: make assertion_subject fixed for the target (the default, \
                  target:<name>, is), and let the rules decide who may obtain it"
             )),
         }
@@ -488,7 +488,7 @@ fn gcp_target(
     gcp: &super::GcpTarget,
     sub: &Subject,
 ) -> Result<(), String> {
-    let subject = sub.exact("a GCP principal://")?.to_owned();
+    let subject = sub.exact("a GCP principal:// member")?.to_owned();
     // `//iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/P/providers/V`,
     // checked at load time.
     let key = gcp
