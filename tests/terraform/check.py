@@ -8,7 +8,10 @@
 3. The variables a module passes unchanged to its provider-free half (aws/policies,
    gcp/bindings, azure/credentials) have the same type in both, so the offline evaluation
    type-checks what the module really takes.
-4. checkov finds no failed check, and every skipped check says why.
+4. Every call of a local module sets only variables the module declares, and all it requires
+   (what `terraform validate` would check of them, which needs provider plugins to run).
+   Every var.NAME and module.CALL.OUTPUT a module reads is declared.
+5. checkov finds no failed check, and every skipped check says why.
 
 Exits non-zero, naming each problem.
 """
@@ -118,6 +121,57 @@ def check_halves():
     return "modules and their provider-free halves take the same types"
 
 
+# Arguments of a module block that are not the module's variables.
+MODULE_META = {"source", "version", "providers", "depends_on", "count", "for_each"}
+
+
+def check_module_calls():
+    """What `terraform validate` would say of each call of a local module, without the provider
+    plugins it needs: every argument is a variable of the module, every required variable is set."""
+    calls = 0
+    for path in tf_files():
+        for block in parse(path).get("module", []):
+            for name, body in block.items():
+                source = body["source"][0] if isinstance(body["source"], list) else body["source"]
+                if not source.startswith("."):
+                    continue
+                calls += 1
+                module_dir = (path.parent / source).resolve()
+                variables = blocks(module_dir, "variable")
+                args = {k for k in body if not k.startswith("__")} - MODULE_META
+                where = f"{path.relative_to(REPO)}: module {name.strip(chr(34))}"
+                for unknown in sorted(args - set(variables)):
+                    problem(f"{where} sets {unknown}, which {source} does not declare")
+                required = {v for v, b in variables.items() if "default" not in b}
+                for missing in sorted(required - args):
+                    problem(f"{where} does not set {missing}, which {source} requires")
+    return f"{calls} module calls set exactly the variables their modules declare"
+
+
+def check_references():
+    """Every var.NAME a module reads is one of its variables, every module.CALL.OUTPUT one of
+    that module's outputs (a typo here would otherwise wait for the first real plan)."""
+    dirs = sorted({p.parent for p in tf_files()})
+    for d in dirs:
+        text = "\n".join(p.read_text() for p in sorted(d.glob("*.tf")))
+        text = re.sub(r"(?m)^\s*#.*$", "", text)
+        variables = set(blocks(d, "variable"))
+        for name in sorted(set(re.findall(r"\bvar\.([A-Za-z0-9_]+)", text)) - variables):
+            problem(f"{d.relative_to(REPO)} reads var.{name}, which it does not declare")
+        calls = {}
+        for block in (b for p in sorted(d.glob("*.tf")) for b in parse(p).get("module", [])):
+            for name, body in block.items():
+                source = body["source"][0] if isinstance(body["source"], list) else body["source"]
+                if source.startswith("."):
+                    calls[name.strip('"')] = set(blocks((d / source).resolve(), "output"))
+        for call, output in sorted(set(re.findall(r"\bmodule\.([A-Za-z0-9_]+)\.([A-Za-z0-9_]+)", text))):
+            if call not in calls:
+                problem(f"{d.relative_to(REPO)} reads module.{call}, which it does not call")
+            elif output not in calls[call]:
+                problem(f"{d.relative_to(REPO)} reads module.{call}.{output}, which that module does not output")
+    return f"every var.* and module.*.* read in {len(dirs)} directories is declared"
+
+
 def check_checkov():
     checkov = Path(sys.executable).with_name("checkov")
     env = dict(os.environ, BC_SKIP_MAPPING="TRUE", CHECKOV_RUN_SCA_PACKAGE_SCAN_V2="false")
@@ -145,7 +199,9 @@ def check_checkov():
 
 
 if __name__ == "__main__":
-    for check in (check_parse, check_fmt, check_interfaces, check_halves, check_checkov):
+    checks = (check_parse, check_fmt, check_interfaces, check_halves, check_module_calls, check_references,
+              check_checkov)
+    for check in checks:
         before = len(problems)
         summary = check()
         if len(problems) == before:
