@@ -204,15 +204,14 @@ pub fn vars(issuer_url: &str, mappings: &Mappings) -> Result<TerraformVars, Vec<
     targets.sort_by(|a, b| a.name.cmp(&b.name));
     for target in targets {
         let subject = match &target.assertion {
+            // (JWT targets cannot be passthrough: the mapping load refuses that.)
             AssertionMode::Passthrough => {
-                if !matches!(target.kind, TargetKind::Jwt(_)) {
-                    out.notes.push(format!(
-                        "target {} uses assertion: passthrough: {} sees the caller's own token and \
-                         must trust the caller's IdP; terraform/ does not manage that trust",
-                        target.name,
-                        target.kind.provider()
-                    ));
-                }
+                out.notes.push(format!(
+                    "target {} uses assertion: passthrough: {} sees the caller's own token and \
+                     must trust the caller's IdP; terraform/ does not manage that trust",
+                    target.name,
+                    target.kind.provider()
+                ));
                 continue;
             }
             AssertionMode::Mint(t) => Subject::of(t, &target.name),
@@ -338,7 +337,9 @@ impl Subject {
 }
 
 /// The `StringLike` pattern of a template rendered per caller: literal parts cleaned as the field
-/// cleans them, each value read from the token a `*`.
+/// cleans them, each value read from the token a `*`. Two edges stay loose rather than wrong: a
+/// literal `*` in the template matches anything too, and a subject cut to its 127 bytes loses
+/// the pattern's closing literal (keep per-caller subjects short, or end them with the value).
 fn wildcard(template: &Template, target: &str, field: Field) -> String {
     template
         .wildcard_for(target)
