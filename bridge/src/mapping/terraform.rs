@@ -337,9 +337,10 @@ impl Subject {
 }
 
 /// The `StringLike` pattern of a template rendered per caller: literal parts cleaned as the field
-/// cleans them, each value read from the token a `*`. Two edges stay loose rather than wrong: a
-/// literal `*` in the template matches anything too, and a subject cut to its 127 bytes loses
-/// the pattern's closing literal (keep per-caller subjects short, or end them with the value).
+/// cleans them, each value read from the token a `*`. Two edges: a literal `*` in the template
+/// matches anything too (looser than the template), and a subject cut to its 127 bytes can lose
+/// the pattern's closing literal and then not match (refused; keep per-caller subjects short, or
+/// end them with the value read from the token).
 fn wildcard(template: &Template, target: &str, field: Field) -> String {
     template
         .wildcard_for(target)
