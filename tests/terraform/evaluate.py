@@ -36,9 +36,10 @@ def evaluate(vars_path):
     with tempfile.TemporaryDirectory() as tmp:
         # A copy of the evaluation root beside a copy of the modules, so that Terraform's state
         # and module cache land in the temporary directory, never in the repository.
-        shutil.copytree(REPO / "terraform", Path(tmp) / "terraform")
+        skip = shutil.ignore_patterns(".terraform", ".terraform.lock.hcl", "terraform.tfstate*", "*.tfvars.json")
+        shutil.copytree(REPO / "terraform", Path(tmp) / "terraform", ignore=skip)
         root = Path(tmp) / "tests" / "terraform" / "eval"
-        shutil.copytree(HERE / "eval", root)
+        shutil.copytree(HERE / "eval", root, ignore=skip)
         shutil.copy(vars_path, root / "stsbridge.tfvars.json")
         tf = TerraformCommand(str(root))
         init = tf.init()
