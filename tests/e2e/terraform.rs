@@ -282,80 +282,18 @@ audit: {{ sink: stdout }}
                 "gcp" => {
                     let all = google.received_requests().await.unwrap();
                     let requests = &all[std::mem::replace(&mut seen_google, all.len())..];
-                    let Some(exchange) = requests.iter().find(|r| r.url.path() == "/v1/token")
-                    else {
+                    if requests.is_empty() {
                         continue; // served from the cache by an earlier case
-                    };
-                    let token = form_field(exchange, "subject_token").unwrap();
-                    let c = verified(&token, aud);
-                    assert_eq!(c["sub"], sub, "{what}");
-                    let audience = form_field(exchange, "audience").unwrap();
-                    let key = audience.trim_start_matches("//iam.googleapis.com/");
-                    let number = key.split('/').nth(1).unwrap();
-                    let provider = &docs["gcp"][number]["providers"][key];
-                    assert!(
-                        values(&provider["allowed_audiences"]).contains(&aud),
-                        "{what}: {provider}"
-                    );
-                    let condition = provider["attribute_condition"].as_str().unwrap();
-                    let list: Vec<String> =
-                        serde_json::from_str(condition.strip_prefix("assertion.sub in ").unwrap())
-                            .unwrap();
-                    assert!(list.iter().any(|s| s == sub), "{what}: {condition}");
-                    let principal = format!(
-                        "principal://iam.googleapis.com/{}/subject/{sub}",
-                        key.split("/providers/").next().unwrap()
-                    );
-                    if let Some(generate) = requests
-                        .iter()
-                        .find(|r| r.url.path().ends_with(":generateAccessToken"))
-                    {
-                        let email = generate
-                            .url
-                            .path()
-                            .trim_start_matches("/v1/projects/-/serviceAccounts/")
-                            .trim_end_matches(":generateAccessToken")
-                            .to_owned();
-                        let members = docs["gcp"][number]["service_account_members"]
-                            .as_object()
-                            .unwrap();
-                        assert!(
-                            members
-                                .values()
-                                .any(|m| m["service_account"] == email.as_str()
-                                    && m["member"] == principal.as_str()
-                                    && m["role"] == "roles/iam.workloadIdentityUser"),
-                            "{what}: no binding of {principal} on {email}: {members:?}"
-                        );
-                    } else {
-                        assert_eq!(
-                            docs["gcp"][number]["direct_principals"][&case.target],
-                            principal.as_str(),
-                            "{what}"
-                        );
                     }
+                    check_gcp(requests, &docs, &case.target, sub, aud, &what, &verified);
                 }
                 "azure" => {
                     let all = entra.received_requests().await.unwrap();
                     let requests = &all[std::mem::replace(&mut seen_entra, all.len())..];
-                    let Some(request) = requests.last() else {
+                    if requests.is_empty() {
                         continue; // served from the cache by an earlier case
-                    };
-                    let assertion = form_field(request, "client_assertion").unwrap();
-                    let client_id = form_field(request, "client_id").unwrap();
-                    let c = verified(&assertion, aud);
-                    assert_eq!(c["sub"], sub, "{what}");
-                    let tenant = request.url.path().split('/').nth(1).unwrap();
-                    let credentials = docs["azure"][tenant]["credentials"].as_object().unwrap();
-                    assert!(
-                        credentials
-                            .values()
-                            .any(|cred| cred["client_id"] == client_id.as_str()
-                                && cred["issuer"] == c["iss"]
-                                && cred["subject"] == sub
-                                && values(&cred["audiences"]) == [aud]),
-                        "{what}: no federated credential for {client_id}: {credentials:?}"
-                    );
+                    }
+                    check_azure(requests, &docs, sub, aud, &what, &verified);
                 }
                 other => panic!("{what}: provider {other}"),
             }
@@ -371,6 +309,97 @@ audit: {{ sink: stdout }}
     assert_eq!(
         exercised, all,
         "every cloud target of the shipped mappings needs an allowed case in mappings/tests/"
+    );
+}
+
+/// The Google calls of one exchange: the STS exchange's assertion carries the target's `sub` and
+/// `aud`, its pool provider allows that audience and its attribute condition that subject, and
+/// the service account impersonated binds exactly the target's principal (or, without one, the
+/// principal is to be granted resources directly).
+fn check_gcp(
+    requests: &[wiremock::Request],
+    docs: &Value,
+    target: &str,
+    sub: &str,
+    aud: &str,
+    what: &str,
+    verified: &dyn Fn(&str, &str) -> Value,
+) {
+    let exchange = requests
+        .iter()
+        .find(|r| r.url.path() == "/v1/token")
+        .unwrap_or_else(|| panic!("{what}: no STS exchange"));
+    let c = verified(&form_field(exchange, "subject_token").unwrap(), aud);
+    assert_eq!(c["sub"], sub, "{what}");
+    let audience = form_field(exchange, "audience").unwrap();
+    let key = audience.trim_start_matches("//iam.googleapis.com/");
+    let number = key.split('/').nth(1).unwrap();
+    let provider = &docs["gcp"][number]["providers"][key];
+    assert!(
+        values(&provider["allowed_audiences"]).contains(&aud),
+        "{what}: {provider}"
+    );
+    let condition = provider["attribute_condition"].as_str().unwrap();
+    let subjects: Vec<String> =
+        serde_json::from_str(condition.strip_prefix("assertion.sub in ").unwrap()).unwrap();
+    assert!(subjects.iter().any(|s| s == sub), "{what}: {condition}");
+    let principal = format!(
+        "principal://iam.googleapis.com/{}/subject/{sub}",
+        key.split("/providers/").next().unwrap()
+    );
+    match requests
+        .iter()
+        .find(|r| r.url.path().ends_with(":generateAccessToken"))
+    {
+        Some(generate) => {
+            let email = generate
+                .url
+                .path()
+                .trim_start_matches("/v1/projects/-/serviceAccounts/")
+                .trim_end_matches(":generateAccessToken");
+            let members = docs["gcp"][number]["service_account_members"]
+                .as_object()
+                .unwrap();
+            assert!(
+                members.values().any(|m| m["service_account"] == email
+                    && m["member"] == principal.as_str()
+                    && m["role"] == "roles/iam.workloadIdentityUser"),
+                "{what}: no binding of {principal} on {email}: {members:?}"
+            );
+        }
+        None => assert_eq!(
+            docs["gcp"][number]["direct_principals"][target],
+            principal.as_str(),
+            "{what}"
+        ),
+    }
+}
+
+/// The Entra ID call of one exchange: the client assertion carries the target's `sub` and `aud`,
+/// and the identity of its `client_id` has a federated credential for exactly that issuer,
+/// subject and audience.
+fn check_azure(
+    requests: &[wiremock::Request],
+    docs: &Value,
+    sub: &str,
+    aud: &str,
+    what: &str,
+    verified: &dyn Fn(&str, &str) -> Value,
+) {
+    let request = requests.last().unwrap();
+    let client_id = form_field(request, "client_id").unwrap();
+    let c = verified(&form_field(request, "client_assertion").unwrap(), aud);
+    assert_eq!(c["sub"], sub, "{what}");
+    let tenant = request.url.path().split('/').nth(1).unwrap();
+    let credentials = docs["azure"][tenant]["credentials"].as_object().unwrap();
+    assert!(
+        credentials
+            .values()
+            .any(|cred| cred["client_id"] == client_id.as_str()
+                && cred["issuer"] == c["iss"]
+                && cred["subject"] == sub
+                && values(&cred["audiences"]) == [aud]),
+        "{what}: no federated credential for {client_id}: {credentials:?}"
     );
 }
 
