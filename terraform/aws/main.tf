@@ -12,7 +12,15 @@ module "policies" {
   aws_roles  = var.aws_roles
 }
 
-data "aws_caller_identity" "current" {}
+# The provider of this instance must be for account_id: a plan against another account stops here.
+data "aws_caller_identity" "current" {
+  lifecycle {
+    postcondition {
+      condition     = self.account_id == var.account_id
+      error_message = "This instance's aws provider is for account ${self.account_id}, not account_id ${var.account_id}."
+    }
+  }
+}
 
 data "aws_partition" "current" {}
 
@@ -33,13 +41,6 @@ resource "aws_iam_openid_connect_provider" "stsbridge" {
   client_id_list  = module.policies.audiences
   thumbprint_list = length(var.thumbprint_list) > 0 ? var.thumbprint_list : null
   tags            = var.tags
-
-  lifecycle {
-    precondition {
-      condition     = data.aws_caller_identity.current.account_id == var.account_id
-      error_message = "This instance's aws provider is for account ${data.aws_caller_identity.current.account_id}, not account_id ${var.account_id}."
-    }
-  }
 }
 
 resource "aws_iam_role" "this" {
@@ -52,13 +53,6 @@ resource "aws_iam_role" "this" {
   max_session_duration = each.value.max_session_duration
   permissions_boundary = var.permissions_boundary
   tags                 = var.tags
-
-  lifecycle {
-    precondition {
-      condition     = data.aws_caller_identity.current.account_id == var.account_id
-      error_message = "This instance's aws provider is for account ${data.aws_caller_identity.current.account_id}, not account_id ${var.account_id}."
-    }
-  }
 
   # IAM refuses a trust policy whose federated principal does not exist yet.
   depends_on = [aws_iam_openid_connect_provider.stsbridge]

@@ -12,8 +12,16 @@ module "bindings" {
   gcp_bindings   = var.gcp_bindings
 }
 
+# project_id must be the project whose number the pool provider names carry.
 data "google_project" "this" {
   project_id = var.project_id
+
+  lifecycle {
+    postcondition {
+      condition     = self.number == var.project_number
+      error_message = "Project ${var.project_id} has number ${self.number}, not project_number ${var.project_number}."
+    }
+  }
 }
 
 locals {
@@ -44,13 +52,6 @@ resource "google_iam_workload_identity_pool" "this" {
   workload_identity_pool_id = each.key
   display_name              = "stsbridge"
   description               = "Assertions minted by stsbridge (${var.issuer_url})"
-
-  lifecycle {
-    precondition {
-      condition     = data.google_project.this.number == var.project_number
-      error_message = "Project ${var.project_id} has number ${data.google_project.this.number}, not project_number ${var.project_number}."
-    }
-  }
 }
 
 resource "google_iam_workload_identity_pool_provider" "this" {

@@ -9,7 +9,12 @@ use serde_json::{Value, json};
 use wiremock::{Match, Request, ResponseTemplate};
 
 fn form(request: &Request) -> HashMap<String, String> {
-    let body = String::from_utf8_lossy(&request.body);
+    parse_form(&request.body)
+}
+
+/// An `application/x-www-form-urlencoded` body as a map (empty when it is not one).
+pub fn parse_form(body: &[u8]) -> HashMap<String, String> {
+    let body = String::from_utf8_lossy(body);
     reqwest::Url::parse(&format!("http://x/?{body}"))
         .map(|u| {
             u.query_pairs()

@@ -103,15 +103,10 @@ impl RecordingProxy {
                 client.clone(),
             );
             async move {
-                let form =
-                    reqwest::Url::parse(&format!("http://x/?{}", String::from_utf8_lossy(&body)))
-                        .map(|u| {
-                            u.query_pairs()
-                                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                recorded.lock().expect("lock").push(form);
+                recorded
+                    .lock()
+                    .expect("lock")
+                    .push(crate::clouds::parse_form(&body));
                 let mut request = client.post(format!("{upstream}/")).body(body);
                 for (name, value) in &headers {
                     if name != "host" && name != "content-length" {

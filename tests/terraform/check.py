@@ -121,6 +121,15 @@ def check_halves():
     return "modules and their provider-free halves take the same types"
 
 
+def local_calls(path):
+    """The calls of local modules in one .tf file: (name, body, source, module directory)."""
+    for block in parse(path).get("module", []):
+        for name, body in block.items():
+            source = body["source"][0] if isinstance(body["source"], list) else body["source"]
+            if source.startswith("."):
+                yield name.strip('"'), body, source, (path.parent / source).resolve()
+
+
 # Arguments of a module block that are not the module's variables.
 MODULE_META = {"source", "version", "providers", "depends_on", "count", "for_each"}
 
@@ -130,21 +139,16 @@ def check_module_calls():
     plugins it needs: every argument is a variable of the module, every required variable is set."""
     calls = 0
     for path in tf_files():
-        for block in parse(path).get("module", []):
-            for name, body in block.items():
-                source = body["source"][0] if isinstance(body["source"], list) else body["source"]
-                if not source.startswith("."):
-                    continue
-                calls += 1
-                module_dir = (path.parent / source).resolve()
-                variables = blocks(module_dir, "variable")
-                args = {k for k in body if not k.startswith("__")} - MODULE_META
-                where = f"{path.relative_to(REPO)}: module {name.strip(chr(34))}"
-                for unknown in sorted(args - set(variables)):
-                    problem(f"{where} sets {unknown}, which {source} does not declare")
-                required = {v for v, b in variables.items() if "default" not in b}
-                for missing in sorted(required - args):
-                    problem(f"{where} does not set {missing}, which {source} requires")
+        for name, body, source, module_dir in local_calls(path):
+            calls += 1
+            variables = blocks(module_dir, "variable")
+            args = {k for k in body if not k.startswith("__")} - MODULE_META
+            where = f"{path.relative_to(REPO)}: module {name}"
+            for unknown in sorted(args - set(variables)):
+                problem(f"{where} sets {unknown}, which {source} does not declare")
+            required = {v for v, b in variables.items() if "default" not in b}
+            for missing in sorted(required - args):
+                problem(f"{where} does not set {missing}, which {source} requires")
     return f"{calls} module calls set exactly the variables their modules declare"
 
 
@@ -158,12 +162,11 @@ def check_references():
         variables = set(blocks(d, "variable"))
         for name in sorted(set(re.findall(r"\bvar\.([A-Za-z0-9_]+)", text)) - variables):
             problem(f"{d.relative_to(REPO)} reads var.{name}, which it does not declare")
-        calls = {}
-        for block in (b for p in sorted(d.glob("*.tf")) for b in parse(p).get("module", [])):
-            for name, body in block.items():
-                source = body["source"][0] if isinstance(body["source"], list) else body["source"]
-                if source.startswith("."):
-                    calls[name.strip('"')] = set(blocks((d / source).resolve(), "output"))
+        calls = {
+            name: set(blocks(module_dir, "output"))
+            for path in sorted(d.glob("*.tf"))
+            for name, _, _, module_dir in local_calls(path)
+        }
         for call, output in sorted(set(re.findall(r"\bmodule\.([A-Za-z0-9_]+)\.([A-Za-z0-9_]+)", text))):
             if call not in calls:
                 problem(f"{d.relative_to(REPO)} reads module.{call}, which it does not call")

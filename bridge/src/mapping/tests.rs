@@ -42,7 +42,8 @@ fn token(trust: &str, claims: serde_json::Value) -> ValidatedToken {
     }
 }
 
-fn shipped() -> Mappings {
+/// The repository's `mappings/`, with the issuers their rules name.
+pub(in crate::mapping) fn shipped() -> Mappings {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mappings");
     Mappings::load(&dir, &trust_names()).unwrap_or_else(|e| panic!("{e}"))
 }
