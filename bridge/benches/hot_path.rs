@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use stsbridge::cache::CredentialCache;
 use stsbridge::config::{Config, IssuerConfig, SigningAlgorithm, TrustConfig};
 use stsbridge::issuer::{Issuer, SigningKey};
+use stsbridge::mapping::delegation::PriorAct;
 use stsbridge::mapping::{Decision, Mappings, RenderInput, render};
 use stsbridge::token::{self, ValidatedToken};
 use stsbridge_providers::jwt::JwtProvider;
@@ -235,6 +236,7 @@ fn rendering(c: &mut Criterion) {
             raw_token: "unused",
             requested_scopes: None,
             actor: None,
+            prior_act: &PriorAct::Absent,
         };
         render(&target, &input).expect("renders");
         group.bench_function(target.name.clone(), |b| {
@@ -298,6 +300,7 @@ fn cache_hit(c: &mut Criterion) {
         raw_token: "unused",
         requested_scopes: None,
         actor: None,
+        prior_act: &PriorAct::Absent,
     };
     let key = Arc::new(render(&target, &input).expect("renders"));
     let (_, first) = rt

@@ -34,6 +34,10 @@ pub struct AuditEvent {
     /// The actor, for delegated exchanges.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub actor: Option<Caller>,
+    /// What became of the subject token's own `act` claim: `kept` (stsbridge minted it, or its
+    /// issuer has `accept_act: true`) or `dropped`. Absent when it had none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prior_act: Option<&'static str>,
     /// The rule that decided, if any.
     pub rule: Option<String>,
     /// The requested target.

@@ -12,6 +12,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{self, ConfigErrors};
 use crate::exchange::Bridge;
+use crate::mapping::delegation::prior_chain;
 use crate::mapping::{Decision, Mappings, RenderInput, cases, render};
 use crate::{dev, issuer, server, token};
 
@@ -701,11 +702,22 @@ fn explain(path: &Path, token_file: &Path, target: &str) -> ExitCode {
     match decision {
         Decision::Allow { rule, target } => {
             println!("decision: allow (rule {})", rule.name);
+            let prior_act = match prior_chain(&token.claims, trust.accept_act) {
+                Ok(p) => p,
+                Err(e) => {
+                    println!("the request would be refused (invalid_request): {e}");
+                    return ExitCode::from(EXIT_FAILURE);
+                }
+            };
+            if let Some(label) = prior_act.audit_label() {
+                println!("the token's own act claim: {label}");
+            }
             let input = RenderInput {
                 token: &token,
                 raw_token: &raw,
                 requested_scopes: None,
                 actor: None,
+                prior_act: &prior_act,
             };
             match render(target, &input) {
                 Ok(request) => {
@@ -716,6 +728,12 @@ fn explain(path: &Path, token_file: &Path, target: &str) -> ExitCode {
         }
         Decision::Deny { rule: Some(rule) } => println!("decision: deny (deny rule {})", rule.name),
         Decision::Deny { rule: None } => println!("decision: deny (no allow rule matches)"),
+        Decision::ActorNotAllowed { rule } => {
+            println!(
+                "decision: deny (rule {} does not list the actor)",
+                rule.name
+            )
+        }
         Decision::UnknownTarget => println!("decision: unknown target"),
     }
     if refusal.is_some() {

@@ -245,6 +245,8 @@ fn dev_trust(name: &str, url: &str, audience: &str, jwks: String) -> TrustConfig
         rate_limit: None,
         max_concurrent: None,
         lazy_jwks: false,
+        accept_act: false,
+        require_iat: true,
     }
 }
 

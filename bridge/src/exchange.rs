@@ -18,15 +18,16 @@ use tracing::Instrument;
 use crate::audit::{Audit, AuditEvent, Caller, Shadow, rfc3339, short_hash};
 use crate::breaker::Breaker;
 use crate::cache::{CacheEvent, CredentialCache, Entry};
-use crate::config::{Config, ConfigErrors, TrustConfig};
+use crate::config::{Config, ConfigErrors, OWN_TRUST, TrustConfig};
 use crate::issuer::{Issuer, IssuerError, random_id};
 use crate::limits::{PartnerLimit, PartnerRefusal, RateLimiter, ReplayGuard};
+use crate::mapping::delegation::{may_act_allows, prior_chain};
 use crate::mapping::{
     Decision, Effect, Mappings, RenderError, RenderInput, RuleMode, Target, TargetKind, render,
 };
 use crate::metrics::Metrics;
 use crate::token::jwks::{FetchError, JwksManager};
-use crate::token::{self, TokenError, ValidatedToken};
+use crate::token::{self, KeySet, KeyThumbprint, TokenError, ValidatedToken};
 
 /// Which endpoint asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +97,13 @@ pub enum ExchangeError {
     /// No such target (404).
     #[error("unknown target {0:?}")]
     UnknownTarget(String),
+    /// An allow rule matched the subject, but the actor is not one it lists in `actors:`, or
+    /// the subject token's `may_act` does not name it (403).
+    #[error("the actor may not act for this subject (rule {rule})")]
+    ActorNotAllowed {
+        /// The first allow rule that matched the subject.
+        rule: String,
+    },
     /// A deny rule refuses it, or no allow rule matches (403).
     #[error("{}", denial(rule.as_deref(), target))]
     Denied {
@@ -154,9 +162,11 @@ impl ExchangeError {
             ExchangeError::UnknownTarget(_) => "unknown_target".into(),
             ExchangeError::Denied { rule: Some(_), .. } => "deny_rule".into(),
             ExchangeError::Denied { rule: None, .. } => "no_matching_rule".into(),
+            ExchangeError::ActorNotAllowed { .. } => "actor_not_allowed".into(),
             ExchangeError::Scope(_) => "invalid_scope".into(),
             ExchangeError::Render(e) => match e {
                 RenderError::DelegationTooDeep => "delegation_too_deep".into(),
+                RenderError::ReservedSubject => "reserved_subject".into(),
                 _ => "render_failed".into(),
             },
             ExchangeError::RateLimited { .. } => "rate_limited".into(),
@@ -170,6 +180,7 @@ impl ExchangeError {
     fn outcome(&self) -> &'static str {
         match self {
             ExchangeError::Denied { .. }
+            | ExchangeError::ActorNotAllowed { .. }
             | ExchangeError::Render(_)
             | ExchangeError::RateLimited { .. }
             | ExchangeError::PartnerLimited { .. } => "deny",
@@ -235,8 +246,9 @@ const VERIFIED_TOKEN_TTL: Duration = Duration::from_secs(3600);
 /// A token that passed every check, as remembered for its next presentation.
 struct Verified {
     token: Arc<ValidatedToken>,
-    /// The key that verified it: when the issuer withdraws that key, the token is checked again.
-    kid: Option<String>,
+    /// The key that verified it, by its material: when the issuer withdraws that key, the token
+    /// is checked again (a `kid` may be absent, or reused for another key).
+    key: KeyThumbprint,
     /// `exp` plus the trust entry's leeway, unix seconds: the last second it may be used.
     usable_until: u64,
     /// For the audit event.
@@ -258,12 +270,17 @@ impl Policy {
         trust: &[TrustConfig],
         config_file: Option<&std::path::Path>,
         mappings_dir: &std::path::Path,
+        own_url: &str,
         previous: Option<&Policy>,
         metrics: &Arc<Metrics>,
     ) -> Result<Policy, StartError> {
         let config_file = config_file.unwrap_or(mappings_dir);
         let (mappings, trust) = Mappings::load_with_trust(mappings_dir, trust, config_file)
             .map_err(StartError::Mappings)?;
+        let own_errors = mappings.own_issuer_errors(own_url);
+        if !own_errors.is_empty() {
+            return Err(StartError::Mappings(ConfigErrors(own_errors)));
+        }
         let trust = &trust;
         let jwks = Arc::new(JwksManager::new(trust, Some(Arc::clone(metrics)))?);
         if let Some(previous) = previous {
@@ -285,9 +302,16 @@ impl Policy {
             .collect();
         Ok(Policy {
             limits,
+            // stsbridge's own tokens come back under the built-in entry; its keys are the
+            // issuer's own, never fetched (it is not in `jwks`).
             trust_by_iss: trust
                 .iter()
-                .map(|t| (t.issuer.clone(), t.clone()))
+                .cloned()
+                .chain(std::iter::once(crate::config::own_trust(
+                    own_url,
+                    mappings.jwt_audiences(),
+                )))
+                .map(|t| (t.issuer.clone(), t))
                 .collect(),
             jwks,
             mappings: Arc::new(mappings),
@@ -341,6 +365,7 @@ impl Bridge {
             &config.trust,
             config.source.as_deref(),
             &config.mappings_dir,
+            issuer.url(),
             None,
             &metrics,
         )?;
@@ -436,6 +461,7 @@ impl Bridge {
             &trust,
             self.config.source.as_deref(),
             &mappings_dir,
+            self.issuer.url(),
             Some(&current),
             &self.metrics,
         )
@@ -590,49 +616,37 @@ impl Bridge {
                 e => ExchangeError::Token(e),
             })?;
         let trust = policy.trust_by_iss.get(&token.issuer);
-        if let (Some(trust), Some(jti)) = (trust.filter(|t| t.replay_reject), &token.jti)
-            && !self.replay.first_use(
-                &trust.name,
-                jti,
-                token::from_unix_seconds(token.expires_at),
-                trust.leeway,
-                now,
-            )
-        {
-            return Err(ExchangeError::Token(TokenError::Replayed));
-        }
-        if let Some(limiter) = &self.limiter {
-            limiter
-                .check(&token.trust, &token.subject, now)
-                .map_err(|retry_after| {
-                    self.metrics.rate_limited.inc();
-                    ExchangeError::RateLimited { retry_after }
-                })?;
-        }
         // Held until the exchange ends: the trust entry's `max_concurrent` counts it.
-        let _slot = match policy.limits.get(&token.trust) {
-            None => None,
-            Some(limit) => limit.admit(now).map_err(|refusal| {
-                let (busy, retry_after, label) = match refusal {
-                    PartnerRefusal::Busy => (true, Duration::from_secs(1), "concurrency"),
-                    PartnerRefusal::Rate(wait) => (false, wait, "rate"),
-                };
-                self.metrics.rate_limited.inc();
-                self.metrics
-                    .partner_limited
-                    .with_label_values(&[&token.trust, label])
-                    .inc();
-                ExchangeError::PartnerLimited {
-                    trust: token.trust.clone(),
-                    busy,
-                    retry_after,
-                }
-            })?,
+        let _slot = self.admit(policy, &token, now)?;
+        // The subject's own delegation chain, carried on only where its issuer is trusted to
+        // assert one (stsbridge itself, or `accept_act: true`).
+        let prior_act = prior_chain(&token.claims, trust.is_some_and(|t| t.accept_act))
+            .map_err(|e| ExchangeError::InvalidRequest(e.to_string()))?;
+        event.prior_act = prior_act.audit_label();
+        // The actor is validated and admitted exactly like the subject (single use in any
+        // position, limits), and authorized below by the rules and the subject's `may_act`.
+        let (actor, _actor_slot) = match req.actor_token {
+            None => (None, None),
+            Some(raw) => {
+                let mut actor_caller = Caller::default();
+                let validated = self
+                    .validate(policy, raw, now, &mut actor_caller)
+                    .instrument(tracing::debug_span!("validate_actor"))
+                    .await;
+                event.actor = Some(actor_caller);
+                let actor = validated.map_err(ExchangeError::ActorToken)?;
+                let slot = self.admit(policy, &actor, now).map_err(|e| match e {
+                    ExchangeError::Token(t) => ExchangeError::ActorToken(t),
+                    other => other,
+                })?;
+                (Some(actor), slot)
+            }
         };
 
         let mappings = &policy.mappings;
-        let decision = tracing::debug_span!("map", target = %req.target)
-            .in_scope(|| mappings.decide_for(&token, req.client_names, req.target));
+        let decision = tracing::debug_span!("map", target = %req.target).in_scope(|| {
+            mappings.decide_with_actor(&token, req.client_names, req.target, actor.as_deref())
+        });
         for rule in mappings.shadow_for(&token, req.client_names, req.target) {
             let would = match rule.effect {
                 Effect::Allow => "allow",
@@ -664,8 +678,22 @@ impl Bridge {
                     explanation,
                 });
             }
+            Decision::ActorNotAllowed { rule } => {
+                event.rule = Some(rule.name.clone());
+                return Err(ExchangeError::ActorNotAllowed {
+                    rule: rule.name.clone(),
+                });
+            }
             Decision::Allow { rule, target } => {
                 event.rule = Some(rule.name.clone());
+                if actor
+                    .as_deref()
+                    .is_some_and(|a| !may_act_allows(&token.claims, a))
+                {
+                    return Err(ExchangeError::ActorNotAllowed {
+                        rule: rule.name.clone(),
+                    });
+                }
                 Arc::clone(target)
             }
         };
@@ -688,24 +716,12 @@ impl Bridge {
                 target.name
             )));
         }
-        let actor = match req.actor_token {
-            None => None,
-            Some(raw) => {
-                let mut actor_caller = Caller::default();
-                let actor = self
-                    .validate(policy, raw, now, &mut actor_caller)
-                    .instrument(tracing::debug_span!("validate_actor"))
-                    .await
-                    .map_err(ExchangeError::ActorToken)?;
-                event.actor = Some(actor_caller);
-                Some(actor)
-            }
-        };
         let input = RenderInput {
             token: &token,
             raw_token: req.token,
             requested_scopes: req.scopes,
             actor: actor.as_deref(),
+            prior_act: &prior_act,
         };
         let request = tracing::debug_span!("render", target = %target.name)
             .in_scope(|| render(&target, &input))
@@ -742,6 +758,58 @@ impl Bridge {
         ))
     }
 
+    /// Admits a validated token (subject or actor) before anything is decided: its single use
+    /// where its issuer requires it, the per-caller rate limit, and its trust entry's own limits.
+    /// The permit, when the entry caps exchanges in flight, must be held until the exchange ends.
+    fn admit(
+        &self,
+        policy: &Policy,
+        token: &ValidatedToken,
+        now: SystemTime,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ExchangeError> {
+        let trust = policy.trust_by_iss.get(&token.issuer);
+        if let Some(limiter) = &self.limiter {
+            limiter
+                .check(&token.trust, &token.subject, now)
+                .map_err(|retry_after| {
+                    self.metrics.rate_limited.inc();
+                    ExchangeError::RateLimited { retry_after }
+                })?;
+        }
+        let slot = match policy.limits.get(&token.trust) {
+            None => None,
+            Some(limit) => limit.admit(now).map_err(|refusal| {
+                let (busy, retry_after, label) = match refusal {
+                    PartnerRefusal::Busy => (true, Duration::from_secs(1), "concurrency"),
+                    PartnerRefusal::Rate(wait) => (false, wait, "rate"),
+                };
+                self.metrics.rate_limited.inc();
+                self.metrics
+                    .partner_limited
+                    .with_label_values(&[&token.trust, label])
+                    .inc();
+                ExchangeError::PartnerLimited {
+                    trust: token.trust.clone(),
+                    busy,
+                    retry_after,
+                }
+            })?,
+        };
+        // Recorded last: a caller over its limits spends no room in the single-use store.
+        if let (Some(trust), Some(jti)) = (trust.filter(|t| t.replay_reject), &token.jti)
+            && !self.replay.first_use(
+                &trust.name,
+                jti,
+                token::from_unix_seconds(token.expires_at),
+                trust.leeway,
+                now,
+            )
+        {
+            return Err(ExchangeError::Token(TokenError::Replayed));
+        }
+        Ok(slot)
+    }
+
     /// Validates a token, refreshing its issuer's keys when it names a key not yet known.
     /// Fills `caller` with what is known of the token as soon as it is known.
     ///
@@ -763,13 +831,9 @@ impl Bridge {
             out
         };
         if let Some(hit) = policy.verified.get(&digest) {
-            let key_published = match &hit.kid {
-                None => true,
-                Some(kid) => policy
-                    .jwks
-                    .keys(&hit.token.trust)
-                    .is_some_and(|k| k.has_kid(kid)),
-            };
+            let key_published = self
+                .keys_of(policy, &hit.token.trust)
+                .is_some_and(|k| k.has_thumbprint(&hit.key));
             if key_published && token::unix_seconds(now) <= hit.usable_until {
                 caller.subject = Some(hit.token.subject.chars().take(256).collect());
                 caller.jti_hash.clone_from(&hit.jti_hash);
@@ -801,13 +865,15 @@ impl Bridge {
         if !trust.algorithms.contains(&parsed.alg) {
             return Err(TokenError::AlgNotAllowed);
         }
-        let mut keys = policy.jwks.keys(&trust.name);
+        let mut keys = self.keys_of(policy, &trust.name);
         let missing = match (&keys, &parsed.kid) {
             (None, _) => true,
             (Some(k), Some(kid)) => !k.has_kid(kid),
             (Some(_), None) => false,
         };
+        // stsbridge's own keys are never fetched: they are the ones it publishes.
         if missing
+            && trust.name != OWN_TRUST
             && policy
                 .jwks
                 .refresh_for(&trust.name, parsed.kid.as_deref())
@@ -815,19 +881,29 @@ impl Bridge {
         {
             keys = policy.jwks.keys(&trust.name);
         }
-        let kid = parsed.kid.clone();
-        let token = Arc::new(token::verify(parsed, trust, keys.as_deref(), now)?);
+        let (token, key) = token::verify_with_key(parsed, trust, keys.as_deref(), now)?;
+        let token = Arc::new(token);
         caller.verified = true;
         policy.verified.insert(
             digest,
             Arc::new(Verified {
                 token: Arc::clone(&token),
-                kid,
+                key,
                 usable_until: token.expires_at.saturating_add(trust.leeway.as_secs()),
                 jti_hash: caller.jti_hash.clone(),
             }),
         );
         Ok(token)
+    }
+
+    /// The verification keys of trust entry `name`: stsbridge's own published keys for
+    /// [`OWN_TRUST`], else the fetched set (`None` before the first fetch).
+    fn keys_of(&self, policy: &Policy, name: &str) -> Option<Arc<KeySet>> {
+        if name == OWN_TRUST {
+            Some(self.issuer.verifying_keys())
+        } else {
+            policy.jwks.keys(name)
+        }
     }
 
     /// Readiness: keys, mappings and every issuer's JWKS loaded.

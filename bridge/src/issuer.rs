@@ -26,7 +26,8 @@ use stsbridge_providers::{AssertionSigner, MintSpec, MintedAssertion, SignError}
 use zeroize::Zeroizing;
 
 use crate::config::{IssuerConfig, SigningAlgorithm};
-use crate::token::unix_seconds;
+use crate::token::keys::parse_jwks;
+use crate::token::{KeySet, unix_seconds};
 
 /// PEM label of the key files.
 const PEM_LABEL: &str = "PRIVATE KEY";
@@ -212,6 +213,9 @@ fn thumbprint(jwk: &Value) -> String {
 /// them. Swapped whole when a key is staged, activated or retired.
 struct KeyRing {
     active: Arc<SigningKey>,
+    /// The published keys as a verifier sees them: stsbridge's own tokens coming back are
+    /// verified against exactly what it publishes.
+    verifying: Arc<KeySet>,
     jwks: Arc<str>,
     discovery: Arc<str>,
     published: Vec<String>,
@@ -338,10 +342,21 @@ impl Issuer {
             "grant_types_supported": ["urn:ietf:params:oauth:grant-type:token-exchange"],
             "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "scope", "act"],
         });
+        let jwks: Arc<str> = json!({ "keys": jwks }).to_string().into();
+        let verifying = match parse_jwks(jwks.as_bytes()) {
+            Ok((set, _)) => set,
+            Err(e) => {
+                tracing::error!(
+                    "stsbridge's own JWKS does not parse, its tokens will not come back: {e}"
+                );
+                KeySet::default()
+            }
+        };
         Some(KeyRing {
             published: published.iter().map(|k| k.key.kid.clone()).collect(),
             active,
-            jwks: json!({ "keys": jwks }).to_string().into(),
+            verifying: Arc::new(verifying),
+            jwks,
             discovery: discovery.to_string().into(),
         })
     }
@@ -402,6 +417,14 @@ impl Issuer {
             .read()
             .map(|r| Arc::clone(&r.jwks))
             .unwrap_or_else(|_| Arc::from("{\"keys\":[]}"))
+    }
+
+    /// The published keys, parsed for verification (stsbridge's own tokens coming back).
+    pub fn verifying_keys(&self) -> Arc<KeySet> {
+        self.ring
+            .read()
+            .map(|r| Arc::clone(&r.verifying))
+            .unwrap_or_default()
     }
 
     /// `/.well-known/openid-configuration`.

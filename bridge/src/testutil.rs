@@ -54,6 +54,8 @@ pub fn trust() -> TrustConfig {
         rate_limit: None,
         max_concurrent: None,
         lazy_jwks: false,
+        accept_act: false,
+        require_iat: true,
     }
 }
 

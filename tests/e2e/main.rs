@@ -24,6 +24,7 @@ mod partners;
 mod sdks;
 mod terraform;
 mod token_exchange;
+mod trust;
 
 use std::path::{Path, PathBuf};
 

@@ -104,6 +104,11 @@ pub struct TrustFile {
     pub burst: Option<u32>,
     /// Most exchanges of this issuer's callers in flight at once.
     pub max_concurrent: Option<usize>,
+    /// Keep a subject token's own `act` claim as the prior delegation chain (default false).
+    #[serde(default)]
+    pub accept_act: bool,
+    /// Require `iat` (default true).
+    pub require_iat: Option<bool>,
 }
 
 /// `trust[].jwks:`.

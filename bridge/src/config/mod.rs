@@ -251,7 +251,22 @@ pub struct TrustConfig {
     /// Keys are fetched at the first token, not at start (partner files: thousands of issuers
     /// must not all be fetched at once, and one dead IdP must not hold up readiness).
     pub lazy_jwks: bool,
+    /// A subject token's own `act` claim is kept as the prior delegation chain (well formed
+    /// only); otherwise it is dropped. Off by default: an issuer is trusted for its own `iss`,
+    /// not for the identities of others it might name.
+    pub accept_act: bool,
+    /// `iat` is required (the default): without it a token's true lifetime is unknown, and
+    /// `max_token_lifetime` could only bound what is left of it.
+    pub require_iat: bool,
 }
+
+/// The trust name of stsbridge's own tokens when they come back (delegation chains,
+/// introspection): built in, with stsbridge's own keys; rules say `issuer: stsbridge`.
+pub const OWN_TRUST: &str = "stsbridge";
+/// Trust names no `trust:` entry may take: [`OWN_TRUST`], and `target`, the prefix of the
+/// subjects of the assertions stsbridge presents to clouds (`target:<name>`), which a minted
+/// internal token's default `<trust>:<sub>` subject must never look like.
+pub const RESERVED_TRUST_NAMES: [&str; 2] = [OWN_TRUST, "target"];
 
 /// Where an issuer's keys come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -403,6 +418,7 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
         ));
     }
     trust_errors.extend(check_unique_trust(&[(path, trust.as_slice())]));
+    trust_errors.extend(check_own_issuer(path, &issuer.url, &trust));
 
     // Providers.
     let mut aws = AwsSettings::default();
@@ -730,6 +746,8 @@ pub fn compile_trust(
         rate_limit,
         max_concurrent,
         lazy_jwks: false,
+        accept_act: t.accept_act,
+        require_iat: t.require_iat.unwrap_or(true),
     }
 }
 
@@ -746,6 +764,15 @@ pub fn check_unique_trust(sets: &[(&Path, &[TrustConfig])]) -> Vec<ConfigError> 
                     format!("trust[{i}].name"),
                     format!(
                         "{:?} is not a valid name: use letters, digits, '-' and '_'",
+                        t.name
+                    ),
+                ));
+            } else if RESERVED_TRUST_NAMES.contains(&t.name.as_str()) {
+                errors.push(ConfigError::new(
+                    file,
+                    format!("trust[{i}].name"),
+                    format!(
+                        "{:?} is reserved: {OWN_TRUST} names stsbridge's own tokens, and target: starts the subjects of its cloud assertions",
                         t.name
                     ),
                 ));
@@ -776,6 +803,54 @@ pub fn check_unique_trust(sets: &[(&Path, &[TrustConfig])]) -> Vec<ConfigError> 
         }
     }
     errors
+}
+
+/// The built-in trust entry for stsbridge's own tokens ([`OWN_TRUST`]): its issuer URL, the
+/// audiences of its internal JWT targets (never a cloud's: assertions do not come back), its
+/// own signing algorithms, `iat` required, and its delegation chains kept (it wrote them).
+/// The keys are the issuer's published set, handed in by the caller, never fetched.
+pub fn own_trust(url: &str, audiences: Vec<String>) -> TrustConfig {
+    TrustConfig {
+        name: OWN_TRUST.to_owned(),
+        issuer: url.to_owned(),
+        audiences,
+        // Not fetched: the service verifies its own tokens with the keys it publishes.
+        jwks: JwksSource::Inline(String::new()),
+        allow_insecure_loopback: false,
+        algorithms: vec![Algorithm::RS256, Algorithm::ES256],
+        leeway: DEFAULT_LEEWAY,
+        max_token_lifetime: crate::mapping::MAX_JWT_LIFETIME,
+        replay_reject: false,
+        jwks_refresh: DEFAULT_JWKS_REFRESH,
+        max_staleness: DEFAULT_MAX_STALENESS,
+        explain_denials: false,
+        rate_limit: None,
+        max_concurrent: None,
+        lazy_jwks: false,
+        accept_act: true,
+        require_iat: true,
+    }
+}
+
+/// stsbridge's own issuer URL is not a `trust:` entry: its tokens come back under the built-in
+/// name [`OWN_TRUST`], verified with its own keys (an entry would fetch them over the network
+/// and could set a longer lifetime, other audiences or `accept_act`).
+pub fn check_own_issuer(file: &Path, own_url: &str, entries: &[TrustConfig]) -> Vec<ConfigError> {
+    entries
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.issuer.trim_end_matches('/') == own_url.trim_end_matches('/'))
+        .map(|(i, t)| {
+            ConfigError::new(
+                file,
+                format!("trust[{i}].issuer"),
+                format!(
+                    "{:?} is stsbridge's own issuer: its tokens are trusted as built in, by rules with issuer: {OWN_TRUST}; remove this entry",
+                    t.issuer
+                ),
+            )
+        })
+        .collect()
 }
 
 /// Names of trust entries, targets and rules: what metrics labels and file names can carry.

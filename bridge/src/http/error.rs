@@ -110,6 +110,13 @@ impl From<Failure> for ApiError {
                     "{e}; the operator can see why with stsbridge explain or the audit event of this decision id"
                 ),
             ),
+            ExchangeError::ActorNotAllowed { .. } => (
+                StatusCode::FORBIDDEN,
+                "access_denied",
+                format!(
+                    "{e}; an allow rule's actors: and the subject token's may_act decide who may"
+                ),
+            ),
             ExchangeError::Scope(r) => (StatusCode::BAD_REQUEST, "invalid_scope", r.to_string()),
             ExchangeError::Render(r) => (StatusCode::FORBIDDEN, "access_denied", r.to_string()),
             ExchangeError::RateLimited { .. } => (

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use stsbridge_providers::{AssertionSource, ProviderRequest};
 
+use super::delegation::{PriorAct, may_act_allows, prior_chain};
 use super::{Decision, Mappings, RenderInput, render};
 use crate::config::{ConfigError, TrustConfig, read_yaml};
 use crate::token::ValidatedToken;
@@ -64,6 +65,18 @@ pub struct Case {
     pub assertion_sub: Option<String>,
     /// Expected audit-mode rules that match (the staged rollout's would-be decisions).
     pub shadow: Option<Vec<String>>,
+    /// An actor token presented with the subject (RFC 8693 delegation).
+    pub actor: Option<ActorCase>,
+}
+
+/// The actor token of a case.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActorCase {
+    /// A trust entry's name.
+    pub issuer: String,
+    /// The actor token's claims; `sub` is required.
+    pub claims: Map<String, Value>,
 }
 
 /// One case's outcome.
@@ -141,30 +154,25 @@ pub fn run_file(
     }
 }
 
-/// Runs one case.
-pub fn run_case(
-    mappings: &Mappings,
-    trust: &[TrustConfig],
-    case: &Case,
-) -> Result<CaseResult, (&'static str, String)> {
-    let Some(entry) = trust.iter().find(|t| t.name == case.issuer) else {
+/// A case's token from a trust entry's name and claims, with that entry; the error names the
+/// field (`issuer` or `sub`).
+fn case_token<'t>(
+    trust: &'t [TrustConfig],
+    issuer: &str,
+    claims: &Map<String, Value>,
+) -> Result<(ValidatedToken, &'t TrustConfig), (&'static str, String)> {
+    let Some(entry) = trust.iter().find(|t| t.name == issuer) else {
         let mut known: Vec<&str> = trust.iter().map(|t| t.name.as_str()).collect();
         known.sort_unstable();
         return Err((
             "issuer",
-            format!("{:?} is not a trust entry (known: {known:?})", case.issuer),
+            format!("{issuer:?} is not a trust entry (known: {known:?})"),
         ));
     };
-    let Some(subject) = case.claims.get("sub").and_then(Value::as_str) else {
-        return Err(("claims.sub", "missing: every token has a string sub".into()));
+    let Some(subject) = claims.get("sub").and_then(Value::as_str) else {
+        return Err(("sub", "missing: every token has a string sub".into()));
     };
-    if mappings.target(&case.target).is_none() {
-        return Err((
-            "target",
-            format!("there is no target named {:?}", case.target),
-        ));
-    }
-    let mut claims = case.claims.clone();
+    let mut claims = claims.clone();
     claims
         .entry("iss")
         .or_insert_with(|| Value::String(entry.issuer.clone()));
@@ -176,12 +184,64 @@ pub fn run_case(
         jti: None,
         expires_at: u64::MAX / 2,
     };
+    Ok((token, entry))
+}
+
+/// Runs one case.
+pub fn run_case(
+    mappings: &Mappings,
+    trust: &[TrustConfig],
+    case: &Case,
+) -> Result<CaseResult, (&'static str, String)> {
+    let (token, entry) = case_token(trust, &case.issuer, &case.claims).map_err(|(field, m)| {
+        (
+            if field == "issuer" {
+                "issuer"
+            } else {
+                "claims.sub"
+            },
+            m,
+        )
+    })?;
+    let actor = match &case.actor {
+        None => None,
+        Some(a) => Some(
+            case_token(trust, &a.issuer, &a.claims)
+                .map_err(|(field, m)| {
+                    (
+                        if field == "issuer" {
+                            "actor.issuer"
+                        } else {
+                            "actor.claims.sub"
+                        },
+                        m,
+                    )
+                })?
+                .0,
+        ),
+    };
+    if mappings.target(&case.target).is_none() {
+        return Err((
+            "target",
+            format!("there is no target named {:?}", case.target),
+        ));
+    }
     let mut failures = Vec::new();
+    let prior_act = prior_chain(&token.claims, entry.accept_act).unwrap_or_else(|e| {
+        failures.push(format!("the request is refused (invalid_request): {e}"));
+        PriorAct::Absent
+    });
     let names = &case.client_certificate;
-    match (
-        mappings.decide_for(&token, names, &case.target),
-        case.expect,
-    ) {
+    let decision = match &actor {
+        Some(a) if !may_act_allows(&token.claims, a) => {
+            match mappings.decide_for(&token, names, &case.target) {
+                Decision::Allow { rule, .. } => Decision::ActorNotAllowed { rule },
+                other => other,
+            }
+        }
+        _ => mappings.decide_with_actor(&token, names, &case.target, actor.as_ref()),
+    };
+    match (decision, case.expect) {
         (Decision::Allow { rule, target }, Expect::Allow) => {
             if let Some(want) = &case.rule
                 && *want != rule.name
@@ -195,7 +255,8 @@ pub fn run_case(
                 token: &token,
                 raw_token: "a-test-token",
                 requested_scopes: None,
-                actor: None,
+                actor: actor.as_ref(),
+                prior_act: &prior_act,
             };
             match render(target, &input) {
                 Ok(request) => check_request(case, &request, &mut failures),
@@ -221,6 +282,17 @@ pub fn run_case(
                         "no deny rule matched (no allow rule did either)".into(),
                         |r| { format!("rule {} did", r.name) }
                     )
+                ));
+            }
+        }
+        (Decision::ActorNotAllowed { rule }, Expect::Allow) => failures.push(format!(
+            "expected allow, but the actor is not allowed: rule {} matches the subject and does not list it in actors: (or the subject's may_act does not name it)",
+            rule.name
+        )),
+        (Decision::ActorNotAllowed { .. }, Expect::Deny) => {
+            if let Some(want) = &case.rule {
+                failures.push(format!(
+                    "expected deny rule {want} to refuse it, but the actor was refused (actor_not_allowed)"
                 ));
             }
         }

@@ -172,4 +172,20 @@ pub struct RuleFile {
     pub deny: Option<Vec<String>>,
     /// `enforce` (the default) or `audit`: evaluated and recorded, granting and refusing nothing.
     pub mode: Option<String>,
+    /// Who may act for the subject (RFC 8693 `actor_token`) under this allow rule.
+    #[serde(default)]
+    pub actors: Vec<ActorFile>,
+}
+
+/// `rules[].actors[]`: an actor token's issuer, subject and claim conditions, as in a rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActorFile {
+    /// A `trust:` entry's name, or `stsbridge`.
+    pub issuer: String,
+    /// Exact, `{glob}`, `{regex}`, `{one_of}`, or `{any: true}`.
+    pub subject: Option<Yaml>,
+    /// Claim conditions, all of which must pass.
+    #[serde(default)]
+    pub claims: Mapping,
 }

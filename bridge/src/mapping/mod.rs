@@ -11,8 +11,10 @@
 
 pub mod cases;
 pub mod condition;
+pub mod delegation;
 pub mod file;
 pub mod sanitize;
+pub mod scopes;
 pub mod template;
 pub mod terraform;
 
@@ -33,10 +35,12 @@ use stsbridge_providers::{
 };
 
 use crate::config::{
-    CONFIG_VERSION, ConfigError, ConfigErrors, TrustConfig, format_duration, read_yaml, valid_name,
+    CONFIG_VERSION, ConfigError, ConfigErrors, OWN_TRUST, TrustConfig, format_duration, read_yaml,
+    valid_name,
 };
 use crate::token::ValidatedToken;
 use condition::{Check, Condition, Matcher, compile_matcher};
+use delegation::PriorAct;
 use sanitize::{Field, sanitize};
 use template::{RenderContext, Template, TemplateError};
 
@@ -54,6 +58,9 @@ const MIN_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
 pub const MAX_JWT_LIFETIME: Duration = Duration::from_secs(3600);
 /// Longest chain of `act` claims a minted token may carry.
 pub const MAX_DELEGATION_DEPTH: usize = 4;
+/// How the default `sub` of a cloud assertion starts (`target:<name>`); no internal token's
+/// subject may start so.
+pub const ASSERTION_SUBJECT_PREFIX: &str = "target:";
 
 /// A target, compiled.
 #[derive(Debug)]
@@ -163,7 +170,9 @@ pub struct JwtTarget {
     audience: String,
     scopes: Vec<String>,
     lifetime: Duration,
-    subject: Template,
+    /// `None`: the caller's subject qualified by its trust name, `<trust>:<sub>` (a token
+    /// stsbridge minted keeps its `sub`, already qualified).
+    subject: Option<Template>,
 }
 
 /// What a rule does when it matches.
@@ -212,8 +221,33 @@ pub struct Rule {
     pub targets: Option<HashSet<String>>,
     /// Names the caller's client certificate (mTLS) must have one of, when the rule says.
     pub client_certificate: Option<Matcher>,
+    /// Who may act for the subject (RFC 8693 `actor_token`) under this allow rule; none when
+    /// empty.
+    pub actors: Vec<ActorMatcher>,
     /// Enforce or audit.
     pub mode: RuleMode,
+}
+
+/// One entry of a rule's `actors:`: the same tests as a rule's, applied to the actor token.
+#[derive(Debug)]
+pub struct ActorMatcher {
+    /// Trust entry name (or `stsbridge`).
+    pub issuer: String,
+    /// Subject test.
+    pub subject: SubjectMatcher,
+    /// Claim conditions.
+    pub conditions: Vec<Condition>,
+}
+
+impl ActorMatcher {
+    fn matches(&self, actor: &ValidatedToken) -> bool {
+        actor.trust == self.issuer
+            && match &self.subject {
+                SubjectMatcher::Any => true,
+                SubjectMatcher::Is(m) => m.matches_str(&actor.subject),
+            }
+            && self.conditions.iter().all(|c| c.check(&actor.claims).pass)
+    }
 }
 
 impl Rule {
@@ -247,6 +281,11 @@ impl Rule {
     fn conditions_pass(&self, claims: &serde_json::Map<String, Value>) -> bool {
         self.conditions.iter().all(|c| c.check(claims).pass)
     }
+
+    /// Whether this rule lets `actor` act for its subject.
+    pub fn admits_actor(&self, actor: &ValidatedToken) -> bool {
+        self.actors.iter().any(|a| a.matches(actor))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -278,6 +317,11 @@ pub enum Decision<'a> {
         /// The matching deny rule, or `None` when no allow rule matched.
         rule: Option<&'a Rule>,
     },
+    /// Allow rules matched the subject, but none of them lists the actor in `actors:`.
+    ActorNotAllowed {
+        /// The first allow rule that matched the subject.
+        rule: &'a Rule,
+    },
     /// No such target.
     UnknownTarget,
 }
@@ -294,6 +338,9 @@ pub enum RenderError {
     /// The delegation chain would be too long.
     #[error("the delegation chain would be longer than {MAX_DELEGATION_DEPTH} actors")]
     DelegationTooDeep,
+    /// An internal token's subject would read like a cloud assertion's (`target:...`).
+    #[error("the token's subject would start with target:, which only cloud assertions use")]
+    ReservedSubject,
 }
 
 /// Everything a render may read.
@@ -307,6 +354,8 @@ pub struct RenderInput<'a> {
     pub requested_scopes: Option<&'a [String]>,
     /// The validated actor token (RFC 8693 delegation).
     pub actor: Option<&'a ValidatedToken>,
+    /// The subject token's own delegation chain, as its trust allows it to be carried on.
+    pub prior_act: &'a PriorAct,
 }
 
 /// All targets and rules, indexed.
@@ -351,6 +400,7 @@ impl Mappings {
             rules: Vec::new(),
         };
         let mut raw_rules = Vec::new();
+        let mut placed: Vec<(PathBuf, usize, String)> = Vec::new();
         let mut partner_trust: Vec<(PathBuf, Vec<TrustConfig>)> = Vec::new();
         for ((path, _), parsed) in sources.iter().zip(parse_all(sources)) {
             match parsed {
@@ -384,6 +434,7 @@ impl Mappings {
                         partner_trust.push((path.clone(), entries));
                     }
                     for (i, t) in raw.targets.into_iter().enumerate() {
+                        placed.push((path.clone(), i, t.name.clone()));
                         b.target(path, i, t);
                     }
                     raw_rules.extend(
@@ -398,6 +449,7 @@ impl Mappings {
         // Rules second: they refer to targets of any file, and to trust entries of the config or of
         // any partner file.
         let mut all_names = trust_names.clone();
+        all_names.insert(OWN_TRUST.to_owned());
         for (_, entries) in &partner_trust {
             all_names.extend(entries.iter().map(|t| t.name.clone()));
         }
@@ -420,6 +472,19 @@ impl Mappings {
         let (rules, errors) = compile_rules(&b.targets, raw_rules, trust_names);
         b.rules = rules;
         b.errors.extend(errors);
+        let placed: Vec<scopes::Placed<'_>> = placed
+            .iter()
+            .filter_map(|(file, index, name)| {
+                let target = b.targets.get(name).filter(|t| &t.file == file)?;
+                Some(scopes::Placed {
+                    file,
+                    index: *index,
+                    target,
+                })
+            })
+            .collect();
+        let scope_errors = scopes::check(&placed);
+        b.errors.extend(scope_errors);
         if !b.errors.is_empty() {
             return Err(ConfigErrors(b.errors));
         }
@@ -474,6 +539,30 @@ impl Mappings {
         &self.files
     }
 
+    /// The audiences of the internal JWT targets, sorted: what stsbridge's own tokens may carry
+    /// when they come back.
+    pub fn jwt_audiences(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .targets
+            .values()
+            .filter_map(|t| match &t.kind {
+                TargetKind::Jwt(j) => Some(j.audience.clone()),
+                _ => None,
+            })
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// The trust entries of partner files that name stsbridge's own issuer URL (an error).
+    pub fn own_issuer_errors(&self, own_url: &str) -> Vec<ConfigError> {
+        self.partner_trust
+            .iter()
+            .flat_map(|(file, entries)| crate::config::check_own_issuer(file, own_url, entries))
+            .collect()
+    }
+
     /// Number of targets.
     pub fn target_count(&self) -> usize {
         self.targets.len()
@@ -509,10 +598,23 @@ impl Mappings {
         client_names: &[String],
         target: &str,
     ) -> Decision<'_> {
+        self.decide_with_actor(token, client_names, target, None)
+    }
+
+    /// As [`decide_for`](Self::decide_for), for a subject `actor` acts for: an allow rule that
+    /// matched the subject must also list the actor in its `actors:`.
+    pub fn decide_with_actor(
+        &self,
+        token: &ValidatedToken,
+        client_names: &[String],
+        target: &str,
+        actor: Option<&ValidatedToken>,
+    ) -> Decision<'_> {
         let Some(t) = self.targets.get(target) else {
             return Decision::UnknownTarget;
         };
         let mut allow = None;
+        let mut without_actor = None;
         for i in self.candidates(&token.trust, &token.subject) {
             let rule = &self.rules[i];
             if rule.mode == RuleMode::Audit
@@ -524,14 +626,20 @@ impl Mappings {
             }
             match rule.effect {
                 Effect::Deny => return Decision::Deny { rule: Some(rule) },
-                Effect::Allow => {
-                    allow.get_or_insert(rule);
-                }
+                Effect::Allow => match actor {
+                    Some(a) if !rule.admits_actor(a) => {
+                        without_actor.get_or_insert(rule);
+                    }
+                    _ => {
+                        allow.get_or_insert(rule);
+                    }
+                },
             }
         }
-        match allow {
-            Some(rule) => Decision::Allow { rule, target: t },
-            None => Decision::Deny { rule: None },
+        match (allow, without_actor) {
+            (Some(rule), _) => Decision::Allow { rule, target: t },
+            (None, Some(rule)) => Decision::ActorNotAllowed { rule },
+            (None, None) => Decision::Deny { rule: None },
         }
     }
 
@@ -824,47 +932,28 @@ pub fn render(target: &Target, input: &RenderInput<'_>) -> Result<ProviderReques
                     set.into_iter().collect()
                 }
             };
-            let act = delegation(token, input.actor)?;
+            let act = delegation::delegation(input.prior_act, input.actor)?;
+            let subject = match &jwt.subject {
+                Some(t) => field(t, Field::JwtSubject)?,
+                None if token.trust == OWN_TRUST => sanitize(Field::JwtSubject, &token.subject),
+                None => sanitize(
+                    Field::JwtSubject,
+                    &format!("{}:{}", token.trust, token.subject),
+                ),
+            };
+            if subject.starts_with(ASSERTION_SUBJECT_PREFIX) {
+                return Err(RenderError::ReservedSubject);
+            }
             Ok(ProviderRequest::Jwt(JwtRequest {
                 target: target.name.clone(),
                 audience: jwt.audience.clone(),
-                subject: field(&jwt.subject, Field::JwtSubject)?,
+                subject,
                 scopes,
                 lifetime: jwt.lifetime,
                 act: act.map(|a| a.to_string()),
             }))
         }
     }
-}
-
-/// The `act` claim of a minted token: the new actor, wrapping any chain the subject token carried.
-fn delegation(
-    subject: &ValidatedToken,
-    actor: Option<&ValidatedToken>,
-) -> Result<Option<Value>, RenderError> {
-    let prior = subject.claims.get("act").cloned();
-    let act = match actor {
-        None => prior,
-        Some(a) => {
-            let mut act = serde_json::Map::new();
-            act.insert("sub".into(), Value::String(a.subject.clone()));
-            act.insert("iss".into(), Value::String(a.issuer.clone()));
-            if let Some(p) = prior {
-                act.insert("act".into(), p);
-            }
-            Some(Value::Object(act))
-        }
-    };
-    let mut depth = 0;
-    let mut cursor = act.as_ref();
-    while let Some(a) = cursor {
-        depth += 1;
-        cursor = a.get("act");
-    }
-    if depth > MAX_DELEGATION_DEPTH {
-        return Err(RenderError::DelegationTooDeep);
-    }
-    Ok(act)
 }
 
 /// The issuer names the rules in `dir` refer to that no partner file there defines (dev mode
@@ -1111,7 +1200,7 @@ impl Builder {
             let text = t
                 .assertion_subject
                 .clone()
-                .unwrap_or_else(|| format!("target:{}", t.name));
+                .unwrap_or_else(|| format!("{ASSERTION_SUBJECT_PREFIX}{}", t.name));
             match self.template(file, at("assertion_subject"), &text) {
                 Some(tpl) => AssertionMode::Mint(tpl),
                 None => return,
@@ -1573,11 +1662,10 @@ impl Builder {
                 ),
             );
         }
-        let subject = self.template(
-            file,
-            format!("{at}.subject"),
-            j.subject.as_deref().unwrap_or("{{ subject }}"),
-        );
+        let subject = j
+            .subject
+            .as_deref()
+            .map(|text| self.template(file, format!("{at}.subject"), text));
         if self.errors.len() > before {
             return None;
         }
@@ -1588,7 +1676,7 @@ impl Builder {
             audience: j.audience,
             scopes,
             lifetime,
-            subject: subject?,
+            subject: subject.flatten(),
         })
     }
 
@@ -1611,19 +1699,8 @@ impl Builder {
                 format!("{:?} is not a trust entry (known: {known:?})", r.issuer),
             );
         }
-        let subject = match &r.subject {
-            None => {
-                self.err(file, at("subject"), "missing: a rule that matches any subject must say so with subject: { any: true }".into());
-                None
-            }
-            Some(spec) => match compile_subject(spec) {
-                Ok(s) => Some(s),
-                Err(m) => {
-                    self.err(file, at("subject"), m);
-                    None
-                }
-            },
-        };
+        let (subject, conditions) =
+            self.subject_and_claims(file, &format!("rules[{i}]"), r.subject.as_ref(), &r.claims);
         let client_certificate = match &r.client_certificate {
             None => None,
             Some(spec) => match compile_matcher(spec, true) {
@@ -1642,20 +1719,32 @@ impl Builder {
                 }
             },
         };
-        let mut conditions = Vec::new();
-        for (k, spec) in &r.claims {
-            let Yaml::String(claim) = k else {
+        let mut actors = Vec::with_capacity(r.actors.len());
+        for (k, a) in r.actors.iter().enumerate() {
+            let at = format!("rules[{i}].actors[{k}]");
+            if !trust_names.contains(&a.issuer) {
                 self.err(
                     file,
-                    at("claims"),
-                    format!("claim names are strings, found {k:?}"),
+                    format!("{at}.issuer"),
+                    format!("{:?} is not a trust entry", a.issuer),
                 );
-                continue;
-            };
-            match Condition::compile(claim, spec) {
-                Ok(c) => conditions.push(c),
-                Err(m) => self.err(file, at(&format!("claims.{claim}")), m),
             }
+            let (subject, conditions) =
+                self.subject_and_claims(file, &at, a.subject.as_ref(), &a.claims);
+            if let Some(subject) = subject {
+                actors.push(ActorMatcher {
+                    issuer: a.issuer.clone(),
+                    subject,
+                    conditions,
+                });
+            }
+        }
+        if r.deny.is_some() && !actors.is_empty() {
+            self.err(
+                file,
+                at("actors"),
+                "actors: applies to allow rules; a deny rule refuses whoever acts".into(),
+            );
         }
         let mode = match r.mode.as_deref() {
             None | Some("enforce") => RuleMode::Enforce,
@@ -1722,9 +1811,53 @@ impl Builder {
                 effect,
                 targets,
                 client_certificate,
+                actors,
                 mode,
             });
         }
+    }
+
+    /// A rule's (or an actor entry's) `subject:` and `claims:`, compiled; errors under `at`.
+    fn subject_and_claims(
+        &mut self,
+        file: &Path,
+        at: &str,
+        subject: Option<&Yaml>,
+        claims: &serde_yaml_ng::Mapping,
+    ) -> (Option<SubjectMatcher>, Vec<Condition>) {
+        let subject = match subject {
+            None => {
+                self.err(
+                    file,
+                    format!("{at}.subject"),
+                    "missing: to match any subject, say so with subject: { any: true }".into(),
+                );
+                None
+            }
+            Some(spec) => match compile_subject(spec) {
+                Ok(s) => Some(s),
+                Err(m) => {
+                    self.err(file, format!("{at}.subject"), m);
+                    None
+                }
+            },
+        };
+        let mut conditions = Vec::new();
+        for (k, spec) in claims {
+            let Yaml::String(claim) = k else {
+                self.err(
+                    file,
+                    format!("{at}.claims"),
+                    format!("claim names are strings, found {k:?}"),
+                );
+                continue;
+            };
+            match Condition::compile(claim, spec) {
+                Ok(c) => conditions.push(c),
+                Err(m) => self.err(file, format!("{at}.claims.{claim}"), m),
+            }
+        }
+        (subject, conditions)
     }
 }
 

@@ -117,6 +117,25 @@ impl Template {
         Some(out)
     }
 
+    /// The literal start of every value rendered for `target` (literals and `{{ target }}` up to
+    /// the first value read from the token), and whether that is the whole value. Not sanitized.
+    pub fn prefix_for(&self, target: &str) -> (String, bool) {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Literal(s) => out.push_str(s),
+                Part::Var(Var::Target) => out.push_str(target),
+                Part::Var(_) => return (out, false),
+            }
+        }
+        (out, true)
+    }
+
+    /// The template as written.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
     /// The template with `{{ target }}` filled in and each value read from the token as `*`: the
     /// pattern every rendered value of `target` matches, as IAM's `StringLike` reads it. Not
     /// sanitized.

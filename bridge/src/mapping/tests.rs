@@ -2,6 +2,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
+use super::delegation::PriorAct;
 use super::*;
 
 fn trust_names() -> HashSet<String> {
@@ -91,6 +92,7 @@ fn ci_deploy_only_main_of_the_reviewed_workflow_reaches_prod() {
         raw_token: "t",
         requested_scopes: None,
         actor: None,
+        prior_act: &PriorAct::Absent,
     };
     let ProviderRequest::Aws(r) = render(target, &input).unwrap() else {
         panic!()
@@ -187,6 +189,7 @@ fn partner_rules_use_contains_and_one_of() {
         raw_token: "t",
         requested_scopes: None,
         actor: None,
+        prior_act: &PriorAct::Absent,
     };
     let ProviderRequest::Jwt(r) = render(target, &input).unwrap() else {
         panic!()
@@ -210,6 +213,7 @@ fn serverless_reads_nested_kubernetes_claims() {
         raw_token: "t",
         requested_scopes: None,
         actor: None,
+        prior_act: &PriorAct::Absent,
     };
     let ProviderRequest::Aws(r) = render(target, &input).unwrap() else {
         panic!()
@@ -239,6 +243,7 @@ fn cross_account_chain_renders_external_id_and_inherits_session() {
         raw_token: "t",
         requested_scopes: None,
         actor: None,
+        prior_act: &PriorAct::Absent,
     };
     let ProviderRequest::Aws(r) = render(target, &input).unwrap() else {
         panic!()
@@ -411,6 +416,7 @@ fn templates_are_sanitized_to_aws_limits() {
             raw_token: "x",
             requested_scopes: None,
             actor: None,
+            prior_act: &PriorAct::Absent,
         },
     )
     .unwrap() else {
@@ -427,6 +433,7 @@ fn templates_are_sanitized_to_aws_limits() {
             raw_token: "x",
             requested_scopes: None,
             actor: None,
+            prior_act: &PriorAct::Absent,
         },
     )
     .unwrap_err();
@@ -453,6 +460,7 @@ fn requested_scopes_narrow_and_never_widen() {
             raw_token: "x",
             requested_scopes: Some(&read),
             actor: None,
+            prior_act: &PriorAct::Absent,
         },
     )
     .unwrap() else {
@@ -467,7 +475,8 @@ fn requested_scopes_narrow_and_never_widen() {
                 token: &t,
                 raw_token: "x",
                 requested_scopes: Some(&admin),
-                actor: None
+                actor: None,
+                prior_act: &PriorAct::Absent,
             }
         )
         .unwrap_err(),
@@ -481,6 +490,8 @@ fn delegation_nests_act_and_is_limited() {
     let target = m.target("t").unwrap();
     let actor = token("github", json!({"sub": "svc-a"}));
     let subject = token("github", json!({"sub": "alice", "act": {"sub": "svc-b"}}));
+    // The subject's own chain, as an issuer trusted with accept_act brings it.
+    let kept = delegation::prior_chain(&subject.claims, true).unwrap();
     let ProviderRequest::Jwt(r) = render(
         target,
         &RenderInput {
@@ -488,6 +499,7 @@ fn delegation_nests_act_and_is_limited() {
             raw_token: "x",
             requested_scopes: None,
             actor: Some(&actor),
+            prior_act: &kept,
         },
     )
     .unwrap() else {
@@ -502,6 +514,7 @@ fn delegation_nests_act_and_is_limited() {
         "github",
         json!({"sub": "alice", "act": {"sub": "1", "act": {"sub": "2", "act": {"sub": "3", "act": {"sub": "4"}}}}}),
     );
+    let deep_chain = delegation::prior_chain(&deep.claims, true).unwrap();
     assert_eq!(
         render(
             target,
@@ -509,7 +522,8 @@ fn delegation_nests_act_and_is_limited() {
                 token: &deep,
                 raw_token: "x",
                 requested_scopes: None,
-                actor: Some(&actor)
+                actor: Some(&actor),
+                prior_act: &deep_chain,
             }
         )
         .unwrap_err(),
@@ -604,6 +618,7 @@ rules:
         raw_token: "x",
         requested_scopes: None,
         actor: None,
+        prior_act: &PriorAct::Absent,
     };
     let ProviderRequest::Gcp(g) = render(m.target("reader").unwrap(), &input).unwrap() else {
         panic!()

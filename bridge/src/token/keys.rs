@@ -68,9 +68,29 @@ pub struct VerifyingKey {
     /// does no key parsing (about a third of an RS256 verification otherwise), and a key holds
     /// only the parsed forms its tokens use (an RSA key could serve six algorithms).
     parsed: Vec<(Algorithm, OnceLock<Option<ParsedPublicKey>>)>,
+    /// SHA-256 of the key type and public key bytes: which key this is, `kid` or not.
+    thumbprint: KeyThumbprint,
+}
+
+/// Identifies one public key by its material (SHA-256 of its family and public bytes), not by
+/// its `kid`, which an issuer may omit or reuse.
+pub type KeyThumbprint = [u8; 32];
+
+fn thumbprint_of(family: KeyFamily, public: &[u8]) -> KeyThumbprint {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(&[family as u8]);
+    ctx.update(public);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
 }
 
 impl VerifyingKey {
+    /// The key's [`KeyThumbprint`].
+    pub fn thumbprint(&self) -> KeyThumbprint {
+        self.thumbprint
+    }
+
     /// Whether `signature` (raw bytes, JWS form: PKCS#1/PSS for RSA, fixed `r||s` for ECDSA) is
     /// this key's signature of `message` under `alg`. False for an algorithm the key cannot do.
     pub fn verify(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
@@ -142,6 +162,11 @@ impl KeySet {
             }
         }
         KeySet { keys, by_kid }
+    }
+
+    /// Whether the key with this thumbprint is in the set.
+    pub fn has_thumbprint(&self, thumbprint: &KeyThumbprint) -> bool {
+        self.keys.iter().any(|k| &k.thumbprint == thumbprint)
     }
 
     /// Number of keys.
@@ -318,6 +343,7 @@ fn parse_jwk(jwk: &Value) -> Result<VerifyingKey, String> {
         kid,
         family,
         alg,
+        thumbprint: thumbprint_of(family, &public),
         public: public.into(),
         parsed,
     })

@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 
 use crate::config::TrustConfig;
 use json::{JsonFault, parse_object};
-pub use keys::KeySet;
+pub use keys::{KeySet, KeyThumbprint};
 
 /// Largest token accepted. Real tokens (Kubernetes, GitHub, Entra) are 1-4 KiB; a partner token
 /// with large group claims stays well under this.
@@ -99,6 +99,9 @@ pub enum TokenError {
     /// `iat` is in the future.
     #[error("the token was issued in the future")]
     IssuedInFuture,
+    /// No `iat`, where the issuer's entry requires it (the default).
+    #[error("the token has no iat claim, which its issuer requires")]
+    MissingIat,
     /// `exp - iat` is longer than the issuer allows.
     #[error("the token's lifetime is longer than its issuer allows")]
     LifetimeTooLong,
@@ -146,6 +149,7 @@ impl TokenError {
             TokenError::NotYetValid => "not_yet_valid",
             TokenError::IssuedInFuture => "issued_in_future",
             TokenError::LifetimeTooLong => "lifetime_too_long",
+            TokenError::MissingIat => "missing_iat",
             TokenError::MissingAudience => "missing_aud",
             TokenError::AudienceMismatch => "audience_mismatch",
             TokenError::MissingSubject => "missing_sub",
@@ -274,6 +278,17 @@ pub fn verify(
     keys: Option<&KeySet>,
     now: SystemTime,
 ) -> Result<ValidatedToken, TokenError> {
+    verify_with_key(parsed, trust, keys, now).map(|(token, _)| token)
+}
+
+/// As [`verify`], also returning the thumbprint of the key whose signature verified, so a caller
+/// that remembers the result can tell when that exact key is withdrawn (with or without `kid`).
+pub fn verify_with_key(
+    parsed: Parsed<'_>,
+    trust: &TrustConfig,
+    keys: Option<&KeySet>,
+    now: SystemTime,
+) -> Result<(ValidatedToken, KeyThumbprint), TokenError> {
     if parsed.issuer != trust.issuer {
         return Err(TokenError::UnknownIssuer);
     }
@@ -290,13 +305,14 @@ pub fn verify(
     let signature = URL_SAFE_NO_PAD
         .decode(parsed.signature)
         .map_err(|_| TokenError::BadSignature)?;
-    let verified = candidates
+    let Some(key) = candidates
         .iter()
-        .any(|k| k.verify(parsed.alg, parsed.signing_input.as_bytes(), &signature));
-    if !verified {
+        .find(|k| k.verify(parsed.alg, parsed.signing_input.as_bytes(), &signature))
+    else {
         return Err(TokenError::BadSignature);
-    }
-    check_claims(parsed, trust, now)
+    };
+    let thumbprint = key.thumbprint();
+    Ok((check_claims(parsed, trust, now)?, thumbprint))
 }
 
 fn check_claims(
@@ -317,6 +333,9 @@ fn check_claims(
         return Err(TokenError::NotYetValid);
     }
     let iat = numeric_date(&claims, "iat")?;
+    if iat.is_none() && trust.require_iat {
+        return Err(TokenError::MissingIat);
+    }
     if iat.is_some_and(|iat| iat > now.saturating_add(leeway)) {
         return Err(TokenError::IssuedInFuture);
     }

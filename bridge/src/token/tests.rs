@@ -429,12 +429,24 @@ fn lifetime_too_long() {
         c.insert("exp".into(), json!(NOW + 3600 + 31));
     });
     expect(&sign(&key, &c), &keys, TokenError::LifetimeTooLong);
-    // Without iat, the remaining lifetime counts.
+    // Without iat the true lifetime is unknown: refused unless the issuer opts out, and then
+    // the remaining lifetime counts.
+    let c = with(claims(), |c| {
+        c.remove("iat");
+        c.insert("exp".into(), json!(NOW + 600));
+    });
+    expect(&sign(&key, &c), &keys, TokenError::MissingIat);
+    let mut lenient = trust();
+    lenient.require_iat = false;
+    assert!(check(&sign(&key, &c), &keys, &lenient, now()).is_ok());
     let c = with(claims(), |c| {
         c.remove("iat");
         c.insert("exp".into(), json!(NOW + 86_400));
     });
-    expect(&sign(&key, &c), &keys, TokenError::LifetimeTooLong);
+    assert_eq!(
+        check(&sign(&key, &c), &keys, &lenient, now()).unwrap_err(),
+        TokenError::LifetimeTooLong
+    );
 }
 
 #[test]
