@@ -136,6 +136,9 @@ pub enum ExchangeError {
     /// The audit event could not be written, so no credential is handed out (500).
     #[error("the audit record could not be written")]
     AuditFailed,
+    /// No decision id could be drawn, so nothing is decided (500).
+    #[error(transparent)]
+    Random(#[from] crate::issuer::RandomError),
 }
 
 fn denial(rule: Option<&str>, target: &str) -> String {
@@ -164,6 +167,7 @@ impl ExchangeError {
             ExchangeError::PartnerLimited { busy: true, .. } => "issuer_busy".into(),
             ExchangeError::Provider(e) => e.reason().to_owned(),
             ExchangeError::AuditFailed => "audit_failed".into(),
+            ExchangeError::Random(_) => "random_failed".into(),
         }
     }
 
@@ -181,8 +185,8 @@ impl ExchangeError {
 /// A failed exchange with its decision id.
 #[derive(Debug)]
 pub struct Failure {
-    /// The decision id (in the audit event and the response).
-    pub decision_id: String,
+    /// The decision id (in the audit event and the response); `None` when none could be drawn.
+    pub decision_id: Option<String>,
     /// What went wrong.
     pub error: ExchangeError,
 }
@@ -501,7 +505,13 @@ impl Bridge {
         let started = std::time::Instant::now();
         let now = SystemTime::now();
         let policy = self.policy();
-        let decision_id = random_id();
+        let decision_id = random_id().map_err(|e| {
+            tracing::error!("no exchange without a decision id: {e}");
+            Failure {
+                decision_id: None,
+                error: e.into(),
+            }
+        })?;
         let mut event = AuditEvent {
             time: rfc3339(now),
             decision_id: decision_id.clone(),
@@ -560,7 +570,7 @@ impl Bridge {
             Ok((mut exchanged, target)) => {
                 if audited.is_err() && !self.config.audit.fail_open {
                     return Err(Failure {
-                        decision_id,
+                        decision_id: Some(decision_id),
                         error: ExchangeError::AuditFailed,
                     });
                 }
@@ -569,7 +579,10 @@ impl Bridge {
             }
             Err(error) => {
                 log_failure(&decision_id, &error);
-                Err(Failure { decision_id, error })
+                Err(Failure {
+                    decision_id: Some(decision_id),
+                    error,
+                })
             }
         }
     }

@@ -87,7 +87,13 @@ async fn request_id(mut request: axum::extract::Request, next: axum::middleware:
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
         })
         .map(str::to_owned);
-    let id = given.unwrap_or_else(crate::issuer::random_id);
+    let id = match given.map_or_else(crate::issuer::random_id, Ok) {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::error!("no request id, so no answer: {e}");
+            return ApiError::from(e).into_response();
+        }
+    };
     request.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
     let mut response = tracing::Instrument::instrument(next.run(request), span).await;
