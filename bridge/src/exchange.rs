@@ -144,6 +144,9 @@ pub enum ExchangeError {
     /// The audit event could not be written, so no credential is handed out (500).
     #[error("the audit record could not be written")]
     AuditFailed,
+    /// No decision id could be drawn, so nothing is decided (500).
+    #[error(transparent)]
+    Random(#[from] crate::issuer::RandomError),
 }
 
 fn denial(rule: Option<&str>, target: &str) -> String {
@@ -174,6 +177,7 @@ impl ExchangeError {
             ExchangeError::PartnerLimited { busy: true, .. } => "issuer_busy".into(),
             ExchangeError::Provider(e) => e.reason().to_owned(),
             ExchangeError::AuditFailed => "audit_failed".into(),
+            ExchangeError::Random(_) => "random_failed".into(),
         }
     }
 
@@ -192,8 +196,8 @@ impl ExchangeError {
 /// A failed exchange with its decision id.
 #[derive(Debug)]
 pub struct Failure {
-    /// The decision id (in the audit event and the response).
-    pub decision_id: String,
+    /// The decision id (in the audit event and the response); `None` when none could be drawn.
+    pub decision_id: Option<String>,
     /// What went wrong.
     pub error: ExchangeError,
 }
@@ -527,7 +531,13 @@ impl Bridge {
         let started = std::time::Instant::now();
         let now = SystemTime::now();
         let policy = self.policy();
-        let decision_id = random_id();
+        let decision_id = random_id().map_err(|e| {
+            tracing::error!("no exchange without a decision id: {e}");
+            Failure {
+                decision_id: None,
+                error: e.into(),
+            }
+        })?;
         let mut event = AuditEvent {
             time: rfc3339(now),
             decision_id: decision_id.clone(),
@@ -586,7 +596,7 @@ impl Bridge {
             Ok((mut exchanged, target)) => {
                 if audited.is_err() && !self.config.audit.fail_open {
                     return Err(Failure {
-                        decision_id,
+                        decision_id: Some(decision_id),
                         error: ExchangeError::AuditFailed,
                     });
                 }
@@ -595,7 +605,10 @@ impl Bridge {
             }
             Err(error) => {
                 log_failure(&decision_id, &error);
-                Err(Failure { decision_id, error })
+                Err(Failure {
+                    decision_id: Some(decision_id),
+                    error,
+                })
             }
         }
     }

@@ -557,7 +557,7 @@ impl AssertionSigner for Issuer {
         let iat = unix_seconds(now);
         let lifetime = spec.lifetime.unwrap_or(self.lifetime);
         let exp = iat + lifetime.as_secs();
-        let jti = random_id();
+        let jti = random_id().map_err(|_| SignError::Random)?;
         let mut claims = serde_json::Map::with_capacity(7 + spec.extra.len());
         claims.insert("iss".into(), json!(self.url));
         claims.insert("sub".into(), json!(spec.subject));
@@ -583,13 +583,30 @@ impl AssertionSigner for Issuer {
     }
 }
 
-/// 128 random bits, base64url: `jti`s and decision ids.
-pub fn random_id() -> String {
-    let mut bytes = [0u8; 16];
-    // SystemRandom only fails if the OS has no entropy source; a zero id is then still unique enough
-    // for a log line but never for a secret, and ids here are not secrets.
-    let _ = SystemRandom::new().fill(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
+/// Bytes of an id: 128 bits, so ids drawn at random do not collide in practice.
+pub const ID_BYTES: usize = 16;
+
+/// The system's random number generator failed, so no id could be drawn.
+#[derive(Debug, thiserror::Error)]
+#[error("the system's random number generator failed")]
+pub struct RandomError;
+
+/// 128 random bits, base64url: `jti`s, decision ids and request ids. Fails when the system's
+/// generator fails: single-use checks, audit trails and revocation all key on these ids, so a
+/// constant stand-in would merge unrelated tokens and decisions.
+pub fn random_id() -> Result<String, RandomError> {
+    id_from(|bytes| SystemRandom::new().fill(bytes))
+}
+
+/// An id from the bytes `fill` writes, or the error when it fails (whatever it wrote is dropped).
+/// The generator is a parameter so that its failure can be tested: aws-lc-rs's `SecureRandom` is
+/// sealed.
+fn id_from(
+    fill: impl FnOnce(&mut [u8]) -> Result<(), aws_lc_rs::error::Unspecified>,
+) -> Result<String, RandomError> {
+    let mut bytes = [0u8; ID_BYTES];
+    fill(&mut bytes).map_err(|_| RandomError)?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
 }
 
 fn io_error(path: &Path, e: &std::io::Error) -> IssuerError {

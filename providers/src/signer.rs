@@ -41,6 +41,9 @@ pub enum SignError {
     /// The crypto library refused to sign.
     #[error("signing failed")]
     Crypto,
+    /// The system's random number generator failed, so the token could get no `jti`.
+    #[error("the random number generator failed")]
+    Random,
     /// The extra claims tried to set a claim the issuer owns.
     #[error("claim {0} is set by the issuer and cannot be overridden")]
     ReservedClaim(String),
@@ -54,7 +57,8 @@ pub trait AssertionSigner: Send + Sync + 'static {
     /// Mints a token per `spec`, issued at `now`.
     ///
     /// Fails with [`SignError::NoKey`] when no key is loaded, [`SignError::ReservedClaim`] when `spec`
-    /// tries to set `iss`, `iat`, `exp`, `nbf` or `jti`, and [`SignError::Crypto`] if signing fails.
+    /// tries to set `iss`, `iat`, `exp`, `nbf` or `jti`, [`SignError::Random`] when no random `jti`
+    /// can be drawn, and [`SignError::Crypto`] if signing fails.
     fn mint(&self, spec: MintSpec<'_>, now: SystemTime) -> Result<MintedAssertion, SignError>;
 }
 

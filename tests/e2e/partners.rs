@@ -423,6 +423,108 @@ async fn a_dead_partner_idp_does_not_hold_up_other_partners() {
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
 
+/// `/readyz` answers anyone, and an IdP's discovery document chooses where stsbridge connects
+/// next: printing the fetch error there would make it a port scanner that reports back. It names
+/// the issuers whose keys cannot be fetched; the why (address, port, "connection refused", the
+/// URL the IdP gave) is in the log only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_names_an_issuer_whose_keys_cannot_be_fetched_but_not_the_upstream_error() {
+    // Two ports on 127.0.0.1 that nothing listens on (given by the OS, then released).
+    let (probed_port, dead_port) = {
+        let a = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let b = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        (
+            a.local_addr().unwrap().port(),
+            b.local_addr().unwrap().port(),
+        )
+    };
+    let marker = "internal-marker-q7";
+    // An IdP whose discovery document points its JWKS at a port of the IdP's choosing.
+    let probing_idp = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(wiremock::matchers::path(
+            "/.well-known/openid-configuration",
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "issuer": probing_idp.uri(),
+            "jwks_uri": format!("http://127.0.0.1:{probed_port}/{marker}"),
+        })))
+        .mount(&probing_idp)
+        .await;
+    let dead_url = format!("http://127.0.0.1:{dead_port}");
+    let stack = Stack::start_with_files(
+        TestIdp::start().await,
+        Setup::default(),
+        &[
+            (
+                "mappings/partner-probe.yaml",
+                partner_file("partner-probe", &probing_idp.uri(), "", ""),
+            ),
+            (
+                "mappings/partner-dead.yaml",
+                partner_file("partner-dead", &dead_url, "", ""),
+            ),
+        ],
+    )
+    .await;
+    // A token claiming each issuer makes stsbridge fetch its keys (the signature is never checked:
+    // there are no keys to check it with).
+    for (issuer, target) in [
+        (probing_idp.uri(), "partner-probe-api"),
+        (dead_url.clone(), "partner-dead-api"),
+    ] {
+        let mut claims = stack.idp.claims("client-1");
+        claims["iss"] = json!(issuer);
+        let (status, body, _) = credentials(&stack, target, &stack.idp.sign(&claims)).await;
+        assert_eq!(status, 503, "{body}");
+    }
+
+    let r = stack
+        .http
+        .get(stack.bridge.url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "partners' keys do not hold up readiness");
+    let text = r.text().await.unwrap();
+    for leak in [
+        marker.to_owned(),
+        probed_port.to_string(),
+        dead_port.to_string(),
+        "127.0.0.1".to_owned(),
+        "refused".to_owned(),
+        "connect".to_owned(),
+    ] {
+        assert!(!text.contains(&leak), "/readyz shows {leak:?}: {text}");
+    }
+    let ready: Value = serde_json::from_str(&text).unwrap();
+    for name in ["partner-dead", "partner-probe"] {
+        let issuer = ready["issuers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == name)
+            .unwrap_or_else(|| panic!("/readyz does not name {name}: {text}"));
+        assert_eq!(issuer["loaded"], false, "{text}");
+        assert_eq!(issuer["fetch_failing"], true, "{text}");
+    }
+    // The operator finds the why in the log.
+    let mut logged = false;
+    for _ in 0..100 {
+        let log = stack.bridge.stderr();
+        if log.contains(marker) && log.contains(&dead_port.to_string()) {
+            logged = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        logged,
+        "the fetch errors are logged:\n{}",
+        stack.bridge.stderr()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_audit_mode_rule_grants_nothing_and_is_recorded_as_would_allow() {
     let staged = |mode: &str| {

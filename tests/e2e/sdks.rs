@@ -28,11 +28,16 @@ struct AgentStack {
     agent: BridgeProcess,
     env: Vec<(String, String)>,
     token_file: PathBuf,
-    _google: MockServer,
-    _entra: MockServer,
+    google: MockServer,
+    entra: MockServer,
 }
 
 async fn agent_stack() -> AgentStack {
+    agent_stack_with_sts(&moto().endpoint).await
+}
+
+/// [`agent_stack`] with AWS STS at `sts` (moto's server, or a stand-in for tests without Python).
+async fn agent_stack_with_sts(sts: &str) -> AgentStack {
     let google = MockServer::start().await;
     Mock::given(GcpStsExchange {
         audience: AUDIENCE.into(),
@@ -61,7 +66,7 @@ async fn agent_stack() -> AgentStack {
     .mount(&entra)
     .await;
     let stack = Stack::start(Setup {
-        sts: Some(&moto().endpoint),
+        sts: Some(sts),
         gcp: Some(&google.uri()),
         azure: Some(&entra.uri()),
         ..Setup::default()
@@ -109,8 +114,8 @@ async fn agent_stack() -> AgentStack {
         agent,
         env,
         token_file,
-        _google: google,
-        _entra: entra,
+        google,
+        entra,
     }
 }
 
@@ -399,6 +404,129 @@ async fn the_agent_refuses_requests_without_each_protocols_header() {
         ),
         400
     );
+}
+
+/// A request written by hand on a fresh connection to `addr` (for what reqwest will not send: no
+/// `Host`, an absolute-form target); returns the status line.
+async fn raw_status_line(addr: &str, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    socket.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    answer.lines().next().unwrap_or_default().to_owned()
+}
+
+/// DNS rebinding: a browser page whose name now resolves to 127.0.0.1 sends the agent every header
+/// a protocol asks for (the metadata server's has no secret at all), but with its own name in
+/// `Host`. The agent refuses that on every endpoint before fetching anything, and still answers
+/// the same requests addressed by a loopback address or `localhost`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_refuses_requests_addressed_to_another_host() {
+    let sts_stand_in = MockServer::start().await;
+    let expiration = stsbridge::audit::rfc3339(SystemTime::now() + Duration::from_secs(3600));
+    Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_string(
+            stsbridge_e2e::sts::web_identity_success(
+                DEPLOY_ARN,
+                "ASIAREBINDING0000001",
+                "rebinding-secret-access-key-000000000000",
+                "rebinding-session-token-0000000000000000",
+                &expiration,
+            ),
+        ))
+        .mount(&sts_stand_in)
+        .await;
+    let s = agent_stack_with_sts(&sts_stand_in.uri()).await;
+    let env = |k: &str| {
+        s.env
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    let aws_secret =
+        std::fs::read_to_string(env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")).unwrap();
+    let addr = s.agent.base.trim_start_matches("http://").to_owned();
+    let port = addr.rsplit(':').next().unwrap().to_owned();
+    let http = reqwest::Client::new();
+    // Each endpoint with the headers its protocol requires.
+    let gce_token = "/computeMetadata/v1/instance/service-accounts/default/token";
+    let msi = "/msi/token?api-version=2019-08-01&resource=https://management.azure.com";
+    let endpoints: [(&str, &str, String); 3] = [
+        ("/aws/credentials", "Authorization", aws_secret),
+        (gce_token, "Metadata-Flavor", "Google".to_owned()),
+        (msi, "X-IDENTITY-HEADER", env("IDENTITY_HEADER")),
+    ];
+    let get = |path: &str, name: &str, value: &str, host: &str| {
+        http.get(s.agent.url(path))
+            .header(name, value)
+            .header("Host", host)
+            .send()
+    };
+
+    for (path, name, value) in &endpoints {
+        for host in [
+            format!("attacker.example:{port}"),
+            "attacker.example".to_owned(),
+            format!("localhost.attacker.example:{port}"),
+            format!("127.0.0.1.nip.io:{port}"),
+        ] {
+            let r = get(path, name, value, &host).await.unwrap();
+            let status = r.status().as_u16();
+            let body = r.text().await.unwrap();
+            assert_eq!(status, 403, "{path} with Host {host}: {body}");
+        }
+    }
+    // What reqwest will not send: no Host at all (HTTP/1.0 allows that, the agent does not), and
+    // an absolute-form target naming another host beside a loopback Host.
+    let no_host = format!("GET {gce_token} HTTP/1.0\r\nMetadata-Flavor: Google\r\n\r\n");
+    let line = raw_status_line(&addr, &no_host).await;
+    assert!(line.contains(" 403"), "no Host: {line}");
+    let absolute = format!(
+        "GET http://attacker.example:{port}{gce_token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nMetadata-Flavor: Google\r\nConnection: close\r\n\r\n"
+    );
+    let line = raw_status_line(&addr, &absolute).await;
+    assert!(line.contains(" 403"), "absolute-form target: {line}");
+    // Nothing was fetched for them: no cloud was asked (the agent answers only after its fetch).
+    for (cloud, stand_in) in [
+        ("AWS", &sts_stand_in),
+        ("GCP", &s.google),
+        ("Azure", &s.entra),
+    ] {
+        let asked = stand_in.received_requests().await.unwrap().len();
+        assert_eq!(asked, 0, "{cloud} was asked for a credential");
+    }
+
+    // Addressed to the agent by a loopback address or localhost, the same requests are answered.
+    for (path, name, value) in &endpoints {
+        for host in [
+            format!("127.0.0.1:{port}"),
+            format!("localhost:{port}"),
+            format!("LOCALHOST:{port}"),
+        ] {
+            let r = get(path, name, value, &host).await.unwrap();
+            let status = r.status().as_u16();
+            assert_eq!(
+                status,
+                200,
+                "{path} with Host {host}: {}",
+                r.text().await.unwrap()
+            );
+        }
+    }
+    // The refusal is logged, with the Host it named.
+    let mut logged = false;
+    for _ in 0..100 {
+        let log = s.agent.stderr();
+        if log.contains("attacker.example") && log.contains("refused") {
+            logged = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(logged, "the refusal is logged:\n{}", s.agent.stderr());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,8 +10,12 @@
 //! - Azure App Service managed identity at `/msi/token`, guarded by `X-IDENTITY-HEADER`.
 //!
 //! It binds loopback only: the GCE protocol has no secret, so anything that can reach the port can
-//! get the token, exactly as on a VM.
+//! get the token, exactly as on a VM. And it answers only requests addressed to a loopback or
+//! metadata host, so a browser page cannot reach it by rebinding its own name to 127.0.0.1.
+//!
+//! Rooms: `routes` (the endpoints of each protocol), `host` (the `Host` check in front of them).
 
+mod host;
 mod routes;
 
 use std::collections::HashMap;

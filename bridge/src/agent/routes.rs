@@ -20,7 +20,7 @@ use crate::client::ClientError;
 const FLAVOR: &str = "metadata-flavor";
 const IDENTITY_HEADER: &str = "x-identity-header";
 
-/// The agent's routes.
+/// The agent's routes, every one of them (unknown paths too) behind the `Host` check.
 pub fn router(agent: Arc<Agent>) -> Router {
     Router::new()
         .route("/aws/credentials", get(aws))
@@ -30,6 +30,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(agent)
+        .layer(axum::middleware::from_fn(super::host::require_local_host))
 }
 
 /// Ready when the workload's token file can be read.

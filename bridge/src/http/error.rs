@@ -12,6 +12,7 @@ use serde_json::json;
 use stsbridge_providers::ProviderError;
 
 use crate::exchange::{ExchangeError, Failure};
+use crate::issuer::RandomError;
 
 /// An error response.
 #[derive(Debug)]
@@ -161,6 +162,11 @@ impl From<Failure> for ApiError {
                 "server_error",
                 "the exchange could not be recorded, so no credential was issued".into(),
             ),
+            ExchangeError::Random(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "stsbridge could not complete the exchange".into(),
+            ),
         };
         let retry_after = match e {
             ExchangeError::RateLimited { retry_after }
@@ -178,9 +184,20 @@ impl From<Failure> for ApiError {
             status,
             code,
             description,
-            decision_id: Some(f.decision_id),
+            decision_id: f.decision_id,
             retry_after,
         }
+    }
+}
+
+/// 500 for a request that needed a random id the system's generator could not give.
+impl From<RandomError> for ApiError {
+    fn from(_: RandomError) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "stsbridge could not complete the request",
+        )
     }
 }
 

@@ -87,7 +87,13 @@ async fn request_id(mut request: axum::extract::Request, next: axum::middleware:
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
         })
         .map(str::to_owned);
-    let id = given.unwrap_or_else(crate::issuer::random_id);
+    let id = match given.map_or_else(crate::issuer::random_id, Ok) {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::error!("no request id, so no answer: {e}");
+            return ApiError::from(e).into_response();
+        }
+    };
     request.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
     let mut response = tracing::Instrument::instrument(next.run(request), span).await;
@@ -365,13 +371,17 @@ async fn metrics(State(bridge): State<Arc<Bridge>>) -> Response {
     response
 }
 
+/// Readiness, for anyone who asks: what is wrong is named (the signing key, an issuer's keys),
+/// never described with an upstream's error text, which goes to the log instead.
 async fn readyz(State(bridge): State<Arc<Bridge>>) -> Response {
     let mappings = bridge.mappings();
     let ready = bridge.ready();
     let mut issuers = bridge.jwks().status();
+    let signing_key = bridge.issuer().active_kid();
+    let problems = problems(signing_key.as_deref(), &issuers);
     // Partner entries nobody has used yet are counted, not listed: there may be thousands.
     let lazy = issuers.iter().filter(|i| i.lazy).count();
-    issuers.retain(|i| !i.lazy || i.loaded || i.last_error.is_some());
+    issuers.retain(|i| !i.lazy || i.loaded || i.fetch_failing);
     let lazy_listed = issuers.iter().filter(|i| i.lazy).count();
     // Degraded: still serving, on key sets an IdP has not refreshed lately.
     let degraded: Vec<&str> = issuers
@@ -381,8 +391,9 @@ async fn readyz(State(bridge): State<Arc<Bridge>>) -> Response {
         .collect();
     let body = json!({
         "ready": ready,
+        "problems": problems,
         "degraded": degraded,
-        "signing_key": bridge.issuer().active_kid(),
+        "signing_key": signing_key,
         "mappings": { "files": mappings.files().len(), "targets": mappings.target_count(), "rules": mappings.rule_count() },
         "issuers": issuers,
         "partner_issuers": { "total": lazy, "unused": lazy - lazy_listed },
@@ -393,4 +404,66 @@ async fn readyz(State(bridge): State<Arc<Bridge>>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, axum::Json(body)).into_response()
+}
+
+/// What `/readyz` names as wrong: a missing signing key, issuers (partners' included once used)
+/// whose keys are not loaded or whose last key fetch failed.
+fn problems(
+    signing_key: Option<&str>,
+    issuers: &[crate::token::jwks::IssuerStatus],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if signing_key.is_none() {
+        out.push("no signing key".to_owned());
+    }
+    for i in issuers {
+        if !i.loaded && !i.lazy {
+            out.push(format!("issuer {}: keys not loaded", i.name));
+        }
+        if i.fetch_failing {
+            out.push(format!("issuer {}: key fetch failing", i.name));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::jwks::IssuerStatus;
+
+    fn issuer(name: &str, loaded: bool, fetch_failing: bool, lazy: bool) -> IssuerStatus {
+        IssuerStatus {
+            name: name.into(),
+            loaded,
+            keys: usize::from(loaded),
+            last_success: loaded.then_some(1_800_000_000),
+            fetch_failing,
+            degraded: false,
+            lazy,
+        }
+    }
+
+    #[test]
+    fn readiness_problems_are_named_not_described() {
+        assert!(problems(Some("kid-1"), &[issuer("ci", true, false, false)]).is_empty());
+        assert_eq!(
+            problems(
+                None,
+                &[
+                    issuer("ci", false, true, false),
+                    issuer("hr", true, true, false),
+                    issuer("partner", false, true, true),
+                    issuer("unused", false, false, true),
+                ]
+            ),
+            [
+                "no signing key",
+                "issuer ci: keys not loaded",
+                "issuer ci: key fetch failing",
+                "issuer hr: key fetch failing",
+                "issuer partner: key fetch failing",
+            ]
+        );
+    }
 }

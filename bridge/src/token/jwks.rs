@@ -68,7 +68,10 @@ pub enum FetchError {
     Jwks(#[from] JwksError),
 }
 
-/// What `/readyz` reports about one issuer.
+/// What `/readyz` reports about one issuer. `/readyz` answers anyone, so this names what is wrong
+/// but never carries the fetch error's text: an IdP's discovery document chooses where the next
+/// fetch connects, and its error (address, port, connection refused) would make `/readyz` a port
+/// scanner that reports back. The text is logged when the fetch fails.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct IssuerStatus {
     /// Trust entry name.
@@ -79,8 +82,8 @@ pub struct IssuerStatus {
     pub keys: usize,
     /// Unix time of the last successful fetch.
     pub last_success: Option<u64>,
-    /// The last fetch error, when the last fetch failed.
-    pub last_error: Option<String>,
+    /// The last fetch failed (why is in the log).
+    pub fetch_failing: bool,
     /// The keys in use are older than one refresh interval (the IdP is not answering).
     pub degraded: bool,
     /// A partner entry: keys are fetched when its first token arrives.
@@ -91,7 +94,8 @@ struct IssuerKeys {
     trust: TrustConfig,
     current: RwLock<Option<Arc<KeySet>>>,
     last_forced: tokio::sync::Mutex<Option<Instant>>,
-    health: RwLock<(Option<SystemTime>, Option<String>)>,
+    /// The last successful fetch, and whether the last fetch failed.
+    health: RwLock<(Option<SystemTime>, bool)>,
 }
 
 /// The key sets of every trusted issuer.
@@ -123,7 +127,7 @@ impl JwksManager {
                     trust: t.clone(),
                     current: RwLock::new(None),
                     last_forced: tokio::sync::Mutex::new(None),
-                    health: RwLock::new((None, None)),
+                    health: RwLock::new((None, false)),
                 };
                 (t.name.clone(), Arc::new(keys))
             })
@@ -187,7 +191,7 @@ impl JwksManager {
                     *current = Some(Arc::new(set));
                 }
                 if let Ok(mut health) = issuer.health.write() {
-                    *health = (Some(SystemTime::now()), None);
+                    *health = (Some(SystemTime::now()), false);
                 }
                 self.count(name, "success");
                 tracing::debug!(issuer = %name, keys = count, "JWKS refreshed");
@@ -197,7 +201,7 @@ impl JwksManager {
                 let kept = self.keys(name).map_or(0, |k| k.len());
                 tracing::warn!(issuer = %name, kept_keys = kept, "JWKS refresh failed: {e}");
                 if let Ok(mut health) = issuer.health.write() {
-                    health.1 = Some(e.to_string());
+                    health.1 = true;
                 }
                 self.count(name, "error");
                 Err(e)
@@ -296,20 +300,16 @@ impl JwksManager {
             .iter()
             .map(|(name, issuer)| {
                 let keys = self.keys(name);
-                let (last_success, last_error) = issuer
-                    .health
-                    .read()
-                    .map(|h| h.clone())
-                    .unwrap_or((None, None));
+                let (last_success, fetch_failing) =
+                    issuer.health.read().map(|h| *h).unwrap_or((None, false));
                 let age = last_success.and_then(|t| SystemTime::now().duration_since(t).ok());
                 IssuerStatus {
                     name: name.clone(),
                     loaded: keys.is_some(),
                     keys: keys.map_or(0, |k| k.len()),
                     last_success: last_success.map(super::unix_seconds),
-                    degraded: last_error.is_some()
-                        && age.is_some_and(|a| a > issuer.trust.jwks_refresh),
-                    last_error,
+                    degraded: fetch_failing && age.is_some_and(|a| a > issuer.trust.jwks_refresh),
+                    fetch_failing,
                     lazy: issuer.trust.lazy_jwks,
                 }
             })
