@@ -660,7 +660,14 @@ fn explain(path: &Path, token_file: &Path, target: &str) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let Some(trust) = config.trust.iter().find(|t| t.issuer == parsed.issuer) else {
+    // stsbridge's own tokens come back under its built-in trust entry.
+    let own = config::own_trust(&config.issuer.url, mappings.jwt_audiences());
+    let Some(trust) = config
+        .trust
+        .iter()
+        .chain(std::iter::once(&own))
+        .find(|t| t.issuer == parsed.issuer)
+    else {
         println!(
             "token refused before any rule: its issuer {:?} is not in trust: (unknown_issuer)",
             parsed.issuer

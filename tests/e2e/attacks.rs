@@ -342,6 +342,27 @@ fn corpus() -> Vec<Row> {
             "issued_in_future",
         ),
         (
+            "no iat: the token's true lifetime is unknown",
+            |c| {
+                c.with(|m| {
+                    m.remove("iat");
+                })
+            },
+            401,
+            "missing_iat",
+        ),
+        (
+            "an act chain that is not objects with a string sub, from an accept_act issuer",
+            |c| {
+                c.partner.token(
+                    "svc:alice",
+                    json!({ "act": { "sub": "svc:gateway", "act": "root" } }),
+                )
+            },
+            400,
+            "invalid_request",
+        ),
+        (
             "lifetime too long",
             |c| {
                 c.with(|m| {
@@ -589,7 +610,7 @@ fn corpus() -> Vec<Row> {
 async fn every_attack_is_refused_with_its_code_and_the_service_survives() {
     let partner = TestIdp::start().await;
     let trust_extra = format!(
-        "  - {{ name: partner, issuer: \"{}\", audiences: [\"https://stsbridge.test\"], jwks: {{ discovery: true }}, allow_insecure_loopback: true, replay: reject }}",
+        "  - {{ name: partner, issuer: \"{}\", audiences: [\"https://stsbridge.test\"], jwks: {{ discovery: true }}, allow_insecure_loopback: true, replay: reject, accept_act: true }}",
         partner.issuer
     );
     let stack = Stack::start(Setup {

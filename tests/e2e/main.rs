@@ -88,6 +88,8 @@ rules:
     issuer: ci
     subject: { glob: "svc:*" }
     allow: [api]
+    actors:
+      - { issuer: ci, subject: "svc:gateway" }
   - name: no-mallory
     issuer: ci
     subject: "svc:mallory"

@@ -37,7 +37,7 @@ async fn the_exported_discovery_and_jwks_verify_a_token_stsbridge_signed() {
     let jwks: jsonwebtoken::jwk::JwkSet =
         serde_json::from_slice(&std::fs::read(site.join(jwks_path)).unwrap()).unwrap();
     let claims = verify_with_jwks(&jwks, body["access_token"].as_str().unwrap(), "billing-api");
-    assert_eq!(claims["sub"], "svc:alice");
+    assert_eq!(claims["sub"], "ci:svc:alice");
     // The same documents as the service serves.
     assert_eq!(
         stack.get_json("/.well-known/openid-configuration").await,
@@ -64,7 +64,7 @@ async fn the_minted_token_verifies_against_stsbridge_jwks() {
         "billing-api",
     )
     .await;
-    assert_eq!(claims["sub"], "svc:alice");
+    assert_eq!(claims["sub"], "ci:svc:alice");
     assert_eq!(claims["scope"], "billing:read");
     assert!(claims.get("act").is_none());
 }

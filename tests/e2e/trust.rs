@@ -119,15 +119,6 @@ async fn an_issuer_trusted_with_accept_act_keeps_only_well_formed_chains() {
     }
 }
 
-/// The shared mappings, with the `services-call-api` rule admitting `svc:gateway` of `ci` as an
-/// actor.
-fn mappings_with_actors() -> String {
-    MAPPINGS.replace(
-        "    subject: { glob: \"svc:*\" }\n    allow: [api]\n",
-        "    subject: { glob: \"svc:*\" }\n    allow: [api]\n    actors:\n      - { issuer: ci, subject: \"svc:gateway\" }\n",
-    )
-}
-
 /// `svc:alice` of `ci` exchanged for `api` with `actor` acting for it.
 async fn exchange_as(stack: &Stack, actor: String) -> (u16, Value) {
     let subject = stack.idp.token("svc:alice", json!({}));
@@ -144,13 +135,11 @@ async fn exchange_as(stack: &Stack, actor: String) -> (u16, Value) {
 async fn an_actor_must_be_listed_by_the_rule_and_by_may_act() {
     let partner = TestIdp::start().await;
     let trust = partner_entry(&partner, "");
-    let mappings = mappings_with_actors();
-    assert_ne!(mappings, MAPPINGS);
+    // The shared mappings' services-call-api rule lists svc:gateway of ci as an actor.
     let stack = Stack::start_with_files(
         TestIdp::start().await,
         Setup {
             trust_extra: &trust,
-            mappings: Some(&mappings),
             ..Setup::default()
         },
         &[],
@@ -209,10 +198,8 @@ async fn an_actor_must_be_listed_by_the_rule_and_by_may_act() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_use_token_spent_as_subject_is_not_accepted_again_as_actor() {
-    let mappings = mappings_with_actors();
     let stack = Stack::start(Setup {
         trust_extra: "    replay: reject\n",
-        mappings: Some(&mappings),
         ..Setup::default()
     })
     .await;
