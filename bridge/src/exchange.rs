@@ -20,7 +20,7 @@ use crate::breaker::Breaker;
 use crate::cache::{CacheEvent, CredentialCache, Entry};
 use crate::config::{Config, ConfigErrors, TrustConfig};
 use crate::issuer::{Issuer, IssuerError, random_id};
-use crate::limits::{PartnerLimit, PartnerRefusal, RateLimiter, ReplayGuard};
+use crate::limits::{PartnerLimit, PartnerRefusal, RateLimiter, ReplayGuard, ReplayRefusal};
 use crate::mapping::{
     Decision, Effect, Mappings, RenderError, RenderInput, RuleMode, Target, TargetKind, render,
 };
@@ -130,6 +130,13 @@ pub enum ExchangeError {
         /// When to retry.
         retry_after: Duration,
     },
+    /// The single-use `jti` store is full of live entries, so this token's `jti` cannot be
+    /// recorded and it is refused rather than left replayable (503).
+    #[error("the single-use token store is full")]
+    ReplayStoreFull {
+        /// When the first entry leaves.
+        retry_after: Duration,
+    },
     /// The provider failed (502/503).
     #[error(transparent)]
     Provider(Arc<ProviderError>),
@@ -162,6 +169,7 @@ impl ExchangeError {
             ExchangeError::RateLimited { .. } => "rate_limited".into(),
             ExchangeError::PartnerLimited { busy: false, .. } => "issuer_rate_limited".into(),
             ExchangeError::PartnerLimited { busy: true, .. } => "issuer_busy".into(),
+            ExchangeError::ReplayStoreFull { .. } => "replay_store_full".into(),
             ExchangeError::Provider(e) => e.reason().to_owned(),
             ExchangeError::AuditFailed => "audit_failed".into(),
         }
@@ -375,7 +383,7 @@ impl Bridge {
             limiter: config.rate_limit.map(RateLimiter::new),
             target_limiter: config.target_rate_limit.map(RateLimiter::new),
             policy: RwLock::new(Arc::new(policy)),
-            replay: ReplayGuard::default(),
+            replay: ReplayGuard::new(config.replay_store_entries),
             config,
             issuer,
             audit,
@@ -590,16 +598,22 @@ impl Bridge {
                 e => ExchangeError::Token(e),
             })?;
         let trust = policy.trust_by_iss.get(&token.issuer);
-        if let (Some(trust), Some(jti)) = (trust.filter(|t| t.replay_reject), &token.jti)
-            && !self.replay.first_use(
-                &trust.name,
-                jti,
-                token::from_unix_seconds(token.expires_at),
-                trust.leeway,
-                now,
-            )
-        {
-            return Err(ExchangeError::Token(TokenError::Replayed));
+        if let (Some(trust), Some(jti)) = (trust.filter(|t| t.replay_reject), &token.jti) {
+            self.replay
+                .first_use(
+                    &trust.name,
+                    jti,
+                    token::from_unix_seconds(token.expires_at),
+                    trust.leeway,
+                    now,
+                )
+                .map_err(|refusal| match refusal {
+                    ReplayRefusal::Replayed => ExchangeError::Token(TokenError::Replayed),
+                    ReplayRefusal::Full { retry_after } => {
+                        self.metrics.replay_store_full.inc();
+                        ExchangeError::ReplayStoreFull { retry_after }
+                    }
+                })?;
         }
         if let Some(limiter) = &self.limiter {
             limiter

@@ -194,6 +194,8 @@ pub struct LimitsFile {
     pub per_target: Option<String>,
     /// Bucket size per target.
     pub target_burst: Option<u32>,
+    /// Most single-use `jti`s remembered at once (default 1,000,000).
+    pub replay_store_entries: Option<usize>,
 }
 
 /// `audit:`.

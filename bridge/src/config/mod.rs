@@ -43,6 +43,11 @@ const MIN_PUBLISH_BEFORE_USE: Duration = Duration::from_secs(5);
 /// Clouds check an assertion once, at the exchange; a long-lived one is only a liability.
 const MAX_ASSERTION_LIFETIME: Duration = Duration::from_secs(3600);
 const DEFAULT_CACHE_ENTRIES: u64 = 100_000;
+/// Single-use `jti`s remembered at once, by default: 1,000 single-use tokens a second that live
+/// 15 minutes, in at most about 200 MiB (a 32-byte hash and its expiry, indexed twice).
+pub const DEFAULT_REPLAY_STORE_ENTRIES: usize = 1_000_000;
+/// More than this is a typo, not a plan: up to 20 GiB of memory.
+const MAX_REPLAY_STORE_ENTRIES: usize = 100_000_000;
 const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 
 /// One problem in a config or mapping file.
@@ -167,6 +172,8 @@ pub struct Config {
     pub rate_limit: Option<RateLimit>,
     /// Per-target rate limit (all callers together), when configured.
     pub target_rate_limit: Option<RateLimit>,
+    /// Most single-use `jti`s remembered at once; past it, new single-use tokens are refused.
+    pub replay_store_entries: usize,
     /// Where audit events go, and what happens when they cannot be written.
     pub audit: AuditConfig,
 }
@@ -517,6 +524,17 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
             rate("per_target", l.per_target.as_deref(), l.target_burst),
         ),
     };
+    let replay_store_entries = raw
+        .limits
+        .as_ref()
+        .and_then(|l| l.replay_store_entries)
+        .unwrap_or(DEFAULT_REPLAY_STORE_ENTRIES);
+    if !(1..=MAX_REPLAY_STORE_ENTRIES).contains(&replay_store_entries) {
+        err(
+            "limits.replay_store_entries",
+            format!("{replay_store_entries} is not between 1 and {MAX_REPLAY_STORE_ENTRIES}"),
+        );
+    }
 
     let fail_open = match raw.audit.as_ref().and_then(|a| a.on_failure.as_deref()) {
         None | Some("closed") => false,
@@ -568,6 +586,7 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
         cache: CacheConfig { max_entries },
         rate_limit,
         target_rate_limit,
+        replay_store_entries,
         audit: AuditConfig { sink, fail_open },
     })
 }

@@ -167,3 +167,26 @@ fn a_missing_file_is_a_clear_error() {
     let e = load(Path::new("/nonexistent/stsbridge.yaml")).unwrap_err();
     assert!(e.to_string().contains("cannot read the file"), "{e}");
 }
+
+#[test]
+fn the_replay_store_holds_a_million_by_default_and_its_bound_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = load(&write(dir.path(), MINIMAL)).unwrap();
+    assert_eq!(c.replay_store_entries, 1_000_000);
+    let c = load(&write(
+        dir.path(),
+        &format!("{MINIMAL}limits: {{ replay_store_entries: 2 }}\n"),
+    ))
+    .unwrap();
+    assert_eq!(c.replay_store_entries, 2);
+    for bad in ["0", "100000001"] {
+        let e = errors_of(&format!(
+            "{MINIMAL}limits: {{ replay_store_entries: {bad} }}\n"
+        ));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].path, "limits.replay_store_entries");
+        assert!(e[0].message.starts_with(bad), "{}", e[0].message);
+    }
+    let e = errors_of(&format!("{MINIMAL}limits: {{ replay_entries: 5 }}\n"));
+    assert_eq!(e[0].path, "limits.replay_entries");
+}
