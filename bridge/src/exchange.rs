@@ -598,23 +598,6 @@ impl Bridge {
                 e => ExchangeError::Token(e),
             })?;
         let trust = policy.trust_by_iss.get(&token.issuer);
-        if let (Some(trust), Some(jti)) = (trust.filter(|t| t.replay_reject), &token.jti) {
-            self.replay
-                .first_use(
-                    &trust.name,
-                    jti,
-                    token::from_unix_seconds(token.expires_at),
-                    trust.leeway,
-                    now,
-                )
-                .map_err(|refusal| match refusal {
-                    ReplayRefusal::Replayed => ExchangeError::Token(TokenError::Replayed),
-                    ReplayRefusal::Full { retry_after } => {
-                        self.metrics.replay_store_full.inc();
-                        ExchangeError::ReplayStoreFull { retry_after }
-                    }
-                })?;
-        }
         if let Some(limiter) = &self.limiter {
             limiter
                 .check(&token.trust, &token.subject, now)
@@ -643,6 +626,25 @@ impl Bridge {
                 }
             })?,
         };
+        // Recorded only once the caller's and its issuer's limits admit it: a partner over its
+        // limits spends no room in the store shared by every issuer.
+        if let (Some(trust), Some(jti)) = (trust.filter(|t| t.replay_reject), &token.jti) {
+            self.replay
+                .first_use(
+                    &trust.name,
+                    jti,
+                    token::from_unix_seconds(token.expires_at),
+                    trust.leeway,
+                    now,
+                )
+                .map_err(|refusal| match refusal {
+                    ReplayRefusal::Replayed => ExchangeError::Token(TokenError::Replayed),
+                    ReplayRefusal::Full { retry_after } => {
+                        self.metrics.replay_store_full.inc();
+                        ExchangeError::ReplayStoreFull { retry_after }
+                    }
+                })?;
+        }
 
         let mappings = &policy.mappings;
         let decision = tracing::debug_span!("map", target = %req.target)

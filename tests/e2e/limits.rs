@@ -1,9 +1,10 @@
 //! Bounded state that fails closed: a full single-use `jti` store refuses new tokens (503) rather
-//! than forgetting.
+//! than forgetting, and a partner over its own limits records nothing.
 
 use serde_json::json;
+use stsbridge_e2e::{BRIDGE_URL, TestIdp};
 
-use crate::{Setup, Stack};
+use crate::{MAPPINGS, Setup, Stack};
 
 /// `Retry-After` in seconds.
 fn retry_after(headers: &reqwest::header::HeaderMap) -> u64 {
@@ -63,4 +64,50 @@ async fn a_full_replay_store_refuses_new_single_use_tokens_and_still_refuses_rep
         metrics.contains("\nstsbridge_replay_store_full_total 1\n"),
         "{metrics}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_over_its_rate_limit_records_no_jti() {
+    // Two single-use issuers share a store of two entries. `ci` may make one exchange an hour.
+    let partner = TestIdp::start().await;
+    let trust_extra = format!(
+        "    replay: reject\n    rate_limit: 1/h\n    burst: 1\n  - {{ name: partner, issuer: \"{}\", audiences: [\"{BRIDGE_URL}\"], jwks: {{ discovery: true }}, allow_insecure_loopback: true, replay: reject }}",
+        partner.issuer
+    );
+    let mappings = format!(
+        "{MAPPINGS}  - {{ name: partner-api, issuer: partner, subject: {{ any: true }}, allow: [api] }}\n"
+    );
+    let stack = Stack::start(Setup {
+        trust_extra: &trust_extra,
+        mappings: Some(&mappings),
+        extra: "limits: { replay_store_entries: 2 }",
+        ..Setup::default()
+    })
+    .await;
+    let token = |idp: &TestIdp| format!("Bearer {}", idp.token("svc:alice", json!({})));
+
+    let (status, body, _) = stack.credentials("api", &token(&stack.idp)).await;
+    assert_eq!(status, 200, "{body}");
+    // Over `ci`'s rate: refused before its jti is recorded, so the same token presented again is
+    // refused for the rate again, not as a replay.
+    let over = token(&stack.idp);
+    for _ in 0..2 {
+        let (status, body, _) = stack.credentials("api", &over).await;
+        assert_eq!(status, 429, "{body}");
+        let event = stack
+            .bridge
+            .audit_event(body["decision_id"].as_str().unwrap())
+            .await;
+        assert_eq!(event["reason"], "issuer_rate_limited");
+    }
+    for _ in 0..5 {
+        assert_eq!(stack.credentials("api", &token(&stack.idp)).await.0, 429);
+    }
+
+    // The refused tokens took no room: the other partner's first token takes the second entry,
+    // and only then is the store full.
+    let (status, body, _) = stack.credentials("api", &token(&partner)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body, _) = stack.credentials("api", &token(&partner)).await;
+    assert_eq!(status, 503, "{body}");
 }
