@@ -20,7 +20,9 @@ use crate::breaker::Breaker;
 use crate::cache::{CacheEvent, CredentialCache, Entry};
 use crate::config::{Config, ConfigErrors, TrustConfig};
 use crate::issuer::{Issuer, IssuerError, random_id};
-use crate::limits::{PartnerLimit, PartnerRefusal, RateLimiter, ReplayGuard, ReplayRefusal};
+use crate::limits::{
+    FailedValidations, PartnerLimit, PartnerRefusal, RateLimiter, ReplayGuard, ReplayRefusal,
+};
 use crate::mapping::{
     Decision, Effect, Mappings, RenderError, RenderInput, RuleMode, Target, TargetKind, render,
 };
@@ -130,6 +132,12 @@ pub enum ExchangeError {
         /// When to retry.
         retry_after: Duration,
     },
+    /// The client's address is out of failed validations: refused before validation (429).
+    #[error("too many requests with invalid tokens from this address")]
+    TooManyFailures {
+        /// When to retry.
+        retry_after: Duration,
+    },
     /// The single-use `jti` store is full of live entries, so this token's `jti` cannot be
     /// recorded and it is refused rather than left replayable (503).
     #[error("the single-use token store is full")]
@@ -169,6 +177,7 @@ impl ExchangeError {
             ExchangeError::RateLimited { .. } => "rate_limited".into(),
             ExchangeError::PartnerLimited { busy: false, .. } => "issuer_rate_limited".into(),
             ExchangeError::PartnerLimited { busy: true, .. } => "issuer_busy".into(),
+            ExchangeError::TooManyFailures { .. } => "too_many_failed_validations".into(),
             ExchangeError::ReplayStoreFull { .. } => "replay_store_full".into(),
             ExchangeError::Provider(e) => e.reason().to_owned(),
             ExchangeError::AuditFailed => "audit_failed".into(),
@@ -180,7 +189,8 @@ impl ExchangeError {
             ExchangeError::Denied { .. }
             | ExchangeError::Render(_)
             | ExchangeError::RateLimited { .. }
-            | ExchangeError::PartnerLimited { .. } => "deny",
+            | ExchangeError::PartnerLimited { .. }
+            | ExchangeError::TooManyFailures { .. } => "deny",
             _ => "error",
         }
     }
@@ -328,6 +338,7 @@ pub struct Bridge {
     limiter: Option<RateLimiter>,
     target_limiter: Option<RateLimiter>,
     replay: ReplayGuard,
+    failed_validations: Option<FailedValidations>,
     metrics: Arc<Metrics>,
 }
 
@@ -384,6 +395,7 @@ impl Bridge {
             target_limiter: config.target_rate_limit.map(RateLimiter::new),
             policy: RwLock::new(Arc::new(policy)),
             replay: ReplayGuard::new(config.replay_store_entries),
+            failed_validations: config.failed_validation_limit.map(FailedValidations::new),
             config,
             issuer,
             audit,
@@ -523,7 +535,18 @@ impl Bridge {
             request_id: req.request_id.map(str::to_owned),
             ..AuditEvent::default()
         };
-        let result = self.run(&policy, &req, now, &mut event).await;
+        let client_ip = req.client.map(|a| a.ip());
+        let admitted = match &self.failed_validations {
+            Some(budget) => budget.admit(client_ip, now),
+            None => Ok(()),
+        };
+        let result = match admitted {
+            Ok(()) => self.run(&policy, &req, now, &mut event).await,
+            Err(retry_after) => {
+                self.metrics.rate_limited.inc();
+                Err(ExchangeError::TooManyFailures { retry_after })
+            }
+        };
         match &result {
             Ok((exchanged, _)) => {
                 event.outcome = "allow";
@@ -540,6 +563,12 @@ impl Bridge {
                 event.outcome = e.outcome();
                 event.reason = e.reason();
             }
+        }
+        // A token that failed validation spends its client address's budget.
+        if let (Some(budget), Err(ExchangeError::Token(_))) = (&self.failed_validations, &result)
+            && !event.caller.verified
+        {
+            budget.spend(client_ip, now);
         }
         let audited = self.audit.record(&event);
         if let Err(e) = &audited {

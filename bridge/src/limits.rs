@@ -1,18 +1,21 @@
-//! Rate limits and single-use `jti`s.
+//! Rate limits, single-use `jti`s, and the budget of failed validations per client address.
 //!
-//! Rooms: `store` (the bounded map they keep their state in, keyed by hash), `replay` (single
-//! use); the token buckets per caller and per trust entry are here. All take time as a parameter so tests are exact.
+//! Rooms: `store` (the bounded map they all keep their state in, keyed by hash), `replay`
+//! (single use), `address` (failed validations per client address); the token buckets per caller
+//! and per trust entry are here. All take time as a parameter so tests are exact.
 //!
 //! Bounded state fails closed: nothing here forgets a live entry to make room. A bucket leaves the
 //! store once it has refilled, when a fresh one would be identical; until then a new caller that
 //! does not fit is refused (429), and a single-use token that does not fit is refused (503).
 
+mod address;
 mod replay;
 mod store;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+pub use address::{ClientPrefix, FailedValidations, client_prefix};
 pub use replay::{ReplayGuard, ReplayRefusal};
 use store::{Store, key, millis};
 

@@ -1,10 +1,12 @@
 //! Bounded state that fails closed: a full single-use `jti` store refuses new tokens (503) rather
-//! than forgetting, and a partner over its own limits records nothing.
+//! than forgetting, a partner over its own limits records nothing, and a flood of invalid tokens
+//! from one address is refused before validation.
 
 use serde_json::json;
 use stsbridge_e2e::{BRIDGE_URL, TestIdp};
 
-use crate::{MAPPINGS, Setup, Stack};
+use crate::cli::run;
+use crate::{MAPPINGS, Setup, Stack, write_config};
 
 /// `Retry-After` in seconds.
 fn retry_after(headers: &reqwest::header::HeaderMap) -> u64 {
@@ -110,4 +112,71 @@ async fn a_partner_over_its_rate_limit_records_no_jti() {
     assert_eq!(status, 200, "{body}");
     let (status, body, _) = stack.credentials("api", &token(&partner)).await;
     assert_eq!(status, 503, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_invalid_tokens_is_limited_per_address() {
+    let stack = Stack::start(Setup {
+        extra: "limits: { failed_validations_per_address: \"1/h\", failed_validations_burst: 3 }",
+        ..Setup::default()
+    })
+    .await;
+    let valid = format!("Bearer {}", stack.idp.token("svc:alice", json!({})));
+    let bad = {
+        let good = stack.idp.token("svc:alice", json!({}));
+        format!("Bearer {}x", &good[..good.len() - 1])
+    };
+
+    // Valid exchanges never spend the failure budget: more of them than its burst.
+    for _ in 0..5 {
+        let (status, body, _) = stack.credentials("api", &valid).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // Three failures spend the burst.
+    for _ in 0..3 {
+        let (status, body, _) = stack.credentials("api", &bad).await;
+        assert_eq!(status, 401, "{body}");
+    }
+
+    // Over budget: refused before validation, whatever the token, until the budget refills.
+    for auth in [&bad, &valid] {
+        let (status, body, headers) = stack.credentials("api", auth).await;
+        assert_eq!(status, 429, "{body}");
+        assert_eq!(body["error"], "rate_limited");
+        assert!((1..=3600).contains(&retry_after(&headers)), "{headers:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_validates_the_state_and_failure_limits() {
+    let idp = TestIdp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let setup = |extra| Setup {
+        extra,
+        ..Setup::default()
+    };
+    write_config(
+        dir.path(),
+        &idp,
+        &setup("limits: { replay_store_entries: 10, failed_validations_per_address: off }"),
+    );
+    let (code, _, err) = run(dir.path(), &["check", "--config", "stsbridge.yaml"]);
+    assert_eq!(code, 0, "{err}");
+    write_config(
+        dir.path(),
+        &idp,
+        &setup("limits: { replay_store_entries: 0, failed_validations_per_address: \"ten/s\" }"),
+    );
+    let (code, _, err) = run(dir.path(), &["check", "--config", "stsbridge.yaml"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("stsbridge.yaml: limits.replay_store_entries: 0 is not between 1 and"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "stsbridge.yaml: limits.failed_validations_per_address: \"ten/s\" is not a rate"
+        ),
+        "{err}"
+    );
 }
