@@ -334,7 +334,7 @@ pub struct Bridge {
     issuer: Arc<Issuer>,
     policy: RwLock<Arc<Policy>>,
     cache: Arc<CredentialCache>,
-    audit: Audit,
+    audit: Arc<Audit>,
     limiter: Option<RateLimiter>,
     target_limiter: Option<RateLimiter>,
     replay: ReplayGuard,
@@ -375,7 +375,12 @@ impl Bridge {
             ),
             Arc::new(JwtProvider::new(signer)),
         ];
-        let audit = Audit::open(&config.audit.sink).map_err(StartError::Audit)?;
+        let audit = Arc::new(Audit::open(&config.audit.sink).map_err(StartError::Audit)?);
+        let counted = Arc::clone(&metrics);
+        crate::audit::spawn_summary_writer(Arc::downgrade(&audit), move |e| {
+            counted.audit_failures.inc();
+            tracing::error!("could not write a summary of refused validations: {e}");
+        });
         tracing::info!(
             issuer = %issuer.url(),
             kid = issuer.active_kid().unwrap_or_default(),
@@ -508,7 +513,7 @@ impl Bridge {
 
     /// Flushes the audit sink (at shutdown).
     pub fn flush_audit(&self) {
-        if let Err(e) = self.audit.flush() {
+        if let Err(e) = self.audit.flush(SystemTime::now()) {
             tracing::error!("could not flush the audit sink: {e}");
         }
     }
@@ -564,13 +569,19 @@ impl Bridge {
                 event.reason = e.reason();
             }
         }
-        // A token that failed validation spends its client address's budget.
-        if let (Some(budget), Err(ExchangeError::Token(_))) = (&self.failed_validations, &result)
-            && !event.caller.verified
-        {
-            budget.spend(client_ip, now);
-        }
-        let audited = self.audit.record(&event);
+        // A token that never validated cannot have yielded a credential: its event is
+        // summarized per address, and a failed validation spends the address's budget. Every
+        // other exchange has its own event.
+        let audited = if result.is_err() && !event.caller.verified {
+            if let (Some(budget), Err(ExchangeError::Token(_))) =
+                (&self.failed_validations, &result)
+            {
+                budget.spend(client_ip, now);
+            }
+            self.audit.record_unverified(&event, client_ip, now)
+        } else {
+            self.audit.record(&event)
+        };
         if let Err(e) = &audited {
             self.metrics.audit_failures.inc();
             tracing::error!(decision_id = %decision_id, fail_open = self.config.audit.fail_open, "audit write failed: {e}");

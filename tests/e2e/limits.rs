@@ -1,16 +1,35 @@
 //! Bounded state that fails closed: a full single-use `jti` store refuses new tokens (503) rather
 //! than forgetting, a partner over its own limits records nothing, and a flood of invalid tokens
-//! from one address is refused before validation.
+//! from one address is refused before validation and summarized in the audit trail.
 
-use serde_json::json;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
 use stsbridge_e2e::{BRIDGE_URL, TestIdp};
 
 use crate::cli::run;
 use crate::{MAPPINGS, Setup, Stack, write_config};
 
+/// The audit file's events, one JSON object a line.
+fn audit_file(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// `Retry-After` in seconds.
 fn retry_after(headers: &reqwest::header::HeaderMap) -> u64 {
     headers["retry-after"].to_str().unwrap().parse().unwrap()
+}
+
+/// Stops the bridge with SIGTERM (which flushes the audit sink) and waits for it.
+async fn stop(stack: &mut Stack) {
+    stack.bridge.signal("TERM");
+    let status = stack.bridge.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,12 +134,14 @@ async fn a_partner_over_its_rate_limit_records_no_jti() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flood_of_invalid_tokens_is_limited_per_address() {
-    let stack = Stack::start(Setup {
+async fn a_flood_of_invalid_tokens_is_limited_per_address_and_summarized() {
+    let mut stack = Stack::start(Setup {
         extra: "limits: { failed_validations_per_address: \"1/h\", failed_validations_burst: 3 }",
+        audit: Some("{ file: audit.jsonl }"),
         ..Setup::default()
     })
     .await;
+    let audit = stack.dir.path().join("audit.jsonl");
     let valid = format!("Bearer {}", stack.idp.token("svc:alice", json!({})));
     let bad = {
         let good = stack.idp.token("svc:alice", json!({}));
@@ -132,11 +153,17 @@ async fn a_flood_of_invalid_tokens_is_limited_per_address() {
         let (status, body, _) = stack.credentials("api", &valid).await;
         assert_eq!(status, 200, "{body}");
     }
-    // Three failures spend the burst.
+    // Three failures spend the burst; the first of them is written in full at once.
     for _ in 0..3 {
         let (status, body, _) = stack.credentials("api", &bad).await;
         assert_eq!(status, 401, "{body}");
     }
+    let full: Vec<Value> = audit_file(&audit)
+        .into_iter()
+        .filter(|e| e["reason"] == "bad_signature")
+        .collect();
+    assert_eq!(full.len(), 1, "{full:?}");
+    assert_eq!(full[0]["caller"]["verified"], false);
 
     // Over budget: refused before validation, whatever the token, until the budget refills.
     for auth in [&bad, &valid] {
@@ -145,6 +172,42 @@ async fn a_flood_of_invalid_tokens_is_limited_per_address() {
         assert_eq!(body["error"], "rate_limited");
         assert!((1..=3600).contains(&retry_after(&headers)), "{headers:?}");
     }
+
+    // Shutting down writes the summary of the interval.
+    stop(&mut stack).await;
+    let events = audit_file(&audit);
+    let requests = 5 + 3 + 2;
+    assert!(events.len() < requests, "{events:#?}");
+    let granted: Vec<&Value> = events.iter().filter(|e| e["reason"] == "granted").collect();
+    assert_eq!(granted.len(), 5, "each valid exchange has its own event");
+    let mut ids: Vec<&str> = granted
+        .iter()
+        .map(|e| e["decision_id"].as_str().unwrap())
+        .collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 5);
+    let summaries: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["reason"] == "validation_failures_summarized")
+        .collect();
+    assert_eq!(summaries.len(), 1, "{events:#?}");
+    let summary = summaries[0];
+    assert_eq!(summary["caller"]["client_addr"], "127.0.0.1");
+    assert_eq!(
+        summary["reasons"],
+        json!({ "bad_signature": 2, "too_many_failed_validations": 2 })
+    );
+    assert_eq!(summary["first_decision_id"], full[0]["decision_id"]);
+    let refused_in_full = events
+        .iter()
+        .filter(|e| e["reason"] != "granted" && e["reason"] != "validation_failures_summarized")
+        .count();
+    assert_eq!(refused_in_full, 1, "{events:#?}");
+    assert_eq!(
+        refused_in_full as u64 + summary["count"].as_u64().unwrap(),
+        5,
+        "every refused request is counted once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
