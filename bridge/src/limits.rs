@@ -21,10 +21,10 @@ use store::{Store, key, millis};
 
 use crate::config::RateLimit;
 
-/// Most callers (or targets) with a bucket that has not refilled yet. A bucket refills within
-/// `burst / rate` seconds of its caller's last request (two seconds at the defaults), so a million
-/// means a million distinct callers within that time: far past what one replica serves. Past it,
-/// new callers are refused until a bucket refills.
+/// Most callers (or targets, or client addresses) with a bucket that has not refilled yet. A
+/// bucket refills within `burst / rate` seconds of its caller's last request (two seconds when
+/// `burst` is left to its default), so a million means a million distinct callers within that
+/// time: far past what one replica serves. Past it, new callers are refused until one refills.
 const MAX_TRACKED_CALLERS: usize = 1_000_000;
 
 /// Seconds since the epoch, as the buckets count time.
