@@ -4,17 +4,34 @@
 //! was decided and why, which rule and target, how the cache served it, and the upstream call; it
 //! never holds a token, a credential secret or a key. Credential ids and `jti`s appear only as
 //! truncated SHA-256 hashes, enough to correlate with a cloud's logs without replaying anything.
+//!
+//! Refused validations are summarized per client address (`summary`), so a flood of bad tokens
+//! cannot fill the sink; every exchange whose token validated has its own event.
+
+pub mod summary;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::net::IpAddr;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
 use crate::config::AuditSinkConfig;
+use summary::{Noted, Summarizer};
+
+/// How long refused validations from one address are counted before their summary is written:
+/// a flood writes at most two events per address in this time, and a summary is at most this old
+/// (plus [`SUMMARY_TICK`]) when it reaches the sink.
+const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
+/// How often ended intervals are written.
+const SUMMARY_TICK: Duration = Duration::from_secs(1);
+/// Most addresses with an interval open at once; refusals from further addresses are counted in
+/// one summary together. Each costs a few hundred bytes, so this is a few MiB at most.
+const MAX_SUMMARIZED_ADDRESSES: usize = 10_000;
 
 /// One decision.
 #[derive(Debug, Default, Serialize)]
@@ -195,6 +212,7 @@ enum Sink {
 /// Where events go.
 pub struct Audit {
     sink: Sink,
+    summaries: Mutex<Summarizer>,
 }
 
 impl Audit {
@@ -210,25 +228,66 @@ impl Audit {
                 Sink::File(Mutex::new(AuditFileSink::open(path, check_every)?))
             }
         };
-        Ok(Audit { sink })
+        Ok(Audit {
+            sink,
+            summaries: Mutex::new(Summarizer::new(SUMMARY_INTERVAL, MAX_SUMMARIZED_ADDRESSES)),
+        })
     }
 
-    /// Flushes what the sink buffers to the disk (stdout is unbuffered here).
-    pub fn flush(&self) -> io::Result<()> {
-        match &self.sink {
+    /// Writes every pending summary as of `now` (the open intervals cut short), then flushes what
+    /// the sink buffers to the disk (stdout is unbuffered here). For shutdown.
+    pub fn flush(&self, now: SystemTime) -> io::Result<()> {
+        let pending = self.summarizer().drain(now);
+        let written = pending.iter().try_for_each(|s| self.write(s));
+        let synced = match &self.sink {
             Sink::Stdout => io::stdout().lock().flush(),
             Sink::File(file) => file
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .file
                 .sync_data(),
-        }
+        };
+        written.and(synced)
     }
 
     /// Writes one event as one line. Fails when the sink cannot be written; the caller then
     /// refuses to hand out the credential (no credential without an audit record) unless the
     /// config says `on_failure: open`.
     pub fn record(&self, event: &AuditEvent) -> io::Result<()> {
+        self.write(event)
+    }
+
+    /// Records the event of a request whose token never validated (so it yielded nothing) from
+    /// `client` at `now`: written at once when it is the first from that address in its interval,
+    /// otherwise counted in the address's summary.
+    pub fn record_unverified(
+        &self,
+        event: &AuditEvent,
+        client: Option<IpAddr>,
+        now: SystemTime,
+    ) -> io::Result<()> {
+        let noted = self
+            .summarizer()
+            .note(client, &event.reason, &event.decision_id, now);
+        match noted {
+            Noted::WriteInFull => self.write(event),
+            Noted::Counted => Ok(()),
+        }
+    }
+
+    /// Writes the summaries of the intervals ended by `now`.
+    pub fn write_due(&self, now: SystemTime) -> io::Result<()> {
+        let due = self.summarizer().due(now);
+        due.iter().try_for_each(|s| self.write(s))
+    }
+
+    fn summarizer(&self) -> std::sync::MutexGuard<'_, Summarizer> {
+        self.summaries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self, event: &impl Serialize) -> io::Result<()> {
         let mut line = serde_json::to_vec(event).map_err(io::Error::other)?;
         line.push(b'\n');
         match &self.sink {
@@ -243,6 +302,28 @@ impl Audit {
                 .write(&line),
         }
     }
+}
+
+/// Writes ended summary intervals every [`SUMMARY_TICK`] until `audit` is dropped; a write that
+/// fails goes to `failed` (the summaries it held are lost: they counted requests that were all
+/// refused, so no credential goes unrecorded). Must run inside a tokio runtime.
+pub fn spawn_summary_writer(
+    audit: Weak<Audit>,
+    failed: impl Fn(io::Error) + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SUMMARY_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(audit) = audit.upgrade() else {
+                return;
+            };
+            if let Err(e) = audit.write_due(SystemTime::now()) {
+                failed(e);
+            }
+        }
+    })
 }
 
 #[cfg(test)]
@@ -292,6 +373,63 @@ mod tests {
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
         );
+    }
+}
+
+#[cfg(test)]
+mod summaries {
+    use std::net::IpAddr;
+
+    use super::*;
+
+    #[test]
+    fn refused_validations_are_summarized_and_flushing_writes_the_summary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let audit = Audit::open(&AuditSinkConfig::File(path.clone())).unwrap();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let client: Option<IpAddr> = Some("192.0.2.1".parse().unwrap());
+        for id in ["1", "2", "3"] {
+            let event = AuditEvent {
+                decision_id: id.into(),
+                outcome: "error",
+                reason: "expired".into(),
+                ..Default::default()
+            };
+            audit.record_unverified(&event, client, now).unwrap();
+        }
+        // A granted exchange is always written in full.
+        audit
+            .record(&AuditEvent {
+                decision_id: "4".into(),
+                outcome: "allow",
+                ..Default::default()
+            })
+            .unwrap();
+        let lines = |path: &Path| -> Vec<serde_json::Value> {
+            std::fs::read_to_string(path)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        };
+        let written = lines(&path);
+        assert_eq!(written.len(), 2);
+        assert_eq!(written[0]["decision_id"], "1");
+        assert_eq!(written[1]["decision_id"], "4");
+        // Not due yet; flushing (at shutdown) writes it.
+        audit.write_due(now + Duration::from_secs(1)).unwrap();
+        assert_eq!(lines(&path).len(), 2);
+        audit.flush(now + Duration::from_secs(2)).unwrap();
+        let written = lines(&path);
+        assert_eq!(written.len(), 3);
+        let summary = &written[2];
+        assert_eq!(summary["reason"], "validation_failures_summarized");
+        assert_eq!(summary["count"], 2);
+        assert_eq!(summary["reasons"], serde_json::json!({ "expired": 2 }));
+        assert_eq!(summary["first_decision_id"], "1");
+        assert_eq!(summary["decision_id"], serde_json::Value::Null);
+        assert_eq!(summary["caller"]["client_addr"], "192.0.2.1");
     }
 }
 

@@ -164,6 +164,8 @@ pub async fn serve(listen: Option<SocketAddr>, aws_endpoint: Option<String>) -> 
         },
         rate_limit: None,
         target_rate_limit: None,
+        replay_store_entries: crate::config::DEFAULT_REPLAY_STORE_ENTRIES,
+        failed_validation_limit: Some(crate::config::DEFAULT_FAILED_VALIDATIONS),
         audit: AuditConfig {
             sink: AuditSinkConfig::Stdout,
             fail_open: false,

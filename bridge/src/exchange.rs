@@ -20,7 +20,9 @@ use crate::breaker::Breaker;
 use crate::cache::{CacheEvent, CredentialCache, Entry};
 use crate::config::{Config, ConfigErrors, OWN_TRUST, TrustConfig};
 use crate::issuer::{Issuer, IssuerError, random_id};
-use crate::limits::{PartnerLimit, PartnerRefusal, RateLimiter, ReplayGuard};
+use crate::limits::{
+    FailedValidations, PartnerLimit, PartnerRefusal, RateLimiter, ReplayGuard, ReplayRefusal,
+};
 use crate::mapping::delegation::{may_act_allows, prior_chain};
 use crate::mapping::{
     Decision, Effect, Mappings, RenderError, RenderInput, RuleMode, Target, TargetKind, render,
@@ -138,6 +140,19 @@ pub enum ExchangeError {
         /// When to retry.
         retry_after: Duration,
     },
+    /// The client's address is out of failed validations: refused before validation (429).
+    #[error("too many requests with invalid tokens from this address")]
+    TooManyFailures {
+        /// When to retry.
+        retry_after: Duration,
+    },
+    /// The single-use `jti` store is full of live entries, so this token's `jti` cannot be
+    /// recorded and it is refused rather than left replayable (503).
+    #[error("the single-use token store is full")]
+    ReplayStoreFull {
+        /// When the first entry leaves.
+        retry_after: Duration,
+    },
     /// The provider failed (502/503).
     #[error(transparent)]
     Provider(Arc<ProviderError>),
@@ -175,6 +190,8 @@ impl ExchangeError {
             ExchangeError::RateLimited { .. } => "rate_limited".into(),
             ExchangeError::PartnerLimited { busy: false, .. } => "issuer_rate_limited".into(),
             ExchangeError::PartnerLimited { busy: true, .. } => "issuer_busy".into(),
+            ExchangeError::TooManyFailures { .. } => "too_many_failed_validations".into(),
+            ExchangeError::ReplayStoreFull { .. } => "replay_store_full".into(),
             ExchangeError::Provider(e) => e.reason().to_owned(),
             ExchangeError::AuditFailed => "audit_failed".into(),
             ExchangeError::Random(_) => "random_failed".into(),
@@ -187,7 +204,8 @@ impl ExchangeError {
             | ExchangeError::ActorNotAllowed { .. }
             | ExchangeError::Render(_)
             | ExchangeError::RateLimited { .. }
-            | ExchangeError::PartnerLimited { .. } => "deny",
+            | ExchangeError::PartnerLimited { .. }
+            | ExchangeError::TooManyFailures { .. } => "deny",
             _ => "error",
         }
     }
@@ -344,10 +362,11 @@ pub struct Bridge {
     issuer: Arc<Issuer>,
     policy: RwLock<Arc<Policy>>,
     cache: Arc<CredentialCache>,
-    audit: Audit,
+    audit: Arc<Audit>,
     limiter: Option<RateLimiter>,
     target_limiter: Option<RateLimiter>,
     replay: ReplayGuard,
+    failed_validations: Option<FailedValidations>,
     metrics: Arc<Metrics>,
 }
 
@@ -385,7 +404,12 @@ impl Bridge {
             ),
             Arc::new(JwtProvider::new(signer)),
         ];
-        let audit = Audit::open(&config.audit.sink).map_err(StartError::Audit)?;
+        let audit = Arc::new(Audit::open(&config.audit.sink).map_err(StartError::Audit)?);
+        let counted = Arc::clone(&metrics);
+        crate::audit::spawn_summary_writer(Arc::downgrade(&audit), move |e| {
+            counted.audit_failures.inc();
+            tracing::error!("could not write a summary of refused validations: {e}");
+        });
         tracing::info!(
             issuer = %issuer.url(),
             kid = issuer.active_kid().unwrap_or_default(),
@@ -404,7 +428,8 @@ impl Bridge {
             limiter: config.rate_limit.map(RateLimiter::new),
             target_limiter: config.target_rate_limit.map(RateLimiter::new),
             policy: RwLock::new(Arc::new(policy)),
-            replay: ReplayGuard::default(),
+            replay: ReplayGuard::new(config.replay_store_entries),
+            failed_validations: config.failed_validation_limit.map(FailedValidations::new),
             config,
             issuer,
             audit,
@@ -518,7 +543,7 @@ impl Bridge {
 
     /// Flushes the audit sink (at shutdown).
     pub fn flush_audit(&self) {
-        if let Err(e) = self.audit.flush() {
+        if let Err(e) = self.audit.flush(SystemTime::now()) {
             tracing::error!("could not flush the audit sink: {e}");
         }
     }
@@ -551,7 +576,18 @@ impl Bridge {
             request_id: req.request_id.map(str::to_owned),
             ..AuditEvent::default()
         };
-        let result = self.run(&policy, &req, now, &mut event).await;
+        let client_ip = req.client.map(|a| a.ip());
+        let admitted = match &self.failed_validations {
+            Some(budget) => budget.admit(client_ip, now),
+            None => Ok(()),
+        };
+        let result = match admitted {
+            Ok(()) => self.run(&policy, &req, now, &mut event).await,
+            Err(retry_after) => {
+                self.metrics.rate_limited.inc();
+                Err(ExchangeError::TooManyFailures { retry_after })
+            }
+        };
         match &result {
             Ok((exchanged, _)) => {
                 event.outcome = "allow";
@@ -569,7 +605,19 @@ impl Bridge {
                 event.reason = e.reason();
             }
         }
-        let audited = self.audit.record(&event);
+        // A token that never validated cannot have yielded a credential: its event is
+        // summarized per address, and a failed validation spends the address's budget. Every
+        // other exchange has its own event.
+        let audited = if result.is_err() && !event.caller.verified {
+            if let (Some(budget), Err(ExchangeError::Token(_))) =
+                (&self.failed_validations, &result)
+            {
+                budget.spend(client_ip, now);
+            }
+            self.audit.record_unverified(&event, client_ip, now)
+        } else {
+            self.audit.record(&event)
+        };
         if let Err(e) = &audited {
             self.metrics.audit_failures.inc();
             tracing::error!(decision_id = %decision_id, fail_open = self.config.audit.fail_open, "audit write failed: {e}");
@@ -808,17 +856,24 @@ impl Bridge {
                 }
             })?,
         };
-        // Recorded last: a caller over its limits spends no room in the single-use store.
-        if let (Some(trust), Some(jti)) = (trust.filter(|t| t.replay_reject), &token.jti)
-            && !self.replay.first_use(
-                &trust.name,
-                jti,
-                token::from_unix_seconds(token.expires_at),
-                trust.leeway,
-                now,
-            )
-        {
-            return Err(ExchangeError::Token(TokenError::Replayed));
+        // Recorded only once the caller's and its issuer's limits admit it: a partner over its
+        // limits spends no room in the store shared by every issuer.
+        if let (Some(trust), Some(jti)) = (trust.filter(|t| t.replay_reject), &token.jti) {
+            self.replay
+                .first_use(
+                    &trust.name,
+                    jti,
+                    token::from_unix_seconds(token.expires_at),
+                    trust.leeway,
+                    now,
+                )
+                .map_err(|refusal| match refusal {
+                    ReplayRefusal::Replayed => ExchangeError::Token(TokenError::Replayed),
+                    ReplayRefusal::Full { retry_after } => {
+                        self.metrics.replay_store_full.inc();
+                        ExchangeError::ReplayStoreFull { retry_after }
+                    }
+                })?;
         }
         Ok(slot)
     }

@@ -1,22 +1,37 @@
-//! Per-caller rate limits and single-use `jti`s.
+//! Rate limits, single-use `jti`s, and the budget of failed validations per client address.
 //!
-//! Both are bounded in memory: state lives in `moka` caches that evict idle callers and expired
-//! `jti`s. Both take time as a parameter so tests are exact.
+//! Rooms: `store` (the bounded map they all keep their state in, keyed by hash), `replay`
+//! (single use), `address` (failed validations per client address); the token buckets per caller
+//! and per trust entry are here. All take time as a parameter so tests are exact.
+//!
+//! Bounded state fails closed: nothing here forgets a live entry to make room. A bucket leaves the
+//! store once it has refilled, when a fresh one would be identical; until then a new caller that
+//! does not fit is refused (429), and a single-use token that does not fit is refused (503).
+
+mod address;
+mod replay;
+mod store;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use moka::Expiry;
+pub use address::{ClientPrefix, FailedValidations, client_prefix};
+pub use replay::{ReplayGuard, ReplayRefusal};
+use store::{Store, key, millis};
 
 use crate::config::RateLimit;
 
-/// Most callers tracked at once; idle ones are evicted first.
-const MAX_TRACKED_CALLERS: u64 = 1_000_000;
-/// A caller idle this long starts again with a full bucket.
-const CALLER_IDLE: Duration = Duration::from_secs(600);
-/// Most `jti`s remembered. Past this, the oldest are evicted and could be replayed: sized for
-/// 1,000 single-use tokens a second living 15 minutes.
-const MAX_REMEMBERED_JTIS: u64 = 1_000_000;
+/// Most callers (or targets, or client addresses) with a bucket that has not refilled yet. A
+/// bucket refills within `burst / rate` seconds of its caller's last request (two seconds when
+/// `burst` is left to its default), so a million means a million distinct callers within that
+/// time: far past what one replica serves. Past it, new callers are refused until one refills.
+const MAX_TRACKED_CALLERS: usize = 1_000_000;
+
+/// Seconds since the epoch, as the buckets count time.
+fn seconds(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
 
 /// A token bucket.
 #[derive(Debug, Clone, Copy)]
@@ -26,58 +41,99 @@ struct Bucket {
 }
 
 impl Bucket {
-    /// Takes one token at time `now` (seconds); on refusal, how long until one is available.
-    fn take(&mut self, now: f64, rate: &RateLimit) -> Result<(), Duration> {
+    /// A full bucket at time `now` (seconds).
+    fn full(now: f64, rate: &RateLimit) -> Self {
+        Bucket {
+            tokens: f64::from(rate.burst),
+            at: now,
+        }
+    }
+
+    /// Adds what has dripped in since the last call.
+    fn refill(&mut self, now: f64, rate: &RateLimit) {
         let burst = f64::from(rate.burst);
         self.tokens = (self.tokens + (now - self.at).max(0.0) * rate.per_second).min(burst);
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64(
-                ((1.0 - self.tokens) / rate.per_second).max(0.001),
-            ))
+        self.at = self.at.max(now);
+    }
+
+    /// How long until one token is there, or `None` when one is.
+    fn wait(&self, rate: &RateLimit) -> Option<Duration> {
+        (self.tokens < 1.0)
+            .then(|| Duration::from_secs_f64(((1.0 - self.tokens) / rate.per_second).max(0.001)))
+    }
+
+    /// Takes one token at time `now` (seconds); on refusal, how long until one is available.
+    fn take(&mut self, now: f64, rate: &RateLimit) -> Result<(), Duration> {
+        self.refill(now, rate);
+        match self.wait(rate) {
+            Some(wait) => Err(wait),
+            None => {
+                self.tokens -= 1.0;
+                Ok(())
+            }
         }
+    }
+
+    /// When it is full again if nothing more is taken, in milliseconds (rounded up, so a bucket
+    /// is never dropped from a store before a fresh one would be identical to it).
+    fn full_at(&self, rate: &RateLimit) -> u64 {
+        let missing = (f64::from(rate.burst) - self.tokens).max(0.0);
+        // A float to integer cast saturates: a time past u64 milliseconds is "never".
+        ((self.at + missing / rate.per_second) * 1000.0).ceil() as u64
     }
 }
 
-/// Rate limit per caller (trust entry + subject).
+/// Takes one token from `key`'s bucket in `buckets`, adding a full bucket for a new key; a new
+/// key that does not fit is refused until the first bucket is full again.
+fn take(
+    buckets: &Mutex<Store<Bucket>>,
+    rate: &RateLimit,
+    key: &store::Key,
+    now: SystemTime,
+) -> Result<(), Duration> {
+    let (secs, now) = (seconds(now), millis(now));
+    let mut buckets = buckets
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    buckets.purge(now);
+    if let Some(taken) = buckets.update(key, |b| (b.take(secs, rate), b.full_at(rate))) {
+        return taken;
+    }
+    let mut bucket = Bucket::full(secs, rate);
+    bucket.take(secs, rate)?;
+    buckets
+        .insert(*key, bucket, bucket.full_at(rate))
+        .map_err(|full| full.retry_after(now).max(Duration::from_millis(1)))
+}
+
+/// Rate limit per caller (trust entry + subject), or per target.
 pub struct RateLimiter {
     rate: RateLimit,
-    buckets: moka::sync::Cache<(String, String), Arc<Mutex<Bucket>>>,
+    buckets: Mutex<Store<Bucket>>,
 }
 
 impl RateLimiter {
     /// A limiter at `rate`.
     pub fn new(rate: RateLimit) -> Self {
+        Self::with_capacity(rate, MAX_TRACKED_CALLERS)
+    }
+
+    /// A limiter at `rate` holding at most `capacity` buckets that have not refilled.
+    pub fn with_capacity(rate: RateLimit, capacity: usize) -> Self {
         RateLimiter {
             rate,
-            buckets: moka::sync::Cache::builder()
-                .max_capacity(MAX_TRACKED_CALLERS)
-                .time_to_idle(CALLER_IDLE)
-                .build(),
+            buckets: Mutex::new(Store::new(capacity)),
         }
     }
 
     /// Admits one request from `(trust, subject)` at `now`, or says how long to wait.
     pub fn check(&self, trust: &str, subject: &str, now: SystemTime) -> Result<(), Duration> {
-        let now = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        let burst = f64::from(self.rate.burst);
-        let bucket = self
-            .buckets
-            .get_with((trust.to_owned(), subject.to_owned()), || {
-                Arc::new(Mutex::new(Bucket {
-                    tokens: burst,
-                    at: now,
-                }))
-            });
-        let mut b = bucket
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        b.take(now, &self.rate)
+        take(
+            &self.buckets,
+            &self.rate,
+            &key(trust, subject.as_bytes()),
+            now,
+        )
     }
 }
 
@@ -137,9 +193,7 @@ impl PartnerLimit {
             None => None,
         };
         if let Some((rate, bucket)) = &self.rate {
-            let now = now
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64());
+            let now = seconds(now);
             let mut b = bucket
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -149,55 +203,6 @@ impl PartnerLimit {
             b.take(now, rate).map_err(PartnerRefusal::Rate)?;
         }
         Ok(permit)
-    }
-}
-
-struct UntilExpiry;
-
-impl Expiry<(String, String), Duration> for UntilExpiry {
-    fn expire_after_create(
-        &self,
-        _: &(String, String),
-        ttl: &Duration,
-        _: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(*ttl)
-    }
-}
-
-/// Remembers `jti`s until their tokens expire, for issuers with `replay: reject`.
-pub struct ReplayGuard {
-    seen: moka::sync::Cache<(String, String), Duration>,
-}
-
-impl Default for ReplayGuard {
-    fn default() -> Self {
-        ReplayGuard {
-            seen: moka::sync::Cache::builder()
-                .max_capacity(MAX_REMEMBERED_JTIS)
-                .expire_after(UntilExpiry)
-                .build(),
-        }
-    }
-}
-
-impl ReplayGuard {
-    /// Records `jti` of trust entry `trust`, remembered until `expires_at` (+ `leeway`); false when
-    /// it was already recorded.
-    pub fn first_use(
-        &self,
-        trust: &str,
-        jti: &str,
-        expires_at: SystemTime,
-        leeway: Duration,
-        now: SystemTime,
-    ) -> bool {
-        let ttl = expires_at.duration_since(now).unwrap_or_default() + leeway;
-        let entry = self
-            .seen
-            .entry((trust.to_owned(), jti.to_owned()))
-            .or_insert(ttl);
-        entry.is_fresh()
     }
 }
 
@@ -251,11 +256,25 @@ mod tests {
     }
 
     #[test]
-    fn replayed_jti_is_refused_per_issuer() {
-        let guard = ReplayGuard::default();
-        let exp = at(60.0);
-        assert!(guard.first_use("gh", "j1", exp, Duration::ZERO, at(0.0)));
-        assert!(!guard.first_use("gh", "j1", exp, Duration::ZERO, at(1.0)));
-        assert!(guard.first_use("other", "j1", exp, Duration::ZERO, at(1.0)));
+    fn a_full_rate_limiter_refuses_new_callers_and_forgets_only_full_buckets() {
+        let rate = RateLimit {
+            per_second: 1.0,
+            burst: 2,
+        };
+        let limiter = RateLimiter::with_capacity(rate, 2);
+        assert!(limiter.check("gh", "alice", at(0.0)).is_ok());
+        assert!(limiter.check("gh", "bob", at(0.0)).is_ok());
+        // Two live buckets: a third caller would need to evict one, which would hand that
+        // caller a full bucket again. Refused until alice's bucket is full (1 s).
+        let wait = limiter.check("gh", "carol", at(0.0)).unwrap_err();
+        assert!((wait.as_secs_f64() - 1.0).abs() < 0.01, "{wait:?}");
+        // Known callers keep being served from their own buckets.
+        assert!(limiter.check("gh", "alice", at(0.5)).is_ok());
+        assert!(limiter.check("gh", "alice", at(0.5)).is_err());
+        // bob's bucket is full again at 1 s: forgetting it changes nothing, so carol gets it.
+        assert!(limiter.check("gh", "carol", at(1.0)).is_ok());
+        // alice was not forgotten: her bucket has refilled to one token, not a full burst.
+        assert!(limiter.check("gh", "alice", at(1.0)).is_ok());
+        assert!(limiter.check("gh", "alice", at(1.0)).is_err());
     }
 }

@@ -39,6 +39,9 @@ pub struct Metrics {
     /// `stsbridge_partner_limited_total{issuer,limit}`: requests a trust entry's own limits
     /// refused (`rate` or `concurrency`).
     pub partner_limited: IntCounterVec,
+    /// `stsbridge_replay_store_full_total`: single-use tokens refused because the store of used
+    /// `jti`s was full of live entries.
+    pub replay_store_full: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -112,6 +115,11 @@ impl Metrics {
             "Audit events that could not be written.",
         )?;
         registry.register(Box::new(audit_failures.clone()))?;
+        let replay_store_full = IntCounter::new(
+            "stsbridge_replay_store_full_total",
+            "Single-use tokens refused with 503 because the store of used jtis was full.",
+        )?;
+        registry.register(Box::new(replay_store_full.clone()))?;
         let circuit_open = IntGaugeVec::new(
             Opts::new(
                 "stsbridge_circuit_open",
@@ -139,6 +147,7 @@ impl Metrics {
             circuit_open,
             shadow_decisions,
             partner_limited,
+            replay_store_full,
         })
     }
 

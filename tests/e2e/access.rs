@@ -1,6 +1,8 @@
 //! Who gets in: denials with decision ids, invalid tokens, replay, rate limits, and key rotation
 //! at the IdP.
 
+use std::time::Duration;
+
 use serde_json::json;
 
 use crate::{Setup, Stack};
@@ -34,7 +36,7 @@ async fn a_denied_token_gets_403_with_a_decision_id_and_no_credentials() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_tokens_get_401() {
-    let stack = Stack::start(Setup::default()).await;
+    let mut stack = Stack::start(Setup::default()).await;
     let expired = stack
         .idp
         .token("svc:alice", json!({ "iat": 1_000, "exp": 1_600 }));
@@ -49,13 +51,22 @@ async fn invalid_tokens_get_401() {
     let other_idp = stsbridge_e2e::TestIdp::start()
         .await
         .token("svc:alice", json!({}));
-    for (token, code) in [
-        (expired, "expired"),
-        (wrong_audience, "audience_mismatch"),
-        (tampered, "bad_signature"),
-        (other_idp, "unknown_issuer"),
-        ("not-a-jwt".to_owned(), "malformed_token"),
-    ] {
+    let codes = [
+        "expired",
+        "audience_mismatch",
+        "bad_signature",
+        "unknown_issuer",
+        "malformed_token",
+    ];
+    let tokens = [
+        expired,
+        wrong_audience,
+        tampered,
+        other_idp,
+        "not-a-jwt".to_owned(),
+    ];
+    let mut first = None;
+    for (token, code) in tokens.iter().zip(codes) {
         let (status, body, headers) = stack.credentials("api", &format!("Bearer {token}")).await;
         assert_eq!(status, 401, "{code}: {body}");
         assert_eq!(body["error"], "invalid_token");
@@ -67,12 +78,11 @@ async fn invalid_tokens_get_401() {
             headers["www-authenticate"],
             "Bearer error=\"invalid_token\""
         );
-        let event = stack
-            .bridge
-            .audit_event(body["decision_id"].as_str().unwrap())
-            .await;
-        assert_eq!(event["reason"], code);
+        first.get_or_insert(body["decision_id"].as_str().unwrap().to_owned());
     }
+    // The first refusal from an address is written in full at once.
+    let event = stack.bridge.audit_event(first.as_deref().unwrap()).await;
+    assert_eq!(event["reason"], "expired");
     let r = stack
         .http
         .get(stack.bridge.url("/v1/credentials/api"))
@@ -80,6 +90,34 @@ async fn invalid_tokens_get_401() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401, "no Authorization header");
+
+    // The rest are counted in the address's summary, written at the end of its interval or at
+    // shutdown: each refusal is in the trail once, in full or counted.
+    stack.bridge.signal("TERM");
+    assert!(
+        stack
+            .bridge
+            .wait_exit(Duration::from_secs(10))
+            .await
+            .is_some()
+    );
+    let mut recorded: Vec<String> = Vec::new();
+    for event in stack.bridge.audit_events() {
+        if event["reason"] == "validation_failures_summarized" {
+            for (code, n) in event["reasons"].as_object().unwrap() {
+                recorded.extend(std::iter::repeat_n(
+                    code.clone(),
+                    n.as_u64().unwrap() as usize,
+                ));
+            }
+        } else {
+            recorded.push(event["reason"].as_str().unwrap().to_owned());
+        }
+    }
+    recorded.sort();
+    let mut expected = codes.map(str::to_owned).to_vec();
+    expected.sort();
+    assert_eq!(recorded, expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,6 +19,7 @@ mod contract;
 mod errors;
 mod keys;
 mod leaks;
+mod limits;
 mod operations;
 mod partners;
 mod sdks;

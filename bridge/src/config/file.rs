@@ -199,6 +199,12 @@ pub struct LimitsFile {
     pub per_target: Option<String>,
     /// Bucket size per target.
     pub target_burst: Option<u32>,
+    /// Most single-use `jti`s remembered at once (default 1,000,000).
+    pub replay_store_entries: Option<usize>,
+    /// Failed validations allowed per client address, like `10/s` (the default), or `off`.
+    pub failed_validations_per_address: Option<String>,
+    /// Bucket size of `failed_validations_per_address` (default 50).
+    pub failed_validations_burst: Option<u32>,
 }
 
 /// `audit:`.

@@ -43,6 +43,18 @@ const MIN_PUBLISH_BEFORE_USE: Duration = Duration::from_secs(5);
 /// Clouds check an assertion once, at the exchange; a long-lived one is only a liability.
 const MAX_ASSERTION_LIFETIME: Duration = Duration::from_secs(3600);
 const DEFAULT_CACHE_ENTRIES: u64 = 100_000;
+/// Single-use `jti`s remembered at once, by default: 1,000 single-use tokens a second that live
+/// 15 minutes, in at most about 200 MiB (a 32-byte hash and its expiry, indexed twice).
+pub const DEFAULT_REPLAY_STORE_ENTRIES: usize = 1_000_000;
+/// More than this is a typo, not a plan: up to 20 GiB of memory.
+const MAX_REPLAY_STORE_ENTRIES: usize = 100_000_000;
+/// Failed validations per client address, by default: more than a client with a stale or
+/// misconfigured token retries (it stops at the first 401, or retries a few times a second), far
+/// less than a flood; the burst lets a batch job's clients behind one address fail together.
+pub const DEFAULT_FAILED_VALIDATIONS: RateLimit = RateLimit {
+    per_second: 10.0,
+    burst: 50,
+};
 const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 
 /// One problem in a config or mapping file.
@@ -167,6 +179,10 @@ pub struct Config {
     pub rate_limit: Option<RateLimit>,
     /// Per-target rate limit (all callers together), when configured.
     pub target_rate_limit: Option<RateLimit>,
+    /// Most single-use `jti`s remembered at once; past it, new single-use tokens are refused.
+    pub replay_store_entries: usize,
+    /// Failed validations allowed per client address; `None` when turned off.
+    pub failed_validation_limit: Option<RateLimit>,
     /// Where audit events go, and what happens when they cannot be written.
     pub audit: AuditConfig,
 }
@@ -533,6 +549,25 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
             rate("per_target", l.per_target.as_deref(), l.target_burst),
         ),
     };
+    let replay_store_entries = raw
+        .limits
+        .as_ref()
+        .and_then(|l| l.replay_store_entries)
+        .unwrap_or(DEFAULT_REPLAY_STORE_ENTRIES);
+    if !(1..=MAX_REPLAY_STORE_ENTRIES).contains(&replay_store_entries) {
+        err(
+            "limits.replay_store_entries",
+            format!("{replay_store_entries} is not between 1 and {MAX_REPLAY_STORE_ENTRIES}"),
+        );
+    }
+    let failed_validation_limit = match raw.limits.as_ref() {
+        None => Some(DEFAULT_FAILED_VALIDATIONS),
+        Some(l) => failed_validations(
+            l.failed_validations_per_address.as_deref(),
+            l.failed_validations_burst,
+            &mut err,
+        ),
+    };
 
     let fail_open = match raw.audit.as_ref().and_then(|a| a.on_failure.as_deref()) {
         None | Some("closed") => false,
@@ -584,8 +619,46 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
         cache: CacheConfig { max_entries },
         rate_limit,
         target_rate_limit,
+        replay_store_entries,
+        failed_validation_limit,
         audit: AuditConfig { sink, fail_open },
     })
+}
+
+/// `limits.failed_validations_per_address` and `failed_validations_burst`: a rate (default 10/s),
+/// with a burst (default 50, or five seconds' worth of a rate given without one), or `off`.
+fn failed_validations(
+    rate: Option<&str>,
+    burst: Option<u32>,
+    err: &mut impl FnMut(&str, String),
+) -> Option<RateLimit> {
+    let per_second = match rate {
+        None => DEFAULT_FAILED_VALIDATIONS.per_second,
+        Some("off") => return None,
+        Some(text) => match parse_rate(text) {
+            Ok(per_second) => per_second,
+            Err(m) => {
+                err(
+                    "limits.failed_validations_per_address",
+                    format!("{m}, or off"),
+                );
+                DEFAULT_FAILED_VALIDATIONS.per_second
+            }
+        },
+    };
+    let burst = match (rate, burst) {
+        (_, Some(0)) => {
+            err(
+                "limits.failed_validations_burst",
+                "must be at least 1".into(),
+            );
+            1
+        }
+        (_, Some(burst)) => burst,
+        (None, None) => DEFAULT_FAILED_VALIDATIONS.burst,
+        (Some(_), None) => (per_second * 5.0).ceil().max(1.0) as u32,
+    };
+    Some(RateLimit { per_second, burst })
 }
 
 fn rest_settings(

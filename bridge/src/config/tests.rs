@@ -167,3 +167,78 @@ fn a_missing_file_is_a_clear_error() {
     let e = load(Path::new("/nonexistent/stsbridge.yaml")).unwrap_err();
     assert!(e.to_string().contains("cannot read the file"), "{e}");
 }
+
+#[test]
+fn the_replay_store_holds_a_million_by_default_and_its_bound_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = load(&write(dir.path(), MINIMAL)).unwrap();
+    assert_eq!(c.replay_store_entries, 1_000_000);
+    let c = load(&write(
+        dir.path(),
+        &format!("{MINIMAL}limits: {{ replay_store_entries: 2 }}\n"),
+    ))
+    .unwrap();
+    assert_eq!(c.replay_store_entries, 2);
+    for bad in ["0", "100000001"] {
+        let e = errors_of(&format!(
+            "{MINIMAL}limits: {{ replay_store_entries: {bad} }}\n"
+        ));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].path, "limits.replay_store_entries");
+        assert!(e[0].message.starts_with(bad), "{}", e[0].message);
+    }
+    let e = errors_of(&format!("{MINIMAL}limits: {{ replay_entries: 5 }}\n"));
+    assert_eq!(e[0].path, "limits.replay_entries");
+}
+
+#[test]
+fn the_failed_validation_limit_is_on_by_default_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = load(&write(dir.path(), MINIMAL)).unwrap();
+    assert_eq!(
+        c.failed_validation_limit,
+        Some(RateLimit {
+            per_second: 10.0,
+            burst: 50
+        })
+    );
+    let limit = |limits: &str| {
+        load(&write(
+            dir.path(),
+            &format!("{MINIMAL}limits: {{ {limits} }}\n"),
+        ))
+        .unwrap()
+        .failed_validation_limit
+    };
+    assert_eq!(
+        limit("failed_validations_per_address: 600/m, failed_validations_burst: 7"),
+        Some(RateLimit {
+            per_second: 10.0,
+            burst: 7
+        })
+    );
+    // A rate without a burst gets five seconds' worth; other limits leave the default on.
+    assert_eq!(
+        limit("failed_validations_per_address: 2/s"),
+        Some(RateLimit {
+            per_second: 2.0,
+            burst: 10
+        })
+    );
+    assert_eq!(limit("per_subject: 20/s"), Some(DEFAULT_FAILED_VALIDATIONS));
+    // `off` turns it off (behind a proxy every caller shares one address).
+    assert_eq!(limit("failed_validations_per_address: off"), None);
+
+    let e = errors_of(&format!(
+        "{MINIMAL}limits: {{ failed_validations_per_address: lots, failed_validations_burst: 0 }}\n"
+    ));
+    let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "limits.failed_validations_per_address",
+            "limits.failed_validations_burst"
+        ],
+        "{e:?}"
+    );
+}

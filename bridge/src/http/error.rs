@@ -130,6 +130,18 @@ impl From<Failure> for ApiError {
                 "rate_limited",
                 format!("too many requests: {e}"),
             ),
+            ExchangeError::TooManyFailures { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests with invalid tokens from this address; retry after Retry-After"
+                    .into(),
+            ),
+            ExchangeError::ReplayStoreFull { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "this single-use token cannot be recorded now (too many are live); retry after Retry-After"
+                    .into(),
+            ),
             ExchangeError::Provider(p) => match p.as_ref() {
                 ProviderError::Rejected { code, hint, .. } => (
                     StatusCode::BAD_GATEWAY,
@@ -170,7 +182,9 @@ impl From<Failure> for ApiError {
         };
         let retry_after = match e {
             ExchangeError::RateLimited { retry_after }
-            | ExchangeError::PartnerLimited { retry_after, .. } => Some(*retry_after),
+            | ExchangeError::PartnerLimited { retry_after, .. }
+            | ExchangeError::TooManyFailures { retry_after }
+            | ExchangeError::ReplayStoreFull { retry_after } => Some(*retry_after),
             ExchangeError::Provider(p) => match p.as_ref() {
                 ProviderError::Throttled { retry_after, .. }
                 | ProviderError::CircuitOpen { retry_after, .. } => Some(*retry_after),
