@@ -72,15 +72,7 @@ async fn a_full_replay_store_refuses_new_single_use_tokens_and_still_refuses_rep
             .ends_with("(replayed_jti)"),
         "{body}"
     );
-    let metrics = stack
-        .http
-        .get(stack.bridge.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = stack.get_text("/metrics").await;
     assert!(
         metrics.contains("\nstsbridge_replay_store_full_total 1\n"),
         "{metrics}"

@@ -275,6 +275,28 @@ impl Stack {
         (status, r.json().await.unwrap_or(Value::Null), headers)
     }
 
+    /// `GET path` on the bridge, as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        self.http
+            .get(self.bridge.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// An RFC 8693 exchange of `subject` for target `audience`, with `actor` acting for it.
+    pub async fn exchange_for(&self, subject: &str, audience: &str, actor: &str) -> (u16, Value) {
+        self.exchange(
+            subject,
+            audience,
+            &[("actor_token", actor), ("actor_token_type", JWT)],
+        )
+        .await
+    }
+
     /// An RFC 8693 exchange of `subject` for target `audience`, with `extra` form fields.
     pub async fn exchange(
         &self,

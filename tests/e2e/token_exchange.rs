@@ -74,13 +74,7 @@ async fn an_actor_token_becomes_act_and_scopes_never_widen() {
     let stack = Stack::start(Setup::default()).await;
     let subject = stack.idp.token("svc:alice", serde_json::json!({}));
     let actor = stack.idp.token("svc:gateway", serde_json::json!({}));
-    let (status, body) = stack
-        .exchange(
-            &subject,
-            "api",
-            &[("actor_token", &actor), ("actor_token_type", JWT)],
-        )
-        .await;
+    let (status, body) = stack.exchange_for(&subject, "api", &actor).await;
     assert_eq!(status, 200, "{body}");
     let claims = verify_with_bridge_jwks(
         &stack,

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use stsbridge_e2e::idp::unix_now;
 use stsbridge_e2e::{BRIDGE_URL, TestIdp};
 
-use crate::{JWT, MAPPINGS, Setup, Stack, cli, verify_with_bridge_jwks, write_config};
+use crate::{MAPPINGS, Setup, Stack, cli, verify_with_bridge_jwks, write_config};
 
 /// The claims of a token stsbridge minted (read without verifying: the tests here verify where
 /// it matters with [`verify_with_bridge_jwks`]).
@@ -28,17 +28,13 @@ fn partner_entry(partner: &TestIdp, extra: &str) -> String {
     )
 }
 
-/// The shared mappings plus rules for the `partner` issuer.
-fn mappings_with_partner(rules: &str) -> String {
-    format!("{MAPPINGS}{rules}")
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partner_cannot_launder_a_delegation_chain_through_its_own_act_claim() {
+/// A stack trusting `ci` and a second IdP, `partner` (its entry with `extra` YAML), whose
+/// `svc:*` subjects may obtain `api`.
+async fn with_partner(extra: &str) -> (TestIdp, Stack) {
     let partner = TestIdp::start().await;
-    let trust = partner_entry(&partner, "");
-    let mappings = mappings_with_partner(
-        "  - name: partner-calls-api\n    issuer: partner\n    subject: { glob: \"svc:*\" }\n    allow: [api]\n",
+    let trust = partner_entry(&partner, extra);
+    let mappings = format!(
+        "{MAPPINGS}  - name: partner-calls-api\n    issuer: partner\n    subject: {{ glob: \"svc:*\" }}\n    allow: [api]\n"
     );
     let stack = Stack::start_with_files(
         TestIdp::start().await,
@@ -50,6 +46,12 @@ async fn a_partner_cannot_launder_a_delegation_chain_through_its_own_act_claim()
         &[],
     )
     .await;
+    (partner, stack)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_cannot_launder_a_delegation_chain_through_its_own_act_claim() {
+    let (partner, stack) = with_partner("").await;
     // The partner's IdP claims that an identity of another issuer acted for it.
     let forged_chain = json!({ "sub": "repo:acme/app:ref:refs/heads/main", "iss": stack.idp.issuer, "admin": true });
     let subject = partner.token("svc:alice", json!({ "act": forged_chain }));
@@ -82,21 +84,7 @@ async fn a_partner_cannot_launder_a_delegation_chain_through_its_own_act_claim()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_issuer_trusted_with_accept_act_keeps_only_well_formed_chains() {
-    let partner = TestIdp::start().await;
-    let trust = partner_entry(&partner, "    accept_act: true\n");
-    let mappings = mappings_with_partner(
-        "  - name: partner-calls-api\n    issuer: partner\n    subject: { glob: \"svc:*\" }\n    allow: [api]\n",
-    );
-    let stack = Stack::start_with_files(
-        TestIdp::start().await,
-        Setup {
-            trust_extra: &trust,
-            mappings: Some(&mappings),
-            ..Setup::default()
-        },
-        &[],
-    )
-    .await;
+    let (partner, stack) = with_partner("    accept_act: true\n").await;
     let chain = json!({ "sub": "svc:gateway", "iss": partner.issuer, "extra": {"x": 1} });
     let subject = partner.token("svc:alice", json!({ "act": chain }));
     let (status, body) = stack.exchange(&subject, "api", &[]).await;
@@ -122,29 +110,23 @@ async fn an_issuer_trusted_with_accept_act_keeps_only_well_formed_chains() {
 /// `svc:alice` of `ci` exchanged for `api` with `actor` acting for it.
 async fn exchange_as(stack: &Stack, actor: String) -> (u16, Value) {
     let subject = stack.idp.token("svc:alice", json!({}));
-    stack
-        .exchange(
-            &subject,
-            "api",
-            &[("actor_token", &actor), ("actor_token_type", JWT)],
-        )
-        .await
+    stack.exchange_for(&subject, "api", &actor).await
+}
+
+/// The audit event of the refusal `body` names `reason`.
+async fn assert_reason(stack: &Stack, body: &Value, reason: &str) {
+    let event = stack
+        .bridge
+        .audit_event(body["decision_id"].as_str().unwrap())
+        .await;
+    assert_eq!(event["reason"], reason, "{event}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_actor_must_be_listed_by_the_rule_and_by_may_act() {
-    let partner = TestIdp::start().await;
-    let trust = partner_entry(&partner, "");
-    // The shared mappings' services-call-api rule lists svc:gateway of ci as an actor.
-    let stack = Stack::start_with_files(
-        TestIdp::start().await,
-        Setup {
-            trust_extra: &trust,
-            ..Setup::default()
-        },
-        &[],
-    )
-    .await;
+    // The shared mappings' services-call-api rule lists svc:gateway of ci as its one actor; the
+    // partner's subjects may obtain api too, but it names no actor.
+    let (partner, stack) = with_partner("").await;
     // The listed actor.
     let (status, body) = exchange_as(&stack, stack.idp.token("svc:gateway", json!({}))).await;
     assert_eq!(status, 200, "{body}");
@@ -156,11 +138,7 @@ async fn an_actor_must_be_listed_by_the_rule_and_by_may_act() {
         let (status, body) = exchange_as(&stack, actor).await;
         assert_eq!(status, 403, "{body}");
         assert_eq!(body["error"], "access_denied");
-        let event = stack
-            .bridge
-            .audit_event(body["decision_id"].as_str().unwrap())
-            .await;
-        assert_eq!(event["reason"], "actor_not_allowed", "{event}");
+        assert_reason(&stack, &body, "actor_not_allowed").await;
     }
     // A subject that names who may act for it (RFC 8693 may_act) narrows it further.
     let only_other = stack.idp.token(
@@ -168,31 +146,15 @@ async fn an_actor_must_be_listed_by_the_rule_and_by_may_act() {
         json!({ "may_act": { "sub": "svc:other", "iss": stack.idp.issuer } }),
     );
     let actor = stack.idp.token("svc:gateway", json!({}));
-    let (status, body) = stack
-        .exchange(
-            &only_other,
-            "api",
-            &[("actor_token", &actor), ("actor_token_type", JWT)],
-        )
-        .await;
+    let (status, body) = stack.exchange_for(&only_other, "api", &actor).await;
     assert_eq!(status, 403, "{body}");
-    let event = stack
-        .bridge
-        .audit_event(body["decision_id"].as_str().unwrap())
-        .await;
-    assert_eq!(event["reason"], "actor_not_allowed", "{event}");
+    assert_reason(&stack, &body, "actor_not_allowed").await;
     let names_gateway = stack.idp.token(
         "svc:alice",
         json!({ "may_act": { "sub": "svc:gateway", "iss": stack.idp.issuer } }),
     );
     let actor = stack.idp.token("svc:gateway", json!({}));
-    let (status, body) = stack
-        .exchange(
-            &names_gateway,
-            "api",
-            &[("actor_token", &actor), ("actor_token_type", JWT)],
-        )
-        .await;
+    let (status, body) = stack.exchange_for(&names_gateway, "api", &actor).await;
     assert_eq!(status, 200, "{body}");
 }
 
@@ -210,13 +172,7 @@ async fn a_single_use_token_spent_as_subject_is_not_accepted_again_as_actor() {
     // Then offered as the actor of other subjects, again and again.
     for _ in 0..3 {
         let subject = stack.idp.token("svc:alice", json!({}));
-        let (status, body) = stack
-            .exchange(
-                &subject,
-                "api",
-                &[("actor_token", &gateway), ("actor_token_type", JWT)],
-            )
-            .await;
+        let (status, body) = stack.exchange_for(&subject, "api", &gateway).await;
         assert_ne!(status, 200, "a spent token acted again: {body}");
         assert!(
             body["error_description"]
@@ -228,13 +184,7 @@ async fn a_single_use_token_spent_as_subject_is_not_accepted_again_as_actor() {
     // Spent as an actor first, it is spent as a subject too.
     let actor = stack.idp.token("svc:gateway", json!({}));
     let subject = stack.idp.token("svc:alice", json!({}));
-    let (status, body) = stack
-        .exchange(
-            &subject,
-            "api",
-            &[("actor_token", &actor), ("actor_token_type", JWT)],
-        )
-        .await;
+    let (status, body) = stack.exchange_for(&subject, "api", &actor).await;
     assert_eq!(status, 200, "{body}");
     let (status, body) = stack.exchange(&actor, "api", &[]).await;
     assert_eq!(status, 401, "{body}");
@@ -260,13 +210,7 @@ async fn stsbridge_tokens_come_back_under_the_built_in_trust_name_with_qualified
 
     // The minted token comes back as a subject, with no trust entry for stsbridge's own URL.
     let actor = stack.idp.token("svc:gateway", json!({}));
-    let (status, body) = stack
-        .exchange(
-            &minted,
-            "api",
-            &[("actor_token", &actor), ("actor_token_type", JWT)],
-        )
-        .await;
+    let (status, body) = stack.exchange_for(&minted, "api", &actor).await;
     assert_eq!(status, 200, "{body}");
     let again = claims_of(body["access_token"].as_str().unwrap());
     assert_eq!(
@@ -442,21 +386,7 @@ async fn a_remembered_validation_ends_when_its_key_is_withdrawn() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_without_iat_is_refused_unless_its_issuer_opts_out() {
-    let partner = TestIdp::start().await;
-    let trust = partner_entry(&partner, "    require_iat: false\n");
-    let mappings = mappings_with_partner(
-        "  - name: partner-calls-api\n    issuer: partner\n    subject: { glob: \"svc:*\" }\n    allow: [api]\n",
-    );
-    let stack = Stack::start_with_files(
-        TestIdp::start().await,
-        Setup {
-            trust_extra: &trust,
-            mappings: Some(&mappings),
-            ..Setup::default()
-        },
-        &[],
-    )
-    .await;
+    let (partner, stack) = with_partner("    require_iat: false\n").await;
     let exp = json!(unix_now() + 300);
     let undated = stack
         .idp
