@@ -158,3 +158,39 @@ pub struct ConditionExplanation {
     /// The outcome.
     pub check: Check,
 }
+
+/// Most rules a caller's denial explains.
+const MAX_EXPLAINED_RULES: usize = 5;
+
+impl Mappings {
+    /// For a caller refused because no allow rule matched (`explain_denials`): each enforced
+    /// allow rule of the caller's issuer for the target and the tests its token failed. The rules
+    /// are those of the caller's own trust entry; the token's values are not repeated.
+    pub fn denial_reasons(
+        &self,
+        token: &ValidatedToken,
+        client_names: &[String],
+        target: &str,
+    ) -> Vec<String> {
+        let rules: Vec<_> = self
+            .explain_for(token, client_names, target)
+            .into_iter()
+            .filter(|r| r.effect == Effect::Allow && r.mode == RuleMode::Enforce)
+            .collect();
+        let mut out: Vec<String> = rules
+            .iter()
+            .take(MAX_EXPLAINED_RULES)
+            .map(|r| format!("rule {}: failed {}", r.rule, r.failures().join("; ")))
+            .collect();
+        if rules.len() > MAX_EXPLAINED_RULES {
+            out.push(format!(
+                "and {} more rule(s)",
+                rules.len() - MAX_EXPLAINED_RULES
+            ));
+        }
+        if out.is_empty() {
+            out.push(format!("no rule of this issuer allows {target}"));
+        }
+        out
+    }
+}
