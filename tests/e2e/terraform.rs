@@ -264,7 +264,7 @@ audit: {{ sink: stdout }}
             let what = format!("target {} (case {:?})", case.target, case.name);
             match expected["provider"].as_str().unwrap() {
                 "aws" => {
-                    let forms = sts.take();
+                    let forms: Vec<_> = sts.take().into_iter().map(|r| r.form).collect();
                     if forms.is_empty() {
                         continue; // served from the cache by an earlier case
                     }
