@@ -64,10 +64,10 @@ struct Seen {
 /// `vars`), for stsbridge's issuer at `host`; `verified` verifies an assertion for an audience
 /// against the exported JWKS and returns its claims.
 pub struct Admitted<'a> {
-    pub docs: &'a Value,
-    pub vars: &'a Value,
-    pub host: &'a str,
-    pub verified: &'a dyn Fn(&str, &str) -> Value,
+    docs: &'a Value,
+    vars: &'a Value,
+    host: &'a str,
+    verified: &'a dyn Fn(&str, &str) -> Value,
     seen: Seen,
 }
 
