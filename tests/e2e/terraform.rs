@@ -3,22 +3,27 @@
 //! they are shown), every allowed case of their mapping tests obtains its credential, and each
 //! assertion a cloud received must carry the `iss`, `sub` and `aud` that `stsbridge
 //! terraform-vars` printed for its target, and be admitted by the documents Terraform computes
-//! from that output (tests/terraform/evaluate.py evaluates the modules' provider-free halves).
+//! from that output (tests/terraform/evaluate.py evaluates the modules' provider-free halves)
+//! exactly: by one trust statement, binding or federated credential, never for a near miss of
+//! its `sub` or `aud`, and with no subject, audience or member beyond the targets' (`admitted`).
 //! The assertions also verify against the JWKS of `stsbridge issuer export`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+mod admitted;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 use stsbridge::mapping::cases::{CaseFile, Expect};
-use stsbridge_e2e::clouds::{entra_token, form_field, gcp_access_token, gcp_sts_token};
+use stsbridge_e2e::clouds::{entra_token, gcp_access_token, gcp_sts_token};
 use stsbridge_e2e::moto::{RecordingProxy, moto, venv_python};
 use stsbridge_e2e::{BRIDGE_URL, BridgeProcess, TestIdp};
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer};
 
+use self::admitted::Admitted;
 use crate::cli::run;
 use crate::{BIN, copy_dir, repo, verify_with_jwks};
 
@@ -40,56 +45,6 @@ fn evaluate(vars: &Path) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn policy(json: &Value) -> Value {
-    serde_json::from_str(json.as_str().unwrap()).unwrap()
-}
-
-/// The values of a condition that may be one string or a list.
-fn values(v: &Value) -> Vec<&str> {
-    match v {
-        Value::String(s) => vec![s.as_str()],
-        Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// Whether a trust policy lets stsbridge's issuer assume the role with an assertion of `sub` and
-/// `aud` (IAM's `StringEquals`; patterns are not used by the shipped mappings).
-fn admits_web_identity(
-    trust: &Value,
-    provider_arn: &str,
-    host: &str,
-    sub: &str,
-    aud: &str,
-) -> bool {
-    trust["Statement"].as_array().unwrap().iter().any(|s| {
-        let eq = &s["Condition"]["StringEquals"];
-        s["Effect"] == "Allow"
-            && s["Principal"]["Federated"] == provider_arn
-            && values(&s["Action"]).contains(&"sts:AssumeRoleWithWebIdentity")
-            && values(&eq[format!("{host}:aud")]) == [aud]
-            && values(&eq[format!("{host}:sub")]).contains(&sub)
-    })
-}
-
-/// Whether a trust policy lets `previous` assume the role with `external_id`.
-fn admits_hop(trust: &Value, previous: &str, external_id: Option<&str>) -> bool {
-    trust["Statement"].as_array().unwrap().iter().any(|s| {
-        let condition = &s["Condition"]["StringEquals"]["sts:ExternalId"];
-        s["Effect"] == "Allow"
-            && s["Principal"]["AWS"] == previous
-            && values(&s["Action"]).contains(&"sts:AssumeRole")
-            && match external_id {
-                Some(id) => values(condition) == [id],
-                None => s.get("Condition").is_none(),
-            }
-    })
-}
-
-fn account_of(arn: &str) -> &str {
-    arn.split(':').nth(4).unwrap()
 }
 
 /// A copy of the shipped mappings whose partner file trusts `globex` (a test IdP) instead of
@@ -226,6 +181,7 @@ audit: {{ sink: stdout }}
         c
     };
 
+    let mut admitted = Admitted::new(&docs, &vars, host, &verified);
     let http = reqwest::Client::new();
     let mut exercised = BTreeSet::new();
     let (mut seen_google, mut seen_entra) = (0, 0);
@@ -264,11 +220,11 @@ audit: {{ sink: stdout }}
             let what = format!("target {} (case {:?})", case.target, case.name);
             match expected["provider"].as_str().unwrap() {
                 "aws" => {
-                    let forms = sts.take();
+                    let forms: Vec<_> = sts.take().into_iter().map(|r| r.form).collect();
                     if forms.is_empty() {
                         continue; // served from the cache by an earlier case
                     }
-                    check_aws(&forms, &docs, &vars, host, sub, aud, &what, &verified);
+                    admitted.aws(&forms, sub, aud, &what);
                 }
                 "gcp" => {
                     let all = google.received_requests().await.unwrap();
@@ -276,7 +232,7 @@ audit: {{ sink: stdout }}
                     if requests.is_empty() {
                         continue; // served from the cache by an earlier case
                     }
-                    check_gcp(requests, &docs, &case.target, sub, aud, &what, &verified);
+                    admitted.gcp(requests, &case.target, sub, aud, &what);
                 }
                 "azure" => {
                     let all = entra.received_requests().await.unwrap();
@@ -284,7 +240,7 @@ audit: {{ sink: stdout }}
                     if requests.is_empty() {
                         continue; // served from the cache by an earlier case
                     }
-                    check_azure(requests, &docs, sub, aud, &what, &verified);
+                    admitted.azure(requests, sub, aud, &what);
                 }
                 other => panic!("{what}: provider {other}"),
             }
@@ -301,160 +257,7 @@ audit: {{ sink: stdout }}
         exercised, all,
         "every cloud target of the shipped mappings needs an allowed case in mappings/tests/"
     );
-}
-
-/// The Google calls of one exchange: the STS exchange's assertion carries the target's `sub` and
-/// `aud`, its pool provider allows that audience and its attribute condition that subject, and
-/// the service account impersonated binds exactly the target's principal (or, without one, the
-/// principal is to be granted resources directly).
-fn check_gcp(
-    requests: &[wiremock::Request],
-    docs: &Value,
-    target: &str,
-    sub: &str,
-    aud: &str,
-    what: &str,
-    verified: &dyn Fn(&str, &str) -> Value,
-) {
-    let exchange = requests
-        .iter()
-        .find(|r| r.url.path() == "/v1/token")
-        .unwrap_or_else(|| panic!("{what}: no STS exchange"));
-    let c = verified(&form_field(exchange, "subject_token").unwrap(), aud);
-    assert_eq!(c["sub"], sub, "{what}");
-    let audience = form_field(exchange, "audience").unwrap();
-    let key = audience.trim_start_matches("//iam.googleapis.com/");
-    let number = key.split('/').nth(1).unwrap();
-    let provider = &docs["gcp"][number]["providers"][key];
-    assert!(
-        values(&provider["allowed_audiences"]).contains(&aud),
-        "{what}: {provider}"
-    );
-    let condition = provider["attribute_condition"].as_str().unwrap();
-    let subjects: Vec<String> =
-        serde_json::from_str(condition.strip_prefix("assertion.sub in ").unwrap()).unwrap();
-    assert!(subjects.iter().any(|s| s == sub), "{what}: {condition}");
-    let principal = format!(
-        "principal://iam.googleapis.com/{}/subject/{sub}",
-        key.split("/providers/").next().unwrap()
-    );
-    match requests
-        .iter()
-        .find(|r| r.url.path().ends_with(":generateAccessToken"))
-    {
-        Some(generate) => {
-            let email = generate
-                .url
-                .path()
-                .trim_start_matches("/v1/projects/-/serviceAccounts/")
-                .trim_end_matches(":generateAccessToken");
-            let members = docs["gcp"][number]["service_account_members"]
-                .as_object()
-                .unwrap();
-            assert!(
-                members.values().any(|m| m["service_account"] == email
-                    && m["member"] == principal.as_str()
-                    && m["role"] == "roles/iam.workloadIdentityUser"),
-                "{what}: no binding of {principal} on {email}: {members:?}"
-            );
-        }
-        None => assert_eq!(
-            docs["gcp"][number]["direct_principals"][target],
-            principal.as_str(),
-            "{what}"
-        ),
-    }
-}
-
-/// The Entra ID call of one exchange: the client assertion carries the target's `sub` and `aud`,
-/// and the identity of its `client_id` has a federated credential for exactly that issuer,
-/// subject and audience.
-fn check_azure(
-    requests: &[wiremock::Request],
-    docs: &Value,
-    sub: &str,
-    aud: &str,
-    what: &str,
-    verified: &dyn Fn(&str, &str) -> Value,
-) {
-    let request = requests.last().unwrap();
-    let client_id = form_field(request, "client_id").unwrap();
-    let c = verified(&form_field(request, "client_assertion").unwrap(), aud);
-    assert_eq!(c["sub"], sub, "{what}");
-    let tenant = request.url.path().split('/').nth(1).unwrap();
-    let credentials = docs["azure"][tenant]["credentials"].as_object().unwrap();
-    assert!(
-        credentials
-            .values()
-            .any(|cred| cred["client_id"] == client_id.as_str()
-                && cred["issuer"] == c["iss"]
-                && cred["subject"] == sub
-                && values(&cred["audiences"]) == [aud]),
-        "{what}: no federated credential for {client_id}: {credentials:?}"
-    );
-}
-
-/// The AWS calls of one exchange: the first hop's assertion carries the target's `sub` and
-/// `aud` and its role's trust policy admits it; each chained hop's role trusts the previous role
-/// with the external id sent, and the previous role may assume it.
-#[allow(clippy::too_many_arguments, reason = "one check, spelled out")]
-fn check_aws(
-    forms: &[HashMap<String, String>],
-    docs: &Value,
-    vars: &Value,
-    host: &str,
-    sub: &str,
-    aud: &str,
-    what: &str,
-    verified: &dyn Fn(&str, &str) -> Value,
-) {
-    let first = &forms[0];
-    assert_eq!(first["Action"], "AssumeRoleWithWebIdentity", "{what}");
-    let c = verified(&first["WebIdentityToken"], aud);
-    assert_eq!(c["sub"], sub, "{what}");
-    let role = first["RoleArn"].as_str();
-    assert!(vars["aws_roles"].get(role).is_some(), "{what}: {role}");
-    let account = account_of(role);
-    let trust = policy(&docs["aws"][account]["trust_policies"][role]);
-    let provider_arn = format!("arn:aws:iam::{account}:oidc-provider/{host}");
-    assert!(
-        admits_web_identity(&trust, &provider_arn, host, sub, aud),
-        "{what}: the trust policy of {role} does not admit sub {sub}, aud {aud}: {trust}"
-    );
-    // Session tags travel in the assertion: the trust must allow sts:TagSession then.
-    if c.get("https://aws.amazon.com/tags").is_some() {
-        assert!(
-            trust.to_string().contains("sts:TagSession"),
-            "{what}: {trust}"
-        );
-    }
-    if c.get("https://aws.amazon.com/source_identity").is_some() {
-        assert!(
-            trust.to_string().contains("sts:SetSourceIdentity"),
-            "{what}: {trust}"
-        );
-    }
-    let mut previous = role.to_owned();
-    for hop in &forms[1..] {
-        assert_eq!(hop["Action"], "AssumeRole", "{what}");
-        let role = hop["RoleArn"].as_str();
-        let trust = policy(&docs["aws"][account_of(role)]["trust_policies"][role]);
-        assert!(
-            admits_hop(&trust, &previous, hop.get("ExternalId").map(String::as_str)),
-            "{what}: the trust policy of {role} does not admit {previous}: {trust}"
-        );
-        let allowed =
-            policy(&docs["aws"][account_of(&previous)]["permission_policies"][previous.as_str()]);
-        assert!(
-            allowed["Statement"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|s| s["Resource"] == role && values(&s["Action"]).contains(&"sts:AssumeRole")),
-            "{what}: {previous} may not assume {role}: {allowed}"
-        );
-        previous = role.to_owned();
-    }
+    admitted.nothing_else();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

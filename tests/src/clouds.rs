@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use serde_json::{Value, json};
 use wiremock::{Match, Request, ResponseTemplate};
 
-fn form(request: &Request) -> HashMap<String, String> {
+pub(crate) fn form(request: &Request) -> HashMap<String, String> {
     parse_form(&request.body)
 }
 
@@ -24,12 +24,12 @@ pub fn parse_form(body: &[u8]) -> HashMap<String, String> {
         .unwrap_or_default()
 }
 
-fn header<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
     request.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// Runs named checks; prints the first that fails.
-fn all(what: &str, checks: &[(&str, bool)]) -> bool {
+pub(crate) fn all(what: &str, checks: &[(&str, bool)]) -> bool {
     match checks.iter().find(|(_, ok)| !ok) {
         None => true,
         Some((name, _)) => {
@@ -39,7 +39,7 @@ fn all(what: &str, checks: &[(&str, bool)]) -> bool {
     }
 }
 
-fn is_jwt(token: Option<&String>) -> bool {
+pub(crate) fn is_jwt(token: Option<&String>) -> bool {
     token.is_some_and(|t| t.split('.').count() == 3 && t.starts_with("ey"))
 }
 
@@ -220,12 +220,13 @@ pub fn google_api_error(code: u16, status: &str, message: &str) -> ResponseTempl
         .set_body_json(json!({ "error": { "code": code, "message": message, "status": status } }))
 }
 
-/// Entra ID token success.
+/// Entra ID token success. `ext_expires_in` (the extended lifetime Entra may grant for outages)
+/// is an hour longer than `expires_in`, so that reading the wrong field shows.
 pub fn entra_token(access_token: &str, expires_in: u64) -> ResponseTemplate {
     ResponseTemplate::new(200).set_body_json(json!({
         "token_type": "Bearer",
         "expires_in": expires_in,
-        "ext_expires_in": expires_in,
+        "ext_expires_in": expires_in + 3600,
         "access_token": access_token,
     }))
 }

@@ -1,7 +1,7 @@
 //! The harness of the end-to-end suite (kanidm's testkit, rustls-test in spirit): a test IdP with
 //! discovery and JWKS on loopback, the real `stsbridge` binary started on a port from the OS,
-//! moto's STS server, and the STS wire formats for wiremock stubs. The tests themselves are in
-//! `e2e/`.
+//! moto's STS server (with a recording proxy and a SigV4 checker), the STS wire formats for
+//! wiremock stubs, and IAM's evaluation of the policies terraform/ writes. The tests themselves are in `e2e/`.
 
 #![allow(
     clippy::unwrap_used,
@@ -12,8 +12,10 @@
 
 pub mod bridge;
 pub mod clouds;
+pub mod iam;
 pub mod idp;
 pub mod moto;
+pub mod sigv4;
 pub mod sts;
 pub mod tls;
 

@@ -2,10 +2,11 @@
 //! from the OS. `tests/run.sh` installs it into `tests/.venv`; without it these tests fail with
 //! instructions rather than skip.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// A running moto server.
 pub struct Moto {
@@ -72,12 +73,38 @@ pub fn moto() -> &'static Moto {
     })
 }
 
-/// A forwarding proxy in front of moto's server that records the form of every request (so a test
-/// can read the web identity token stsbridge presented) and answers with moto's own response.
+/// One request the [`RecordingProxy`] forwarded, with moto's answer.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// The request's path and query (`/` for every STS action).
+    pub uri: String,
+    /// The request's headers, names in lower case (a repeated header's values joined by `,`).
+    pub headers: HashMap<String, String>,
+    /// The raw body.
+    pub body: Vec<u8>,
+    /// The body as a form (the STS query protocol).
+    pub form: HashMap<String, String>,
+    /// moto's answer (XML), empty when moto could not be reached.
+    pub response: String,
+}
+
+impl Recorded {
+    /// The text of the first `<tag>` element of moto's answer (`AccessKeyId`, `SessionToken`...).
+    pub fn response_text(&self, tag: &str) -> Option<&str> {
+        let open = format!("<{tag}>");
+        let start = self.response.find(&open)? + open.len();
+        let len = self.response[start..].find(&format!("</{tag}>"))?;
+        Some(&self.response[start..start + len])
+    }
+}
+
+/// A forwarding proxy in front of moto's server that records every request (headers, body and
+/// form, so a test can read the web identity token stsbridge presented and check a hop's
+/// signature) with moto's answer, and answers with moto's own response.
 pub struct RecordingProxy {
     /// `http://127.0.0.1:PORT`.
     pub endpoint: String,
-    requests: std::sync::Arc<Mutex<Vec<std::collections::HashMap<String, String>>>>,
+    requests: Arc<Mutex<Vec<Recorded>>>,
 }
 
 impl RecordingProxy {
@@ -85,35 +112,44 @@ impl RecordingProxy {
     /// runtime ends.
     pub async fn start(upstream: &str) -> RecordingProxy {
         use axum::body::Bytes;
-        use axum::http::{HeaderMap, StatusCode};
+        use axum::http::{HeaderMap, StatusCode, Uri};
         use axum::response::IntoResponse;
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the recording proxy");
         let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
-        let requests = std::sync::Arc::new(Mutex::new(Vec::new()));
-        let recorded = std::sync::Arc::clone(&requests);
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let recorded = Arc::clone(&requests);
         let upstream = upstream.to_owned();
         let client = reqwest::Client::new();
-        let forward = move |headers: HeaderMap, body: Bytes| {
-            let (recorded, upstream, client) = (
-                std::sync::Arc::clone(&recorded),
-                upstream.clone(),
-                client.clone(),
-            );
+        let forward = move |uri: Uri, headers: HeaderMap, body: Bytes| {
+            let (recorded, upstream, client) =
+                (Arc::clone(&recorded), upstream.clone(), client.clone());
             async move {
-                recorded
-                    .lock()
-                    .expect("lock")
-                    .push(crate::clouds::parse_form(&body));
+                let mut record = Recorded {
+                    uri: uri.to_string(),
+                    headers: HashMap::new(),
+                    body: body.to_vec(),
+                    form: crate::clouds::parse_form(&body),
+                    response: String::new(),
+                };
                 let mut request = client.post(format!("{upstream}/")).body(body);
                 for (name, value) in &headers {
+                    let text = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                    record
+                        .headers
+                        .entry(name.as_str().to_owned())
+                        .and_modify(|v| {
+                            v.push(',');
+                            v.push_str(&text);
+                        })
+                        .or_insert(text);
                     if name != "host" && name != "content-length" {
                         request = request.header(name, value);
                     }
                 }
-                match request.send().await {
+                let answer = match request.send().await {
                     Ok(r) => {
                         let status = StatusCode::from_u16(r.status().as_u16())
                             .unwrap_or(StatusCode::BAD_GATEWAY);
@@ -124,10 +160,13 @@ impl RecordingProxy {
                             .unwrap_or("text/xml")
                             .to_owned();
                         let body = r.bytes().await.unwrap_or_default();
+                        record.response = String::from_utf8_lossy(&body).into_owned();
                         (status, [("content-type", content_type)], body).into_response()
                     }
                     Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
-                }
+                };
+                recorded.lock().expect("lock").push(record);
+                answer
             }
         };
         let app = axum::Router::new().route("/", axum::routing::post(forward));
@@ -137,8 +176,8 @@ impl RecordingProxy {
         RecordingProxy { endpoint, requests }
     }
 
-    /// The forms recorded since the last call, in order.
-    pub fn take(&self) -> Vec<std::collections::HashMap<String, String>> {
+    /// The requests recorded since the last call, in the order moto answered them.
+    pub fn take(&self) -> Vec<Recorded> {
         std::mem::take(&mut *self.requests.lock().expect("lock"))
     }
 }

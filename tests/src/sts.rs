@@ -1,5 +1,79 @@
-//! AWS STS wire formats (query protocol, XML answers) for wiremock stand-ins: the success body of
-//! `AssumeRoleWithWebIdentity` and the `ErrorResponse` every STS error comes in.
+//! AWS STS wire formats (query protocol, XML answers) for wiremock stand-ins: a wire-exact matcher
+//! of `AssumeRoleWithWebIdentity`, its success body, and the `ErrorResponse` every STS error comes
+//! in.
+
+use wiremock::{Match, Request};
+
+use crate::clouds::{all, form, header, is_jwt};
+
+/// `POST /` with `Action=AssumeRoleWithWebIdentity`, as the STS API reference documents it: an
+/// unsigned query-protocol form with exactly these parameters.
+pub struct AssumeRoleWithWebIdentity {
+    /// Expected `RoleArn`.
+    pub role_arn: String,
+    /// Expected `RoleSessionName`.
+    pub session_name: String,
+    /// Expected `DurationSeconds`.
+    pub duration_seconds: u64,
+    /// Expected `Policy`, when one is sent.
+    pub policy: Option<String>,
+}
+
+impl Match for AssumeRoleWithWebIdentity {
+    fn matches(&self, request: &Request) -> bool {
+        let f = form(request);
+        let field = |k: &str| f.get(k).map(String::as_str);
+        let mut known = vec![
+            "Action",
+            "Version",
+            "RoleArn",
+            "RoleSessionName",
+            "WebIdentityToken",
+            "DurationSeconds",
+        ];
+        if self.policy.is_some() {
+            known.push("Policy");
+        }
+        all(
+            "AWS STS",
+            &[
+                ("method POST", request.method.as_str() == "POST"),
+                ("path /", request.url.path() == "/"),
+                (
+                    "content type",
+                    header(request, "content-type") == Some("application/x-www-form-urlencoded"),
+                ),
+                (
+                    "unsigned (no Authorization)",
+                    header(request, "authorization").is_none(),
+                ),
+                (
+                    "Action",
+                    field("Action") == Some("AssumeRoleWithWebIdentity"),
+                ),
+                ("Version", field("Version") == Some("2011-06-15")),
+                ("RoleArn", field("RoleArn") == Some(self.role_arn.as_str())),
+                (
+                    "RoleSessionName",
+                    field("RoleSessionName") == Some(self.session_name.as_str()),
+                ),
+                (
+                    "DurationSeconds",
+                    field("DurationSeconds") == Some(self.duration_seconds.to_string().as_str()),
+                ),
+                ("Policy", field("Policy") == self.policy.as_deref()),
+                (
+                    "WebIdentityToken is a JWT",
+                    is_jwt(f.get("WebIdentityToken")),
+                ),
+                (
+                    "no other parameter",
+                    f.keys().all(|k| known.contains(&k.as_str())),
+                ),
+            ],
+        )
+    }
+}
 
 /// The documented success response of `AssumeRoleWithWebIdentity`.
 pub fn web_identity_success(
