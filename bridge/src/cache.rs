@@ -22,9 +22,9 @@ use stsbridge_providers::{
     Credential, Issued, Provider, ProviderError, ProviderKind, ProviderRequest, UpstreamInfo,
 };
 
-use crate::breaker::{Admission, Breaker};
-use crate::metrics::Metrics;
+use crate::breaker::Breaker;
 use crate::token::unix_seconds;
+use crate::upstream::Upstream;
 
 /// botocore refreshes credentials with less than this left, so AWS entries are never served with
 /// less (when the session is long enough to allow it).
@@ -186,38 +186,32 @@ impl Expiry<Key, Arc<Entry>> for EntryExpiry {
 type FlightResult = Result<Arc<Entry>, Arc<ProviderError>>;
 type Flight = Shared<BoxFuture<'static, FlightResult>>;
 
-/// The cache, with the providers it calls on a miss and a circuit breaker for each.
+/// The cache, in front of the [`Upstream`] it asks on a miss.
 pub struct CredentialCache {
     entries: moka::future::Cache<Key, Arc<Entry>>,
     inflight: Mutex<HashMap<Key, Flight>>,
-    providers: HashMap<ProviderKind, (Arc<dyn Provider>, Breaker)>,
-    metrics: Option<Arc<Metrics>>,
+    upstream: Arc<Upstream>,
 }
 
 impl CredentialCache {
-    /// A cache of at most `max_entries` credentials over `providers`.
+    /// A cache of at most `max_entries` credentials over `providers` (default breakers, no
+    /// metrics).
     pub fn new(max_entries: u64, providers: Vec<Arc<dyn Provider>>) -> Arc<Self> {
-        Self::with_breakers(max_entries, providers, None, Breaker::default)
+        Self::over(
+            max_entries,
+            Arc::new(Upstream::new(providers, None, Breaker::default)),
+        )
     }
 
-    /// As [`new`](Self::new), reporting breaker state to `metrics`, with breakers from `breaker`.
-    pub fn with_breakers(
-        max_entries: u64,
-        providers: Vec<Arc<dyn Provider>>,
-        metrics: Option<Arc<Metrics>>,
-        breaker: impl Fn() -> Breaker,
-    ) -> Arc<Self> {
+    /// A cache of at most `max_entries` credentials in front of `upstream`.
+    pub fn over(max_entries: u64, upstream: Arc<Upstream>) -> Arc<Self> {
         Arc::new(CredentialCache {
             entries: moka::future::Cache::builder()
                 .max_capacity(max_entries)
                 .expire_after(EntryExpiry)
                 .build(),
             inflight: Mutex::new(HashMap::new()),
-            providers: providers
-                .into_iter()
-                .map(|p| (p.kind(), (p, breaker())))
-                .collect(),
-            metrics,
+            upstream,
         })
     }
 
@@ -346,36 +340,8 @@ impl CredentialCache {
     }
 
     async fn fetch(&self, key: &ProviderRequest, now: SystemTime) -> FlightResult {
-        let kind = key.kind();
-        let (provider, breaker) = self.providers.get(&kind).ok_or_else(|| {
-            Arc::new(ProviderError::Unavailable {
-                provider: kind,
-                detail: "the provider is not configured".into(),
-            })
-        })?;
-        if let Admission::Refuse(retry_after) = breaker.admit(now) {
-            return Err(Arc::new(ProviderError::CircuitOpen {
-                provider: kind,
-                retry_after,
-            }));
-        }
-        let result = provider.fetch(key, now).await;
-        let reached = !result.as_ref().is_err_and(ProviderError::is_unreachable);
-        if breaker.record(reached, SystemTime::now()) {
-            let open = breaker.is_open();
-            if open {
-                tracing::warn!(provider = %kind, "circuit opened: {} keeps failing; calls paused", kind.upstream_name());
-            } else {
-                tracing::info!(provider = %kind, "circuit closed: {} answers again", kind.upstream_name());
-            }
-            if let Some(m) = &self.metrics {
-                m.circuit_open
-                    .with_label_values(&[kind.as_str()])
-                    .set(i64::from(open));
-            }
-        }
-        let issued = result.map_err(Arc::new)?;
-        Ok(Arc::new(Entry::new(issued, kind, now)))
+        let issued = self.upstream.fetch(key, now).await.map_err(Arc::new)?;
+        Ok(Arc::new(Entry::new(issued, key.kind(), now)))
     }
 }
 

@@ -8,8 +8,8 @@
 //! - [`token`]: token validation (pure) and JWKS fetching ([`token::jwks`]).
 //! - [`mapping`]: targets and rules; decisions, `explain`, and rendering provider requests.
 //! - [`issuer`]: stsbridge's own signing keys, discovery documents and minting.
-//! - [`cache`]: the credential cache with coalescing and refresh ahead, and a circuit
-//!   [`breaker`] per provider.
+//! - [`cache`]: the credential cache with coalescing and refresh ahead, in front of
+//!   [`upstream`], the providers by kind, each behind a circuit [`breaker`].
 //! - [`limits`]: per-caller rate limits and single-use `jti`s.
 //! - [`exchange`]: [`exchange::Bridge`], which runs one exchange end to end.
 //! - [`audit`]: one JSON event per decision; [`metrics`]: Prometheus metrics.
@@ -42,6 +42,7 @@ pub mod partner;
 pub mod server;
 pub mod tls;
 pub mod token;
+pub mod upstream;
 
 #[cfg(test)]
 pub(crate) mod testutil;

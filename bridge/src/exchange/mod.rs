@@ -38,6 +38,7 @@ use crate::mapping::{
 use crate::metrics::Metrics;
 use crate::token::jwks::{FetchError, JwksManager};
 use crate::token::{self, KeySet, KeyThumbprint, TokenError, ValidatedToken};
+use crate::upstream::Upstream;
 
 /// Which endpoint asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,11 +153,13 @@ impl Bridge {
             "stsbridge started"
         );
         Ok(Arc::new(Bridge {
-            cache: CredentialCache::with_breakers(
+            cache: CredentialCache::over(
                 config.cache.max_entries,
-                providers,
-                Some(Arc::clone(&metrics)),
-                Breaker::default,
+                Arc::new(Upstream::new(
+                    providers,
+                    Some(Arc::clone(&metrics)),
+                    Breaker::default,
+                )),
             ),
             limiter: config.rate_limit.map(RateLimiter::new),
             target_limiter: config.target_rate_limit.map(RateLimiter::new),
