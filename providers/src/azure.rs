@@ -23,6 +23,11 @@ use crate::{Issued, Provider, UpstreamInfo};
 pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
 /// The `aud` Entra expects in a federated client assertion.
 pub const AZURE_AUDIENCE: &str = "api://AzureADTokenExchange";
+
+/// The resource a `<resource>/.default` scope is for, as managed identity endpoints report it.
+pub fn resource_of(scope: &str) -> &str {
+    scope.strip_suffix("/.default").unwrap_or(scope)
+}
 const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 

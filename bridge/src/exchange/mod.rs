@@ -19,7 +19,7 @@ use stsbridge_providers::aws::AwsProvider;
 use stsbridge_providers::azure::AzureProvider;
 use stsbridge_providers::gcp::GcpProvider;
 use stsbridge_providers::jwt::JwtProvider;
-use stsbridge_providers::{AssertionSigner, Provider, ProviderError};
+use stsbridge_providers::{AssertionSigner, Provider, ProviderError, ProviderRequest};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -32,9 +32,7 @@ use crate::limits::{
     FailedValidations, PartnerLimit, PartnerRefusal, RateLimiter, ReplayGuard, ReplayRefusal,
 };
 use crate::mapping::delegation::{may_act_allows, prior_chain};
-use crate::mapping::{
-    Decision, Effect, Mappings, RenderError, RenderInput, Target, TargetKind, render,
-};
+use crate::mapping::{Decision, Effect, Mappings, RenderError, RenderInput, TargetKind, render};
 use crate::metrics::Metrics;
 use crate::token::jwks::{FetchError, JwksManager};
 use crate::token::{self, KeySet, KeyThumbprint, TokenError, ValidatedToken};
@@ -79,11 +77,53 @@ pub struct ExchangeRequest<'a> {
     pub client_names: &'a [String],
 }
 
+/// How a granted credential is shown to its caller: its target's native shape, with what that
+/// shape names besides the credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The container-credentials shape (or `credential_process`).
+    Aws,
+    /// GCE metadata's token shape, naming the impersonated service account.
+    Gcp {
+        /// The service account, when the target impersonates one.
+        service_account: Option<String>,
+    },
+    /// The managed-identity shape, naming the resource and the client id.
+    Azure {
+        /// The resource the scope is for.
+        resource: String,
+        /// The application (client) id.
+        client_id: String,
+    },
+    /// RFC 8693's token-exchange shape.
+    Jwt,
+}
+
+impl Answer {
+    fn of(request: &ProviderRequest) -> Answer {
+        match request {
+            ProviderRequest::Aws(_) => Answer::Aws,
+            ProviderRequest::Gcp(r) => Answer::Gcp {
+                service_account: r.service_account.clone(),
+            },
+            ProviderRequest::Azure(r) => Answer::Azure {
+                resource: stsbridge_providers::azure::resource_of(&r.scope).to_owned(),
+                client_id: r.client_id.clone(),
+            },
+            ProviderRequest::Jwt(_) => Answer::Jwt,
+        }
+    }
+}
+
 /// A granted exchange.
 #[derive(Debug)]
 pub struct Exchanged {
     /// The decision id.
     pub decision_id: String,
+    /// The target's name.
+    pub target: String,
+    /// The shape of the answer.
+    pub answer: Answer,
     /// The credential and its cache entry.
     pub entry: Arc<Entry>,
     /// How the cache served it.
@@ -285,10 +325,7 @@ impl Bridge {
     }
 
     /// Runs one exchange at the current time and writes its audit event.
-    pub async fn exchange(
-        &self,
-        req: ExchangeRequest<'_>,
-    ) -> Result<(Exchanged, Arc<Target>), Failure> {
+    pub async fn exchange(&self, req: ExchangeRequest<'_>) -> Result<Exchanged, Failure> {
         let started = std::time::Instant::now();
         let now = SystemTime::now();
         let policy = self.policy();
@@ -325,7 +362,7 @@ impl Bridge {
             }
         };
         match &result {
-            Ok((exchanged, _)) => {
+            Ok(exchanged) => {
                 event.outcome = "allow";
                 event.reason = "granted".into();
                 event.cache = Some(exchanged.cache.as_str());
@@ -377,7 +414,7 @@ impl Bridge {
             .exchange_duration
             .observe(started.elapsed().as_secs_f64());
         match result {
-            Ok((mut exchanged, target)) => {
+            Ok(mut exchanged) => {
                 if audited.is_err() && !self.config.audit.fail_open {
                     return Err(Failure {
                         decision_id: Some(decision_id),
@@ -385,7 +422,7 @@ impl Bridge {
                     });
                 }
                 exchanged.decision_id = decision_id;
-                Ok((exchanged, target))
+                Ok(exchanged)
             }
             Err(error) => {
                 log_failure(&decision_id, &error);
@@ -403,7 +440,7 @@ impl Bridge {
         req: &ExchangeRequest<'_>,
         now: SystemTime,
         event: &mut AuditEvent,
-    ) -> Result<(Exchanged, Arc<Target>), ExchangeError> {
+    ) -> Result<Exchanged, ExchangeError> {
         let token = self
             .validate(policy, req.token, now, &mut event.caller)
             .instrument(tracing::debug_span!("validate"))
@@ -527,6 +564,7 @@ impl Bridge {
                 e => ExchangeError::Render(e),
             })?;
         let provider = request.kind();
+        let answer = Answer::of(&request);
         let upstream =
             tracing::debug_span!("upstream", provider = %provider, target = %target.name);
         let (entry, cache) = self
@@ -545,14 +583,13 @@ impl Bridge {
                 .with_label_values(&[provider.as_str()])
                 .observe(entry.upstream.latency.as_secs_f64());
         }
-        Ok((
-            Exchanged {
-                decision_id: String::new(),
-                entry,
-                cache,
-            },
-            target,
-        ))
+        Ok(Exchanged {
+            decision_id: String::new(),
+            target: target.name.clone(),
+            answer,
+            entry,
+            cache,
+        })
     }
 
     /// Admits a validated token (subject or actor) before anything is decided: its single use

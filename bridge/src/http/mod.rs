@@ -24,8 +24,7 @@ use stsbridge_providers::Credential;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::audit::rfc3339;
-use crate::exchange::{Bridge, Endpoint, ExchangeRequest, Exchanged};
-use crate::mapping::{Target, TargetKind};
+use crate::exchange::{Answer, Bridge, Endpoint, ExchangeRequest, Exchanged};
 use error::ApiError;
 
 /// Largest request body (a token exchange form with two tokens fits many times over).
@@ -150,7 +149,7 @@ async fn credentials(
         request_id: Some(&request_id),
         client_names: identity.as_ref().map_or(&[][..], |i| &i.0.names),
     };
-    let (exchanged, target) = bridge.exchange(request).await?;
+    let exchanged = bridge.exchange(request).await?;
     let body = match (&exchanged.entry.credential, credential_process) {
         (Credential::Aws(c), false) => {
             // The hot path: written straight from the credential, without a JSON tree.
@@ -176,10 +175,10 @@ async fn credentials(
         (Credential::Token(_), true) => {
             return Err(ApiError::invalid_request(format!(
                 "{} is not an AWS target; credential_process is for AWS targets",
-                target.name
+                exchanged.target
             )));
         }
-        (Credential::Token(_), false) => token_body(&exchanged, &target),
+        (Credential::Token(_), false) => token_body(&exchanged),
     };
     Ok(credential_response(body, &exchanged.decision_id))
 }
@@ -187,28 +186,31 @@ async fn credentials(
 /// A token credential in its target's native shape: GCP's
 /// `{access_token, expires_in, token_type, service_account}`, the Azure managed-identity
 /// `{access_token, expires_on, resource, token_type, client_id}`, or RFC 8693's for JWT targets.
-fn token_body(exchanged: &Exchanged, target: &Target) -> serde_json::Value {
+fn token_body(exchanged: &Exchanged) -> serde_json::Value {
     let Credential::Token(t) = &exchanged.entry.credential else {
         return json!({});
     };
     let now = SystemTime::now();
     let expires_in = t.expires_at.duration_since(now).map_or(0, |d| d.as_secs());
-    match &target.kind {
-        TargetKind::Gcp(gcp) => json!({
+    match &exchanged.answer {
+        Answer::Gcp { service_account } => json!({
             "access_token": t.token.expose_secret(),
             "expires_in": expires_in,
             "token_type": t.token_type,
-            "service_account": gcp.service_account,
+            "service_account": service_account,
             "scope": t.scope,
         }),
-        TargetKind::Azure(azure) => json!({
+        Answer::Azure {
+            resource,
+            client_id,
+        } => json!({
             "access_token": t.token.expose_secret(),
             "expires_on": crate::token::unix_seconds(t.expires_at).to_string(),
-            "resource": azure.resource(),
+            "resource": resource,
             "token_type": t.token_type,
-            "client_id": azure.client_id,
+            "client_id": client_id,
         }),
-        TargetKind::Jwt(_) | TargetKind::Aws(_) => {
+        Answer::Jwt | Answer::Aws => {
             let mut body = json!({
                 "access_token": t.token.expose_secret(),
                 "issued_token_type": t.issued_token_type,
@@ -318,9 +320,9 @@ async fn token_exchange(
         request_id: Some(&request_id),
         client_names: identity.as_ref().map_or(&[][..], |i| &i.0.names),
     };
-    let (exchanged, target) = bridge.exchange(request).await?;
+    let exchanged = bridge.exchange(request).await?;
     Ok(credential_response(
-        token_body(&exchanged, &target),
+        token_body(&exchanged),
         &exchanged.decision_id,
     ))
 }

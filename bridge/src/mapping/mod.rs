@@ -177,7 +177,7 @@ impl AzureTarget {
     /// The resource the scope is for (the scope without `/.default`), as managed identity
     /// endpoints report it.
     pub fn resource(&self) -> &str {
-        self.scope.strip_suffix("/.default").unwrap_or(&self.scope)
+        stsbridge_providers::azure::resource_of(&self.scope)
     }
 }
 
