@@ -21,12 +21,12 @@ use secrecy::ExposeSecret;
 use stsbridge_providers::aws::AwsSettings;
 use stsbridge_providers::{AssertionSigner, MintSpec};
 
-use crate::cli::{EXIT_CONFIG, EXIT_FAILURE};
 use crate::config::{
     AuditConfig, AuditSinkConfig, CacheConfig, Config, ConfigErrors, IssuerConfig, JwksSource,
     SigningAlgorithm, TrustConfig, check_url, parse_duration,
 };
 use crate::exchange::{Bridge, StartError};
+use crate::exit::{EXIT_CONFIG, EXIT_FAILURE, config_errors};
 use crate::issuer::Issuer;
 use crate::mapping::{Mappings, referenced_issuers};
 use crate::server;
@@ -106,12 +106,7 @@ pub async fn serve(listen: Option<SocketAddr>, aws_endpoint: Option<String>) -> 
     };
     let mut names = match referenced_issuers(&mappings_dir) {
         Ok(n) => n,
-        Err(errors) => {
-            for e in &errors.0 {
-                eprintln!("error: {e}");
-            }
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(errors) => return config_errors(&errors),
     };
     names.insert(DEV_ISSUER.to_owned());
 
@@ -173,12 +168,7 @@ pub async fn serve(listen: Option<SocketAddr>, aws_endpoint: Option<String>) -> 
     };
     let bridge = match Bridge::start(config) {
         Ok(b) => b,
-        Err(StartError::Mappings(errors)) => {
-            for e in &errors.0 {
-                eprintln!("error: {e}");
-            }
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(StartError::Mappings(errors)) => return config_errors(&errors),
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(EXIT_FAILURE);

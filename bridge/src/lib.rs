@@ -33,6 +33,7 @@ pub mod client;
 pub mod config;
 pub mod dev;
 pub mod exchange;
+pub mod exit;
 pub mod http;
 pub mod issuer;
 pub mod limits;

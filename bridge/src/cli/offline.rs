@@ -1,0 +1,312 @@
+//! The commands that need no running service: `check`, `explain`, `test`, `terraform-vars`,
+//! `issuer export`, `keys rotate`, `partner init`.
+
+use super::*;
+
+pub(super) fn export_issuer(path: &Path, out: &Path) -> ExitCode {
+    let config = match or_config_errors(config::load(path)) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    match issuer::export(&config.issuer, out) {
+        Ok(exported) => {
+            let url = &config.issuer.url;
+            println!(
+                "wrote {} and {} ({} key(s): {})",
+                exported.discovery.display(),
+                exported.jwks.display(),
+                exported.kids.len(),
+                exported.kids.join(", ")
+            );
+            println!(
+                "serve them at {url}/.well-known/openid-configuration and {url}/.well-known/jwks.json \
+                 (content type application/json); export and upload again after every \
+                 `stsbridge keys rotate`, before the new key starts signing"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e @ issuer::IssuerError::NoKeys(_)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+pub(super) fn rotate_keys(path: &Path, prune: bool) -> ExitCode {
+    let config = match or_config_errors(config::load(path)) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    let now = SystemTime::now();
+    match issuer::rotate(&config.issuer, prune, now) {
+        Ok((kid, pruned)) => {
+            let from = crate::audit::rfc3339(now + config.issuer.publish_before_use);
+            println!(
+                "staged key {kid}: published at once by running services, signing from {from}"
+            );
+            for file in pruned {
+                println!("pruned {}", file.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+pub(super) fn check(path: &Path) -> ExitCode {
+    let (config, mappings) = match or_config_errors(load_all(path)) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    if let Some(dir) = &config.issuer.key_dir
+        && let Err(e) = issuer::check_key_dir(dir)
+    {
+        eprintln!("error: {}: issuer.keys.dir: {e}", path.display());
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    println!(
+        "ok: {} trusted issuer(s); {} target(s) and {} rule(s) in {} mapping file(s)",
+        config.trust.len(),
+        mappings.target_count(),
+        mappings.rule_count(),
+        mappings.files().len()
+    );
+    ExitCode::SUCCESS
+}
+
+/// `terraform-vars`: the JSON on stdout, anything left out on stderr; exit 64 when a target's
+/// trust cannot be written as the cloud needs it.
+pub(super) fn terraform_vars(path: &Path) -> ExitCode {
+    let (config, mappings) = match or_config_errors(load_all(path)) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    let vars = match crate::mapping::terraform::vars(&config.issuer.url, &mappings) {
+        Ok(v) => v,
+        Err(errors) => {
+            return config_errors(&ConfigErrors(errors));
+        }
+    };
+    for note in &vars.notes {
+        eprintln!("note: {note}");
+    }
+    match serde_json::to_string_pretty(&vars) {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot write the variables: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+pub(super) fn explain(path: &Path, token_file: &Path, target: &str) -> ExitCode {
+    let (config, mappings) = match or_config_errors(load_all(path)) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    let raw = match std::fs::read_to_string(token_file) {
+        Ok(t) => t.trim().to_owned(),
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", token_file.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let parsed = match token::parse(&raw) {
+        Ok(p) => p,
+        Err(e) => {
+            println!("token refused before any rule: {e} ({})", e.code());
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    // stsbridge's own tokens come back under its built-in trust entry.
+    let own = config::own_trust(&config.issuer.url, mappings.jwt_audiences());
+    let Some(trust) = config
+        .trust
+        .iter()
+        .chain(std::iter::once(&own))
+        .find(|t| t.issuer == parsed.issuer)
+    else {
+        println!(
+            "token refused before any rule: its issuer {:?} is not in trust: (unknown_issuer)",
+            parsed.issuer
+        );
+        return ExitCode::from(EXIT_FAILURE);
+    };
+    let (token, refusal) = token::inspect(parsed, trust, SystemTime::now());
+    println!(
+        "token: issuer {} ({}), subject {:?}",
+        trust.name, token.issuer, token.subject
+    );
+    println!("signature: not checked (offline dry run)");
+    match &refusal {
+        None => println!("claims: pass (exp, nbf, iat, lifetime, aud, sub)"),
+        Some(e) => println!(
+            "claims: FAIL: {e} ({}); the service would refuse this token with 401",
+            e.code()
+        ),
+    }
+    if mappings.target(target).is_none() {
+        println!(
+            "target {target:?} does not exist (known: {})",
+            mappings.target_names().join(", ")
+        );
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    let rules = mappings.explain(&token, target);
+    if rules.is_empty() {
+        println!(
+            "\nno rule of issuer {} mentions target {target}",
+            trust.name
+        );
+    }
+    for r in &rules {
+        print!("\n{}", r.render(&token.subject));
+    }
+    let decision = mappings.decide(&token, target);
+    println!();
+    match decision {
+        Decision::Allow { rule, target } => {
+            println!("decision: allow (rule {})", rule.name);
+            let prior_act = match prior_chain(&token.claims, trust.accept_act) {
+                Ok(p) => p,
+                Err(e) => {
+                    println!("the request would be refused (invalid_request): {e}");
+                    return ExitCode::from(EXIT_FAILURE);
+                }
+            };
+            if let Some(label) = prior_act.audit_label() {
+                println!("the token's own act claim: {label}");
+            }
+            let input = RenderInput {
+                token: &token,
+                raw_token: &raw,
+                requested_scopes: None,
+                actor: None,
+                prior_act: &prior_act,
+            };
+            match render(target, &input) {
+                Ok(request) => {
+                    println!("rendered {} request:\n{request:#?}", target.kind.provider())
+                }
+                Err(e) => println!("rendering fails: {e}"),
+            }
+        }
+        Decision::Deny { rule: Some(rule) } => println!("decision: deny (deny rule {})", rule.name),
+        Decision::Deny { rule: None } => println!("decision: deny (no allow rule matches)"),
+        Decision::ActorNotAllowed { rule } => {
+            println!(
+                "decision: deny (rule {} does not list the actor)",
+                rule.name
+            )
+        }
+        Decision::UnknownTarget => println!("decision: unknown target"),
+    }
+    if refusal.is_some() {
+        ExitCode::from(EXIT_FAILURE)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+pub(super) fn run_tests(config: Option<&Path>, paths: &[PathBuf]) -> ExitCode {
+    let loaded = match config {
+        Some(path) => load_all(path).map(|(c, m)| (c.trust, m, c.mappings_dir)),
+        None => {
+            let dir = PathBuf::from("mappings");
+            if !dir.is_dir() {
+                eprintln!(
+                    "error: no ./mappings here: run from the repository, or pass --config FILE"
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            crate::dev::offline(&dir).map(|(t, m)| (t, m, dir))
+        }
+    };
+    let (trust, mappings, dir) = match or_config_errors(loaded) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    let paths = if paths.is_empty() {
+        vec![dir.join("tests")]
+    } else {
+        paths.to_vec()
+    };
+    let files = match cases::test_files(&paths) {
+        Ok(f) if f.is_empty() => {
+            eprintln!("error: no test files in {}", paths[0].display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let (mut passed, mut failed, mut broken) = (0usize, 0usize, false);
+    for file in &files {
+        match cases::run_file(&mappings, &trust, file) {
+            Err(errors) => {
+                broken = true;
+                for e in errors {
+                    eprintln!("error: {e}");
+                }
+            }
+            Ok(results) => {
+                println!("{}: {} case(s)", file.display(), results.len());
+                for r in results {
+                    if r.passed() {
+                        passed += 1;
+                        println!("  ok    {}", r.name);
+                        continue;
+                    }
+                    failed += 1;
+                    println!("  FAIL  {}", r.name);
+                    for f in &r.failures {
+                        println!("        {f}");
+                    }
+                    for line in r.explanation.lines() {
+                        println!("        {line}");
+                    }
+                }
+            }
+        }
+    }
+    println!(
+        "\n{passed} passed, {failed} failed, in {} file(s)",
+        files.len()
+    );
+    if broken {
+        ExitCode::from(EXIT_CONFIG)
+    } else if failed > 0 {
+        ExitCode::from(EXIT_FAILURE)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+pub(super) fn partner_init(name: &str, issuer: &str, audiences: &[String], dir: &Path) -> ExitCode {
+    let files = match crate::partner::init(name, issuer, audiences, dir) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    for f in &files {
+        println!("wrote {}", f.display());
+    }
+    println!(
+        "\nnext: edit the rule's subject and claims to the partner's clients, run\n  stsbridge test\nand open a pull request. The rule starts in audit mode: it grants nothing until\nits mode is switched to enforce."
+    );
+    ExitCode::SUCCESS
+}
