@@ -1,14 +1,18 @@
 //! One exchange, step by step: validate the token, admit it, decide, render, get the credential
 //! (cached or fetched once), and record one audit event. [`Bridge`] holds everything the service
 //! needs; the HTTP layer only parses requests and shapes responses. Rooms: `error` (the error
-//! vocabulary), `policy` (the reloadable policy and token validation against it).
+//! vocabulary), `policy` (the reloadable policy and token validation against it), `admission`
+//! (limits, then single use), `types` (what goes in and comes out).
 
+mod admission;
 mod error;
 mod policy;
+mod types;
 
 use error::log_failure;
 pub use error::{ExchangeError, Failure, StartError};
 pub use policy::Policy;
+pub use types::{Answer, Endpoint, ExchangeRequest, Exchanged};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -37,98 +41,6 @@ use crate::metrics::Metrics;
 use crate::token::jwks::{FetchError, JwksManager};
 use crate::token::{self, KeySet, KeyThumbprint, TokenError, ValidatedToken};
 use crate::upstream::Upstream;
-
-/// Which endpoint asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    /// `/v1/credentials/{target}`.
-    Credentials,
-    /// `/oauth2/token` (RFC 8693).
-    TokenExchange,
-}
-
-impl Endpoint {
-    fn as_str(self) -> &'static str {
-        match self {
-            Endpoint::Credentials => "credentials",
-            Endpoint::TokenExchange => "token_exchange",
-        }
-    }
-}
-
-/// One exchange request, as parsed by the HTTP layer.
-#[derive(Debug, Clone, Copy)]
-pub struct ExchangeRequest<'a> {
-    /// The subject token.
-    pub token: &'a str,
-    /// The target name.
-    pub target: &'a str,
-    /// The endpoint.
-    pub endpoint: Endpoint,
-    /// The client's address.
-    pub client: Option<SocketAddr>,
-    /// Requested scopes (RFC 8693 `scope`).
-    pub scopes: Option<&'a [String]>,
-    /// The actor token (RFC 8693 delegation).
-    pub actor_token: Option<&'a str>,
-    /// The HTTP request id, for the audit event.
-    pub request_id: Option<&'a str>,
-    /// The DNS names of the caller's verified client certificate (mTLS); empty without one.
-    pub client_names: &'a [String],
-}
-
-/// How a granted credential is shown to its caller: its target's native shape, with what that
-/// shape names besides the credential.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
-    /// The container-credentials shape (or `credential_process`).
-    Aws,
-    /// GCE metadata's token shape, naming the impersonated service account.
-    Gcp {
-        /// The service account, when the target impersonates one.
-        service_account: Option<String>,
-    },
-    /// The managed-identity shape, naming the resource and the client id.
-    Azure {
-        /// The resource the scope is for.
-        resource: String,
-        /// The application (client) id.
-        client_id: String,
-    },
-    /// RFC 8693's token-exchange shape.
-    Jwt,
-}
-
-impl Answer {
-    fn of(request: &ProviderRequest) -> Answer {
-        match request {
-            ProviderRequest::Aws(_) => Answer::Aws,
-            ProviderRequest::Gcp(r) => Answer::Gcp {
-                service_account: r.service_account.clone(),
-            },
-            ProviderRequest::Azure(r) => Answer::Azure {
-                resource: stsbridge_providers::azure::resource_of(&r.scope).to_owned(),
-                client_id: r.client_id.clone(),
-            },
-            ProviderRequest::Jwt(_) => Answer::Jwt,
-        }
-    }
-}
-
-/// A granted exchange.
-#[derive(Debug)]
-pub struct Exchanged {
-    /// The decision id.
-    pub decision_id: String,
-    /// The target's name.
-    pub target: String,
-    /// The shape of the answer.
-    pub answer: Answer,
-    /// The credential and its cache entry.
-    pub entry: Arc<Entry>,
-    /// How the cache served it.
-    pub cache: CacheEvent,
-}
 
 /// The service: configuration, keys, the current policy, cache, audit and metrics.
 pub struct Bridge {
@@ -590,65 +502,6 @@ impl Bridge {
             entry,
             cache,
         })
-    }
-
-    /// Admits a validated token (subject or actor) before anything is decided: its single use
-    /// where its issuer requires it, the per-caller rate limit, and its trust entry's own limits.
-    /// The permit, when the entry caps exchanges in flight, must be held until the exchange ends.
-    fn admit(
-        &self,
-        policy: &Policy,
-        token: &ValidatedToken,
-        now: SystemTime,
-    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ExchangeError> {
-        let trust = policy.trust_by_iss.get(&token.issuer);
-        if let Some(limiter) = &self.limiter {
-            limiter
-                .check(&token.trust, &token.subject, now)
-                .map_err(|retry_after| {
-                    self.metrics.rate_limited.inc();
-                    ExchangeError::RateLimited { retry_after }
-                })?;
-        }
-        let slot = match policy.limits.get(&token.trust) {
-            None => None,
-            Some(limit) => limit.admit(now).map_err(|refusal| {
-                let (busy, retry_after, label) = match refusal {
-                    PartnerRefusal::Busy => (true, Duration::from_secs(1), "concurrency"),
-                    PartnerRefusal::Rate(wait) => (false, wait, "rate"),
-                };
-                self.metrics.rate_limited.inc();
-                self.metrics
-                    .partner_limited
-                    .with_label_values(&[&token.trust, label])
-                    .inc();
-                ExchangeError::PartnerLimited {
-                    trust: token.trust.clone(),
-                    busy,
-                    retry_after,
-                }
-            })?,
-        };
-        // Recorded only once the caller's and its issuer's limits admit it: a partner over its
-        // limits spends no room in the store shared by every issuer.
-        if let (Some(trust), Some(jti)) = (trust.filter(|t| t.replay_reject), &token.jti) {
-            self.replay
-                .first_use(
-                    &trust.name,
-                    jti,
-                    token::from_unix_seconds(token.expires_at),
-                    trust.leeway,
-                    now,
-                )
-                .map_err(|refusal| match refusal {
-                    ReplayRefusal::Replayed => ExchangeError::Token(TokenError::Replayed),
-                    ReplayRefusal::Full { retry_after } => {
-                        self.metrics.replay_store_full.inc();
-                        ExchangeError::ReplayStoreFull { retry_after }
-                    }
-                })?;
-        }
-        Ok(slot)
     }
 
     /// Readiness: keys, mappings and every issuer's JWKS loaded.
