@@ -14,6 +14,7 @@ pub mod bridge;
 pub mod clouds;
 pub mod idp;
 pub mod moto;
+pub mod otlp;
 pub mod sts;
 pub mod tls;
 
