@@ -73,11 +73,14 @@ pub fn moto() -> &'static Moto {
 }
 
 /// A forwarding proxy in front of moto's server that records the form of every request (so a test
-/// can read the web identity token stsbridge presented) and answers with moto's own response.
+/// can read the web identity token stsbridge presented) and the body of every response (the
+/// credentials moto handed out, a chained hop's intermediate ones included), and answers with
+/// moto's own response.
 pub struct RecordingProxy {
     /// `http://127.0.0.1:PORT`.
     pub endpoint: String,
     requests: std::sync::Arc<Mutex<Vec<std::collections::HashMap<String, String>>>>,
+    responses: std::sync::Arc<Mutex<Vec<String>>>,
 }
 
 impl RecordingProxy {
@@ -94,11 +97,14 @@ impl RecordingProxy {
         let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
         let requests = std::sync::Arc::new(Mutex::new(Vec::new()));
         let recorded = std::sync::Arc::clone(&requests);
+        let responses = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let answered = std::sync::Arc::clone(&responses);
         let upstream = upstream.to_owned();
         let client = reqwest::Client::new();
         let forward = move |headers: HeaderMap, body: Bytes| {
-            let (recorded, upstream, client) = (
+            let (recorded, answered, upstream, client) = (
                 std::sync::Arc::clone(&recorded),
+                std::sync::Arc::clone(&answered),
                 upstream.clone(),
                 client.clone(),
             );
@@ -124,6 +130,10 @@ impl RecordingProxy {
                             .unwrap_or("text/xml")
                             .to_owned();
                         let body = r.bytes().await.unwrap_or_default();
+                        answered
+                            .lock()
+                            .expect("lock")
+                            .push(String::from_utf8_lossy(&body).into_owned());
                         (status, [("content-type", content_type)], body).into_response()
                     }
                     Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
@@ -134,11 +144,20 @@ impl RecordingProxy {
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        RecordingProxy { endpoint, requests }
+        RecordingProxy {
+            endpoint,
+            requests,
+            responses,
+        }
     }
 
     /// The forms recorded since the last call, in order.
     pub fn take(&self) -> Vec<std::collections::HashMap<String, String>> {
         std::mem::take(&mut *self.requests.lock().expect("lock"))
+    }
+
+    /// The bodies of moto's responses so far, in order.
+    pub fn responses(&self) -> Vec<String> {
+        self.responses.lock().expect("lock").clone()
     }
 }

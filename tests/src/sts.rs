@@ -1,5 +1,6 @@
 //! AWS STS wire formats (query protocol, XML answers) for wiremock stand-ins: the success body of
-//! `AssumeRoleWithWebIdentity` and the `ErrorResponse` every STS error comes in.
+//! `AssumeRoleWithWebIdentity` and the `ErrorResponse` every STS error comes in, and reading
+//! elements out of an answer.
 
 /// The documented success response of `AssumeRoleWithWebIdentity`.
 pub fn web_identity_success(
@@ -46,4 +47,19 @@ pub fn error(code: &str, message: &str) -> String {
   <RequestId>c6104cbe-af31-11e0-8154-cbc7ccf896c7</RequestId>
 </ErrorResponse>"#
     )
+}
+
+/// The text of every `<tag>` element of an STS answer, in order (`SessionToken`,
+/// `SecretAccessKey`...); moto's answers carry no attributes on these and no CDATA.
+pub fn elements(xml: &str, tag: &str) -> Vec<String> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut values = Vec::new();
+    let mut rest = xml;
+    while let Some(at) = rest.find(&open) {
+        rest = &rest[at + open.len()..];
+        let Some(end) = rest.find(&close) else { break };
+        values.push(rest[..end].to_owned());
+        rest = &rest[end + close.len()..];
+    }
+    values
 }
