@@ -15,10 +15,14 @@
 //!
 //! Each whole value and each segment is also searched in base64 (standard and url-safe, padded and
 //! not, at each of the three byte alignments, so it is found inside a larger encoded blob), in
-//! hex, percent-encoded and JSON-escaped. A window of [`WINDOW`] characters of a random value
-//! occurs in unrelated text with negligible probability; the fixed parts of the secrets above
-//! (a moto session token's constant prefix, the opening `{"iss":"...` of a JWT's claims) can only
-//! occur where such a value was written, which is the leak being looked for.
+//! hex, percent-encoded and JSON-escaped.
+//!
+//! A window of [`WINDOW`] characters of a random value occurs in unrelated text with negligible
+//! probability. Not every window is random, though: a JWT's claims segment begins like every
+//! other token's of its issuer (`{"iss":"https://...`) and carries public values (the issuer,
+//! `sub`, session tags that a minted assertion repeats), moto's session tokens share a prefix. A
+//! window that two different secrets of a scan share is such a common part: it is evidence of
+//! neither and is not searched (their other forms are). So a finding names the secret that leaked.
 
 use std::collections::HashMap;
 
@@ -32,8 +36,19 @@ pub const WINDOW: usize = 16;
 #[derive(Debug, Clone)]
 pub struct Secret {
     kind: String,
-    /// (form, needle): every needle is at least [`WINDOW`] bytes.
-    needles: Vec<(String, String)>,
+    value: String,
+    needles: Vec<Needle>,
+}
+
+/// One form of a secret.
+#[derive(Debug, Clone)]
+struct Needle {
+    /// What form it is (`signature segment in base64`, `window at 40 of the value`...).
+    form: String,
+    /// The text searched: at least [`WINDOW`] bytes.
+    text: String,
+    /// Whether it is a window (searched only when no other secret has it).
+    window: bool,
 }
 
 impl Secret {
@@ -45,7 +60,7 @@ impl Secret {
 
     /// An opaque value: whole, encoded, and by windows.
     pub fn opaque(kind: &str, value: &str) -> Secret {
-        let mut secret = Secret::empty(kind);
+        let mut secret = Secret::empty(kind, value);
         secret.whole("value", value);
         secret.windows("value", value);
         secret
@@ -60,9 +75,15 @@ impl Secret {
         let header: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).ok()?).ok()?;
         header.get("alg")?;
-        URL_SAFE_NO_PAD.decode(claims).ok()?;
-        URL_SAFE_NO_PAD.decode(signature).ok()?;
-        let mut secret = Secret::empty(kind);
+        // Only the alphabet: a tampered signature need not decode to whole bytes.
+        let base64url = |s: &str| {
+            s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !base64url(claims) || !base64url(signature) {
+            return None;
+        }
+        let mut secret = Secret::empty(kind, token);
         secret.whole("token", token);
         for (part, segment) in [("claims segment", claims), ("signature segment", signature)] {
             if segment.len() >= WINDOW {
@@ -93,24 +114,18 @@ impl Secret {
             // The JWKS's base64url, as it would read in the PEM body's alphabet.
             not_secret.push(text.replace('-', "+").replace('_', "/"));
         }
-        let mut secret = Secret::empty(kind);
+        let mut secret = Secret::empty(kind, pem);
         secret.whole("PEM", pem.trim());
         secret.whole("DER body", &body);
         secret.push("DER in hex", hex(&der, false));
         secret.push("DER in HEX", hex(&der, true));
         secret.push("DER in url-safe base64", URL_SAFE_NO_PAD.encode(&der));
         secret.windows("DER body", &body);
-        secret.needles.retain(|(_, needle)| {
-            // Only windows can be made of public or structural text alone.
-            needle.len() > WINDOW || !not_secret.iter().any(|text| text.contains(needle.as_str()))
+        secret.needles.retain(|needle| {
+            !needle.window || !not_secret.iter().any(|text| text.contains(&needle.text))
         });
         assert!(
-            secret
-                .needles
-                .iter()
-                .filter(|(form, _)| form.starts_with("window"))
-                .count()
-                > body.len() / 4,
+            secret.needles.iter().filter(|n| n.window).count() > body.len() / 4,
             "{kind}: most of the key is secret"
         );
         secret
@@ -121,16 +136,25 @@ impl Secret {
         &self.kind
     }
 
-    fn empty(kind: &str) -> Secret {
+    fn empty(kind: &str, value: &str) -> Secret {
         Secret {
             kind: kind.to_owned(),
+            value: value.to_owned(),
             needles: Vec::new(),
         }
     }
 
-    fn push(&mut self, form: &str, needle: String) {
-        if needle.len() >= WINDOW && !self.needles.iter().any(|(_, n)| *n == needle) {
-            self.needles.push((form.to_owned(), needle));
+    fn push(&mut self, form: &str, text: String) {
+        self.push_needle(form, text, false);
+    }
+
+    fn push_needle(&mut self, form: &str, text: String, window: bool) {
+        if text.len() >= WINDOW && !self.needles.iter().any(|n| n.text == text) {
+            self.needles.push(Needle {
+                form: form.to_owned(),
+                text,
+                window,
+            });
         }
     }
 
@@ -187,9 +211,10 @@ impl Secret {
     /// Every window of `value`.
     fn windows(&mut self, part: &str, value: &str) {
         for start in 0..(value.len() + 1).saturating_sub(WINDOW) {
-            self.push(
+            self.push_needle(
                 &format!("window at {start} of the {part}"),
                 value[start..start + WINDOW].to_owned(),
+                true,
             );
         }
     }
@@ -231,14 +256,30 @@ fn percent_encoded(bytes: &[u8]) -> String {
 }
 
 /// Where `secrets` occur in `haystack`: one line per secret found, naming the form found and its
-/// first characters (a found window names where in the secret it starts).
+/// first characters (a found window names where in the secret it starts). Windows that two
+/// secrets of different values share are not searched (see the module's doc).
 pub fn find_secrets(what: &str, haystack: &str, secrets: &[Secret]) -> Vec<String> {
+    let mut owners: HashMap<&str, &str> = HashMap::new();
+    let mut shared: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    for secret in secrets {
+        for needle in secret.needles.iter().filter(|n| n.window) {
+            match owners.insert(&needle.text, &secret.value) {
+                Some(other) if other != secret.value => {
+                    shared.insert(&needle.text);
+                }
+                _ => {}
+            }
+        }
+    }
     // One pass over the haystack: every needle is looked up by its first WINDOW bytes.
     let mut by_prefix: HashMap<&[u8], Vec<(usize, usize)>> = HashMap::new();
     for (s, secret) in secrets.iter().enumerate() {
-        for (n, (_, needle)) in secret.needles.iter().enumerate() {
+        for (n, needle) in secret.needles.iter().enumerate() {
+            if needle.window && shared.contains(needle.text.as_str()) {
+                continue;
+            }
             by_prefix
-                .entry(&needle.as_bytes()[..WINDOW])
+                .entry(&needle.text.as_bytes()[..WINDOW])
                 .or_default()
                 .push((s, n));
         }
@@ -250,12 +291,13 @@ pub fn find_secrets(what: &str, haystack: &str, secrets: &[Secret]) -> Vec<Strin
             continue;
         };
         for &(s, n) in candidates {
-            let (form, needle) = &secrets[s].needles[n];
-            if found[s].is_none() && bytes[start..].starts_with(needle.as_bytes()) {
+            let needle = &secrets[s].needles[n];
+            if found[s].is_none() && bytes[start..].starts_with(needle.text.as_bytes()) {
                 found[s] = Some(format!(
-                    "{what} contains a {} ({form}, starting {:?})",
+                    "{what} contains a {} ({}, starting {:?})",
                     secrets[s].kind,
-                    &needle[..8]
+                    needle.form,
+                    &needle.text[..8]
                 ));
             }
         }
@@ -306,5 +348,18 @@ mod tests {
         for haystack in [&claims, &signature, &signature[30..50].to_owned()] {
             assert_eq!(find_secrets("log", haystack, &secrets).len(), 1);
         }
+    }
+
+    #[test]
+    fn a_window_two_secrets_share_names_neither() {
+        let common = "the-shared-part-of-both-0123456789";
+        let secrets = [
+            Secret::new("first", &format!("{common}-first-4f9a1c2e7b")),
+            Secret::new("second", &format!("{common}-second-8d3b6e0a5c")),
+        ];
+        assert!(find_secrets("log", &format!("[{common}]"), &secrets).is_empty());
+        let found = find_secrets("log", "[-second-8d3b6e0a5c]", &secrets);
+        assert_eq!(found.len(), 1);
+        assert!(found[0].contains("a second"), "{found:?}");
     }
 }
