@@ -161,9 +161,16 @@ async fn no_token_or_secret_appears_in_anything_the_servers_wrote() {
         })
         .collect();
     assert_eq!(handed_out.len(), 3, "deploy, cross's two hops: {answers:?}");
-    for (secret, session) in &handed_out {
-        evidence.secret("secret access key from moto", secret);
-        evidence.secret("session token from moto", session);
+    // The callers got deploy's and cross's last hop; the one left is what stsbridge signed the
+    // chained hop with.
+    let intermediate: Vec<&(String, String)> = handed_out
+        .iter()
+        .filter(|(secret, _)| !evidence.values.contains(secret))
+        .collect();
+    assert_eq!(intermediate.len(), 1, "{handed_out:?}");
+    for (secret, session) in intermediate {
+        evidence.secret("chained hop's intermediate secret access key", secret);
+        evidence.secret("chained hop's intermediate session token", session);
     }
 
     let subject = stack.idp.token("svc:alice", json!({}));
