@@ -21,6 +21,7 @@ use moka::Expiry;
 use stsbridge_providers::{
     Credential, Issued, Provider, ProviderError, ProviderKind, ProviderRequest, UpstreamInfo,
 };
+use tracing::Instrument as _;
 
 use crate::breaker::Breaker;
 use crate::token::unix_seconds;
@@ -313,18 +314,22 @@ impl CredentialCache {
         let k = Arc::clone(&key);
         let kind = key.kind();
         // The lock is held until the flight is registered, so the task's removal below always
-        // comes after its insertion.
-        let task = tokio::spawn(async move {
-            let result = me.fetch(&k, now).await;
-            if let Ok(entry) = &result {
-                me.entries.insert(Arc::clone(&k), Arc::clone(entry)).await;
+        // comes after its insertion. The task runs in the span of the call that started it (the
+        // exchange's `upstream`), so its spans (`mint`, the cloud calls) stay in that trace.
+        let task = tokio::spawn(
+            async move {
+                let result = me.fetch(&k, now).await;
+                if let Ok(entry) = &result {
+                    me.entries.insert(Arc::clone(&k), Arc::clone(entry)).await;
+                }
+                me.inflight
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&k);
+                result
             }
-            me.inflight
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(&k);
-            result
-        });
+            .in_current_span(),
+        );
         let flight = async move {
             task.await.unwrap_or_else(|_| {
                 Err(Arc::new(ProviderError::Unavailable {

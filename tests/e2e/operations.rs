@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use stsbridge_e2e::clouds::gcp_sts_token;
 use stsbridge_e2e::moto::python;
+use stsbridge_e2e::otlp::{Collector, Span, tree};
 use stsbridge_e2e::sts;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -425,17 +426,23 @@ async fn a_failing_audit_sink_refuses_credentials_unless_configured_to_fail_open
     );
 }
 
+/// The spans of one exchange, as the OTLP collector must receive them: the step spans under the
+/// `request` span of the exchange, the assertion's `mint` under `upstream`.
+const EXCHANGE_SPANS: &str = "\
+request
+  map
+  render
+  upstream
+    mint
+  validate
+";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spans_reach_an_otlp_collector_and_the_request_id_reaches_the_audit_event() {
-    let collector = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(wiremock::matchers::path("/v1/traces"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&collector)
-        .await;
-    let uri = collector.uri();
+async fn spans_reach_an_otlp_collector_in_one_trace_and_the_request_id_reaches_the_audit_event() {
+    let collector = Collector::start().await;
+    let endpoint = collector.endpoint();
     let mut stack = Stack::start(Setup {
-        env: vec![("OTEL_EXPORTER_OTLP_ENDPOINT", &uri)],
+        env: vec![("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)],
         ..Setup::default()
     })
     .await;
@@ -468,27 +475,93 @@ async fn spans_reach_an_otlp_collector_and_the_request_id_reaches_the_audit_even
             .await
             .is_some_and(|s| s.success())
     );
-    let exported: Vec<u8> = collector
-        .received_requests()
-        .await
-        .unwrap()
+    let spans = collector.spans().await;
+    assert!(
+        spans.iter().all(|s| s.service == "stsbridge"),
+        "every span is from service stsbridge: {spans:?}"
+    );
+    // The readiness probes made traces of their own; the exchange's is the one whose `request`
+    // span carries its request id.
+    let request = spans
         .iter()
-        .flat_map(|r| r.body.clone())
+        .find(|s| {
+            s.name == "request"
+                && s.attributes.get("request_id").map(String::as_str) == Some("req-0123456789")
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no request span with the request id among {} spans:\n{}\n{}",
+                spans.len(),
+                tree(&spans),
+                stack.bridge.stderr()
+            )
+        });
+    // Every step of the exchange is in that one trace, under its request: a step span detached
+    // from its parent starts a trace of its own (or sits at the top of this one).
+    let trace: Vec<Span> = spans
+        .iter()
+        .filter(|s| s.trace_id == request.trace_id)
+        .cloned()
         .collect();
-    let text = String::from_utf8_lossy(&exported);
-    for span in [
-        "request",
-        "validate",
-        "map",
-        "render",
-        "upstream",
-        "stsbridge",
+    assert_eq!(
+        tree(&trace),
+        EXCHANGE_SPANS,
+        "the exchange's trace; every span received:\n{}",
+        tree(&spans)
+    );
+    assert!(
+        request.parent_span_id.is_empty(),
+        "the request span is the root of its trace"
+    );
+    let outside: Vec<&str> = spans
+        .iter()
+        .filter(|s| s.trace_id != request.trace_id && s.name != "request")
+        .map(|s| s.name.as_str())
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "spans outside any request's trace: {outside:?}"
+    );
+    let field = |name: &str, key: &str| {
+        trace
+            .iter()
+            .find(|s| s.name == name)
+            .and_then(|s| s.attributes.get(key))
+            .cloned()
+    };
+    assert_eq!(
+        field("request", "path").as_deref(),
+        Some("/v1/credentials/api")
+    );
+    assert_eq!(field("map", "target").as_deref(), Some("api"));
+    assert_eq!(field("upstream", "provider").as_deref(), Some("jwt"));
+    assert_eq!(field("mint", "aud").as_deref(), Some("billing-api"));
+}
+
+/// The suite tests what users build. `stsbridge-under-test` links the `stsbridge` library with the
+/// features cargo unified for the build, and `cargo test --workspace` unifies every member's
+/// requests: a feature that a member turns on here would be on in the binary under test but not in
+/// `cargo build -p stsbridge`. So no member asks for more than the default features, which include
+/// `otlp` (the test above is then a test of the shipped binary).
+#[test]
+fn no_workspace_member_turns_on_features_of_stsbridge_beyond_its_defaults() {
+    for manifest in [
+        "Cargo.toml",
+        "bridge/Cargo.toml",
+        "providers/Cargo.toml",
+        "tests/Cargo.toml",
     ] {
-        assert!(
-            text.contains(span),
-            "no {span} in the exported spans ({} requests):\n{}",
-            collector.received_requests().await.unwrap().len(),
-            stack.bridge.stderr()
-        );
+        let text = std::fs::read_to_string(crate::repo().join(manifest)).unwrap();
+        for line in text.lines().map(str::trim) {
+            let Some(rest) = line.strip_prefix("stsbridge") else {
+                continue;
+            };
+            if rest.starts_with(['.', ' ', '=']) {
+                assert!(
+                    !line.contains("features"),
+                    "{manifest} sets features of stsbridge: {line}"
+                );
+            }
+        }
     }
 }

@@ -17,6 +17,8 @@ pub struct BridgeProcess {
     pub base: String,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
+    /// The threads reading stdout and stderr; they end when the process has closed both.
+    readers: Vec<std::thread::JoinHandle<()>>,
     /// The working directory (config, mappings, keys).
     pub dir: PathBuf,
 }
@@ -32,7 +34,7 @@ fn capture(
     stream: impl std::io::Read + Send + 'static,
     into: Arc<Mutex<String>>,
     listening: Option<mpsc::Sender<String>>,
-) {
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
@@ -51,7 +53,7 @@ fn capture(
             all.push_str(&line);
             all.push('\n');
         }
-    });
+    })
 }
 
 impl BridgeProcess {
@@ -78,16 +80,18 @@ impl BridgeProcess {
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = mpsc::channel();
-        capture(
-            child.stdout.take().expect("stdout"),
-            Arc::clone(&stdout),
-            Some(tx.clone()),
-        );
-        capture(
-            child.stderr.take().expect("stderr"),
-            Arc::clone(&stderr),
-            Some(tx),
-        );
+        let readers = vec![
+            capture(
+                child.stdout.take().expect("stdout"),
+                Arc::clone(&stdout),
+                Some(tx.clone()),
+            ),
+            capture(
+                child.stderr.take().expect("stderr"),
+                Arc::clone(&stderr),
+                Some(tx),
+            ),
+        ];
         let deadline = Instant::now() + Duration::from_secs(30);
         let addr = loop {
             if let Ok(addr) = rx.try_recv() {
@@ -112,6 +116,7 @@ impl BridgeProcess {
             base: addr,
             stdout,
             stderr,
+            readers,
             dir: dir.to_path_buf(),
         };
         process.wait_ready().await;
@@ -175,6 +180,30 @@ impl BridgeProcess {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         None
+    }
+
+    /// Stops the process as an operator would (SIGTERM), waits for it to exit 0 and for the last
+    /// of its stdout and stderr to be read: afterwards [`Self::stdout`] and [`Self::stderr`] hold
+    /// everything it wrote, including what it flushed at shutdown.
+    pub async fn stop(&mut self) {
+        self.signal("TERM");
+        let status = self
+            .wait_exit(Duration::from_secs(30))
+            .await
+            .expect("the process exits within 30 s of SIGTERM");
+        assert!(status.success(), "{status}:\n{}", self.stderr());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self
+            .readers
+            .iter()
+            .all(std::thread::JoinHandle::is_finished)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the output pipes are still open 10 s after exit"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// A URL on the bridge.

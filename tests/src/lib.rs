@@ -1,7 +1,8 @@
 //! The harness of the end-to-end suite (kanidm's testkit, rustls-test in spirit): a test IdP with
 //! discovery and JWKS on loopback, the real `stsbridge` binary started on a port from the OS,
 //! moto's STS server (with a recording proxy and a SigV4 checker), the STS wire formats for
-//! wiremock stubs, and IAM's evaluation of the policies terraform/ writes. The tests themselves are in `e2e/`.
+//! wiremock stubs, IAM's evaluation of the policies terraform/ writes, an OTLP collector
+//! stand-in, and the leak check (`secrets`). The tests themselves are in `e2e/`.
 
 #![allow(
     clippy::unwrap_used,
@@ -15,26 +16,15 @@ pub mod clouds;
 pub mod iam;
 pub mod idp;
 pub mod moto;
+pub mod otlp;
+pub mod secrets;
 pub mod sigv4;
 pub mod sts;
 pub mod tls;
 
 pub use bridge::BridgeProcess;
 pub use idp::TestIdp;
+pub use secrets::{Secret, assert_no_secrets, find_secrets};
 
 /// The audience every test token carries, and the issuer URL the bridge under test presents.
 pub const BRIDGE_URL: &str = "https://stsbridge.test";
-
-/// Fails the test if any of `secrets` occurs in `haystack`; `what` names the haystack. Only a
-/// short prefix of a leaked value is printed.
-pub fn assert_no_secrets(what: &str, haystack: &str, secrets: &[(&str, String)]) {
-    for (kind, secret) in secrets {
-        assert!(
-            secret.len() >= 8,
-            "{kind} is too short to search for reliably"
-        );
-        if haystack.contains(secret.as_str()) {
-            panic!("{what} contains a {kind} (starting {:?})", &secret[..8]);
-        }
-    }
-}

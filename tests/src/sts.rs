@@ -121,3 +121,18 @@ pub fn error(code: &str, message: &str) -> String {
 </ErrorResponse>"#
     )
 }
+
+/// The text of every `<tag>` element of an STS answer, in order (`SessionToken`,
+/// `SecretAccessKey`...); moto's answers carry no attributes on these and no CDATA.
+pub fn elements(xml: &str, tag: &str) -> Vec<String> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut values = Vec::new();
+    let mut rest = xml;
+    while let Some(at) = rest.find(&open) {
+        rest = &rest[at + open.len()..];
+        let Some(end) = rest.find(&close) else { break };
+        values.push(rest[..end].to_owned());
+        rest = &rest[end + close.len()..];
+    }
+    values
+}
