@@ -1,14 +1,15 @@
 //! The JWT attack corpus: one table row per attack, each sent to the running service in every place
 //! a token goes (the `Authorization` header of `/v1/credentials`, and RFC 8693's `subject_token`
-//! and `actor_token` of `/oauth2/token`) and expected to be refused with a 4xx and its stable
-//! code, never a 5xx, never a panic. After the corpus the service must still answer.
+//! and `actor_token` of `/oauth2/token`) and expected to be refused with its stable code: a 4xx,
+//! or a retryable 503 where the issuer's keys cannot be had, never any other 5xx, never a panic.
+//! After the corpus the service must still answer.
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
 use stsbridge::config::SigningAlgorithm;
 use stsbridge::issuer::SigningKey;
-use stsbridge_e2e::TestIdp;
+use stsbridge_e2e::{BRIDGE_URL, TestIdp};
 
 use crate::{JWT, Setup, Stack};
 
@@ -639,8 +640,23 @@ fn corpus() -> Vec<Row> {
             401,
             "malformed_header",
         ),
+        row(
+            "an issuer whose keys cannot be fetched",
+            |c| {
+                c.with(|m| {
+                    m.insert("iss".into(), json!(UNREACHABLE_ISSUER));
+                })
+            },
+            503,
+            "upstream_unavailable",
+        )
+        // Not the caller's fault in either place: retry later, as the subject would.
+        .as_actor(503, "upstream_unavailable", "jwks_unavailable"),
     ]
 }
+
+/// A trusted issuer whose keys cannot be fetched: nothing listens there.
+const UNREACHABLE_ISSUER: &str = "http://127.0.0.1:9";
 
 /// `svc:alice` of `ci`, a valid subject, exchanged for `api` with `actor` acting for it.
 async fn with_actor(stack: &Stack, actor: &str) -> (u16, Value) {
@@ -661,12 +677,20 @@ async fn every_attack_is_refused_with_its_code_in_every_token_place_and_the_serv
         "  - {{ name: partner, issuer: \"{}\", audiences: [\"https://stsbridge.test\"], jwks: {{ discovery: true }}, allow_insecure_loopback: true, replay: reject, accept_act: true }}",
         partner.issuer
     );
-    let stack = Stack::start(Setup {
-        trust_extra: &trust_extra,
-        // The whole corpus comes from one address, faster than the default failure budget.
-        extra: "limits: { failed_validations_per_address: off }",
-        ..Setup::default()
-    })
+    // A partner file's issuer is fetched on first use, so the service is ready without it.
+    let unreachable = format!(
+        "version: 1\ntrust:\n  - {{ name: unreachable, issuer: \"{UNREACHABLE_ISSUER}\", audiences: [\"{BRIDGE_URL}\"], jwks: {{ discovery: true }}, allow_insecure_loopback: true }}\n"
+    );
+    let stack = Stack::start_with_files(
+        TestIdp::start().await,
+        Setup {
+            trust_extra: &trust_extra,
+            // The whole corpus comes from one address, faster than the default failure budget.
+            extra: "limits: { failed_validations_per_address: off }",
+            ..Setup::default()
+        },
+        &[("mappings/unreachable.yaml", unreachable)],
+    )
     .await;
     let attacker_rsa = SigningKey::generate(SigningAlgorithm::Rs256).unwrap().0;
     let attacker_ec = SigningKey::generate(SigningAlgorithm::Es256).unwrap().0;
