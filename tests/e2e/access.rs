@@ -199,7 +199,7 @@ async fn callers_over_their_rate_get_429_with_retry_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rotated_idp_key_is_fetched_and_an_idp_outage_keeps_the_last_good_keys() {
+async fn a_rotated_idp_key_is_fetched_and_forced_refreshes_are_rate_limited() {
     let stack = Stack::start(Setup::default()).await;
     let fetches = stack.idp.jwks_fetches();
     stack.idp.rotate();
@@ -218,13 +218,7 @@ async fn a_rotated_idp_key_is_fetched_and_an_idp_outage_keeps_the_last_good_keys
         );
     }
     assert_eq!(stack.idp.jwks_fetches(), fetches + 1);
-
-    // The IdP goes down: tokens signed with the keys stsbridge holds keep working.
-    let stack = Stack::start(Setup::default()).await;
-    let token = stack.idp.token("svc:alice", json!({}));
-    stack.idp.set_up(false);
-    let (status, body, _) = stack.credentials("api", &format!("Bearer {token}")).await;
-    assert_eq!(status, 200, "{body}");
+    // An IdP outage past the refresh interval, and past max_staleness, is in operations.rs.
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
