@@ -1,5 +1,5 @@
 //! Running it in production, with injected faults: each test ends in an assertion about what
-//! callers got. IdP down past the refresh interval, throttling that clears, an upstream down with a
+//! callers got. IdP down past the refresh interval and past `max_staleness`, throttling that clears, an upstream down with a
 //! warm cache and the circuit breaker, a bad mapping file during traffic, SIGHUP, SIGTERM during
 //! traffic, the audit sink failing, and `/metrics` read by the Prometheus project's own parser.
 
@@ -169,6 +169,49 @@ async fn an_idp_down_longer_than_the_refresh_interval_does_not_stop_exchanges() 
             "stsbridge_jwks_refresh_total{issuer=ci,outcome=error}"
         ) >= 1.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_not_trusted_past_max_staleness_while_the_idp_is_down() {
+    // The smallest legal values: 5 s is the shortest refresh interval, and max_staleness may not
+    // be shorter than it.
+    let stack = Stack::start(Setup {
+        jwks: Some("{ discovery: true, refresh_interval: 5s, max_staleness: 5s }"),
+        ..Setup::default()
+    })
+    .await;
+    let auth = |sub: &str| format!("Bearer {}", stack.idp.token(sub, serde_json::json!({})));
+    let remembered = auth("svc:alice");
+    let (status, body, _) = stack.credentials("api", &remembered).await;
+    assert_eq!(status, 200, "{body}");
+
+    stack.idp.set_up(false);
+    // Wait out max_staleness from the last fetch that succeeded, as /readyz reports it (whole
+    // seconds, so one more): the only wait the test needs.
+    loop {
+        let ready = stack.get_json("/readyz").await;
+        let last = ready["issuers"][0]["last_success"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{ready}"));
+        let due = last + 5 + 1;
+        let now = stsbridge_e2e::idp::unix_now();
+        if now > due {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(due + 1 - now)).await;
+    }
+
+    // Neither a token validated while the keys were fresh nor a new one is accepted on keys that
+    // old: the caller is told to retry, and the service is not ready.
+    for (which, auth) in [("remembered", remembered), ("new", auth("svc:bob"))] {
+        let (status, body, headers) = stack.credentials("api", &auth).await;
+        assert_eq!(status, 503, "{which} token: {body}");
+        assert_eq!(body["error"], "upstream_unavailable", "{which} token");
+        assert!(headers.contains_key("retry-after"), "{which} token");
+    }
+    let ready = stack.get_json("/readyz").await;
+    assert_eq!(ready["ready"], false, "{ready}");
+    assert_eq!(ready["issuers"][0]["loaded"], false, "{ready}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
