@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use stsbridge_e2e::sts;
+use stsbridge_e2e::sts::{self, HeldSts};
 use wiremock::matchers::{body_string_contains, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -277,71 +277,13 @@ async fn distinct_callers_that_map_to_one_session_make_one_upstream_call() {
     assert_eq!(count("coalesced") + count("hit"), 39, "{events:?}");
 }
 
-/// An STS stand-in that answers the `shared` role only when the test releases it, and the
-/// `other` role at once.
-struct HeldSts {
-    shared_arrived: tokio::sync::Notify,
-    release_shared: tokio::sync::Notify,
-    calls: std::sync::Mutex<Vec<String>>,
-}
-
-async fn held_sts(
-    axum::extract::State(sts): axum::extract::State<Arc<HeldSts>>,
-    body: String,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let role = url_decode_pairs(&body)
-        .remove("RoleArn")
-        .unwrap_or_default();
-    sts.calls.lock().unwrap().push(role.clone());
-    let n = if role.ends_with("/shared") {
-        sts.shared_arrived.notify_one();
-        // Generous: the test releases it in milliseconds, or fails long before this.
-        if tokio::time::timeout(Duration::from_secs(60), sts.release_shared.notified())
-            .await
-            .is_err()
-        {
-            return (
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "never released",
-            )
-                .into_response();
-        }
-        1
-    } else {
-        2
-    };
-    let expiration =
-        stsbridge::audit::rfc3339(std::time::SystemTime::now() + Duration::from_secs(3600));
-    (
-        [("content-type", "text/xml")],
-        sts::web_identity_success(
-            "arn:aws:sts::111111111111:assumed-role/x/y",
-            &format!("ASIASTANDIN{n:09}"),
-            &format!("stand-in-secret-access-key-{n:020}"),
-            &format!("stand-in-session-token-{n:040}"),
-            &expiration,
-        ),
-    )
-        .into_response()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_miss_never_waits_for_another_sessions_upstream_call() {
-    let sts = Arc::new(HeldSts {
-        shared_arrived: tokio::sync::Notify::new(),
-        release_shared: tokio::sync::Notify::new(),
-        calls: std::sync::Mutex::new(Vec::new()),
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sts_url = format!("http://{}", listener.local_addr().unwrap());
-    let app = axum::Router::new()
-        .route("/", axum::routing::post(held_sts))
-        .with_state(Arc::clone(&sts));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    // The first session's call is held at the stand-in until the test releases it.
+    let sts = HeldSts::start("/shared").await;
     let stack = Arc::new(
         Stack::start(Setup {
-            sts: Some(&sts_url),
+            sts: Some(&sts.url),
             mappings: Some(SHARED_SESSIONS),
             ..Setup::default()
         })
@@ -349,14 +291,12 @@ async fn a_miss_never_waits_for_another_sessions_upstream_call() {
     );
     let auth = |sub: &str| format!("Bearer {}", stack.idp.token(sub, json!({})));
 
-    // The first session's call is held at the stand-in.
     let held = {
         let (stack, auth) = (Arc::clone(&stack), auth("svc:first"));
         tokio::spawn(async move { stack.credentials("shared", &auth).await })
     };
-    tokio::time::timeout(Duration::from_secs(30), sts.shared_arrived.notified())
-        .await
-        .expect("the first session's call never reached the stand-in");
+    sts.wait_for_arrivals(1, Duration::from_secs(30), "the first session")
+        .await;
 
     // Meanwhile a caller of another session gets its credential.
     let (status, body, _) = tokio::time::timeout(
@@ -374,13 +314,12 @@ async fn a_miss_never_waits_for_another_sessions_upstream_call() {
     );
 
     // Released, the first session's call completes too.
-    sts.release_shared.notify_one();
+    sts.release();
     let (status, body, _) = held.await.unwrap();
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["AccessKeyId"], "ASIASTANDIN000000001");
-    let calls = sts.calls.lock().unwrap().clone();
     assert_eq!(
-        calls,
+        sts.roles(),
         [
             "arn:aws:iam::111111111111:role/shared",
             "arn:aws:iam::111111111111:role/other"
