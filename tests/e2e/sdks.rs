@@ -309,7 +309,7 @@ async fn the_rust_sdks_use_the_agent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_agent_refuses_requests_without_each_protocols_header() {
+async fn the_agent_refuses_requests_without_each_protocols_header_or_with_a_wrong_value() {
     let s = agent_stack().await;
     let http = reqwest::Client::new();
     let url = |p: &str| s.agent.url(p);
@@ -383,6 +383,114 @@ async fn the_agent_refuses_requests_without_each_protocols_header() {
 
     let msi = url("/msi/token?api-version=2019-08-01&resource=https://management.azure.com");
     assert_eq!(status(http.get(&msi).send().await.unwrap()), 401);
+
+    // Present but wrong: near misses of each protocol's value, and the other protocol's secret.
+    let identity = env("IDENTITY_HEADER");
+    let changed = |v: &str| {
+        let mut v = v.to_owned();
+        let last = if v.ends_with('A') { "B" } else { "A" };
+        v.replace_range(v.len() - 1.., last);
+        v
+    };
+    let aws = url("/aws/credentials");
+    let but_last = |v: &str| v[..v.len() - 1].to_owned();
+    // (endpoint, header, what the value is, the value, the refusal); values are not printed.
+    let wrong: Vec<(&str, &str, &str, String, u16)> = vec![
+        (
+            &aws,
+            "Authorization",
+            "last character changed",
+            changed(&aws_secret),
+            401,
+        ),
+        (
+            &aws,
+            "Authorization",
+            "as a Bearer token",
+            format!("Bearer {aws_secret}"),
+            401,
+        ),
+        (
+            &aws,
+            "Authorization",
+            "one character more",
+            format!("{aws_secret}x"),
+            401,
+        ),
+        (
+            &aws,
+            "Authorization",
+            "one character less",
+            but_last(&aws_secret),
+            401,
+        ),
+        (
+            &aws,
+            "Authorization",
+            "the Azure secret",
+            identity.clone(),
+            401,
+        ),
+        (&gce, "Metadata-Flavor", "google", "google".to_owned(), 403),
+        (
+            &gce,
+            "Metadata-Flavor",
+            "Google2",
+            "Google2".to_owned(),
+            403,
+        ),
+        (&gce, "Metadata-Flavor", "Goog", "Goog".to_owned(), 403),
+        (&gce, "Metadata-Flavor", "true", "true".to_owned(), 403),
+        (
+            &msi,
+            "X-IDENTITY-HEADER",
+            "last character changed",
+            changed(&identity),
+            401,
+        ),
+        (
+            &msi,
+            "X-IDENTITY-HEADER",
+            "one character more",
+            format!("{identity}x"),
+            401,
+        ),
+        (
+            &msi,
+            "X-IDENTITY-HEADER",
+            "one character less",
+            but_last(&identity),
+            401,
+        ),
+        (
+            &msi,
+            "X-IDENTITY-HEADER",
+            "the AWS secret",
+            aws_secret.clone(),
+            401,
+        ),
+    ];
+    let mut accepted = Vec::new();
+    for (endpoint, name, what, value, want) in &wrong {
+        let got = status(
+            http.get(*endpoint)
+                .header(*name, value)
+                .send()
+                .await
+                .unwrap(),
+        );
+        if got != *want {
+            accepted.push(format!(
+                "{endpoint} with {name}: {what}: got {got}, not {want}"
+            ));
+        }
+    }
+    assert!(
+        accepted.is_empty(),
+        "wrong values:\n{}",
+        accepted.join("\n")
+    );
+
     assert_eq!(
         status(
             http.get(&msi)
