@@ -1,7 +1,7 @@
 //! Running it in production, with injected faults: each test ends in an assertion about what
 //! callers got. IdP down past the refresh interval and past `max_staleness`, throttling that clears, an upstream down with a
 //! warm cache and the circuit breaker, a bad mapping file during traffic, SIGHUP, SIGTERM during
-//! traffic, the audit sink failing, and `/metrics` read by the Prometheus project's own parser.
+//! traffic (new connections refused while in-flight requests finish), the audit sink failing, and `/metrics` read by the Prometheus project's own parser.
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use stsbridge_e2e::clouds::gcp_sts_token;
 use stsbridge_e2e::moto::python;
-use stsbridge_e2e::sts;
+use stsbridge_e2e::sts::{self, HeldSts};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -382,14 +382,11 @@ async fn a_bad_mapping_file_during_traffic_keeps_the_previous_set() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_during_traffic_cuts_no_request_off() {
-    let stand_in = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(aws_success(3).set_delay(Duration::from_millis(1500)))
-        .mount(&stand_in)
-        .await;
+async fn sigterm_refuses_new_connections_and_cuts_no_request_off() {
+    // Every answer is held at the stand-in until the test releases it.
+    let stand_in = HeldSts::start("").await;
     let mut stack = Stack::start(Setup {
-        sts: Some(&stand_in.uri()),
+        sts: Some(&stand_in.url),
         ..Setup::default()
     })
     .await;
@@ -409,32 +406,55 @@ async fn sigterm_during_traffic_cuts_no_request_off() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    stand_in
+        .wait_for_arrivals(10, Duration::from_secs(30), "before SIGTERM")
+        .await;
     stack.bridge.signal("TERM");
+
+    // During the drain, while all ten are still held: a new connection is refused (the signal
+    // takes effect a moment after it is sent; the wait ends as soon as it has).
+    let addr = stack.bridge.base.trim_start_matches("http://").to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::net::TcpStream::connect(&addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+            other => assert!(
+                tokio::time::Instant::now() < deadline,
+                "a new connection is still accepted during the drain: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused = reqwest::Client::new()
+        .get(stack.bridge.url("/healthz"))
+        .send()
+        .await;
+    assert!(
+        refused.as_ref().is_err_and(reqwest::Error::is_connect),
+        "a new request during the drain: {refused:?}"
+    );
+    assert!(
+        requests.iter().all(|r| !r.is_finished()),
+        "the held requests were cut off"
+    );
+    assert!(
+        stack.bridge.wait_exit(Duration::ZERO).await.is_none(),
+        "the process exited before its requests finished"
+    );
+
+    // Released, every one of them completes, and only then does the process exit.
+    stand_in.release();
     for r in requests {
         let (status, body) = r.await.unwrap().expect("the request completed");
         assert_eq!(status, 200, "{body}");
     }
-    assert_eq!(
-        stand_in.received_requests().await.unwrap().len(),
-        10,
-        "all ten were in flight at SIGTERM"
-    );
+    assert_eq!(stand_in.roles().len(), 10);
     let status = stack
         .bridge
         .wait_exit(Duration::from_secs(10))
         .await
         .expect("the process exits");
     assert!(status.success(), "{status:?}");
-    // New connections are no longer accepted.
-    assert!(
-        stack
-            .http
-            .get(stack.bridge.url("/healthz"))
-            .send()
-            .await
-            .is_err()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
