@@ -574,7 +574,7 @@ fn corpus() -> Vec<Row> {
             |c| {
                 c.with(|m| {
                     let mut v = json!(1);
-                    for _ in 0..200 {
+                    for _ in 0..1000 {
                         v = json!([v]);
                     }
                     m.insert("deep".into(), v);
