@@ -110,7 +110,7 @@ fn row(name: &'static str, build: fn(&Ctx<'_>) -> String, status: u16, code: &'s
 
 impl Row {
     /// What the same token answers as `actor_token` when that is not a token error.
-    fn as_actor(self, status: u16, error: &'static str, reason: &'static str) -> Row {
+    fn actor_gets(self, status: u16, error: &'static str, reason: &'static str) -> Row {
         Row {
             actor: Some((status, error, reason)),
             ..self
@@ -179,7 +179,7 @@ fn corpus() -> Vec<Row> {
             "jku to the attacker's JWKS",
             |c| {
                 c.attacker(
-                    &c.attacker_rsa,
+                    c.attacker_rsa,
                     json!({ "alg": "RS256", "jku": "https://evil.example/jwks.json" }),
                 )
             },
@@ -190,7 +190,7 @@ fn corpus() -> Vec<Row> {
             "x5u to the attacker's certificate",
             |c| {
                 c.attacker(
-                    &c.attacker_rsa,
+                    c.attacker_rsa,
                     json!({ "alg": "RS256", "x5u": "https://evil.example/cert.pem" }),
                 )
             },
@@ -201,7 +201,7 @@ fn corpus() -> Vec<Row> {
             "jwk embedding the attacker's key",
             |c| {
                 c.attacker(
-                    &c.attacker_rsa,
+                    c.attacker_rsa,
                     json!({ "alg": "RS256", "jwk": c.attacker_rsa.public_jwk() }),
                 )
             },
@@ -212,7 +212,7 @@ fn corpus() -> Vec<Row> {
             "x5c embedding a certificate",
             |c| {
                 c.attacker(
-                    &c.attacker_rsa,
+                    c.attacker_rsa,
                     json!({ "alg": "RS256", "x5c": [STANDARD.encode(b"not a certificate")] }),
                 )
             },
@@ -223,7 +223,7 @@ fn corpus() -> Vec<Row> {
             "the attacker's own kid",
             |c| {
                 c.attacker(
-                    &c.attacker_rsa,
+                    c.attacker_rsa,
                     json!({ "alg": "RS256", "kid": c.attacker_rsa.kid() }),
                 )
             },
@@ -234,7 +234,7 @@ fn corpus() -> Vec<Row> {
             "the issuer's kid, the attacker's signature",
             |c| {
                 c.attacker(
-                    &c.attacker_rsa,
+                    c.attacker_rsa,
                     json!({ "alg": "RS256", "kid": c.idp.kid() }),
                 )
             },
@@ -394,7 +394,7 @@ fn corpus() -> Vec<Row> {
         )
         // Only the subject's chain is carried on (RFC 8693 §4.1): an actor token's own act is
         // not read, and what refuses it is that the partner's identity is not the listed actor.
-        .as_actor(403, "access_denied", "actor_not_allowed"),
+        .actor_gets(403, "access_denied", "actor_not_allowed"),
         row(
             "lifetime too long",
             |c| {
@@ -526,7 +526,7 @@ fn corpus() -> Vec<Row> {
         )
         // The actor the rule lists is qualified by its issuer: the same name from another
         // trusted issuer is not it.
-        .as_actor(403, "access_denied", "actor_not_allowed"),
+        .actor_gets(403, "access_denied", "actor_not_allowed"),
         row(
             "duplicate sub",
             |c| {
@@ -616,12 +616,7 @@ fn corpus() -> Vec<Row> {
         ),
         row(
             "ES256 for an RS256-only issuer",
-            |c| {
-                c.attacker(
-                    &c.attacker_ec,
-                    json!({ "alg": "ES256", "kid": c.idp.kid() }),
-                )
-            },
+            |c| c.attacker(c.attacker_ec, json!({ "alg": "ES256", "kid": c.idp.kid() })),
             401,
             "alg_not_allowed",
         ),
@@ -651,7 +646,7 @@ fn corpus() -> Vec<Row> {
             "upstream_unavailable",
         )
         // Not the caller's fault in either place: retry later, as the subject would.
-        .as_actor(503, "upstream_unavailable", "jwks_unavailable"),
+        .actor_gets(503, "upstream_unavailable", "jwks_unavailable"),
     ]
 }
 

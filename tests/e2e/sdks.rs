@@ -648,10 +648,10 @@ async fn granted(stack: &Stack, target: &str) -> u64 {
         .text()
         .await
         .unwrap();
-    let series = format!("stsbridge_exchanges_total{{outcome=\"allow\",");
+    let series = "stsbridge_exchanges_total{outcome=\"allow\",";
     let label = format!("target=\"{target}\"}}");
     text.lines()
-        .filter(|l| l.starts_with(&series) && l.contains(&label))
+        .filter(|l| l.starts_with(series) && l.contains(&label))
         .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
         .sum()
 }
