@@ -1,11 +1,13 @@
-//! AWS through a wiremock stand-in speaking STS's documented wire format: what stsbridge sends,
-//! how it maps each STS error, and coalescing of concurrent misses.
+//! AWS through a stand-in speaking STS's documented wire format: what stsbridge sends, how it maps
+//! each STS error, coalescing of concurrent misses (however many callers map to one session), and
+//! misses for different sessions that never wait for each other.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use stsbridge_e2e::sts;
+use stsbridge_e2e::sts::{self, HeldSts};
 use wiremock::matchers::{body_string_contains, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -205,4 +207,122 @@ async fn an_unreachable_sts_is_503() {
     assert_eq!(body["error"], "upstream_unavailable");
     assert!(body["decision_id"].is_string());
     let _: Value = body;
+}
+
+/// Two targets whose provider requests are the same whoever asks (a fixed session name, no tag
+/// or source identity from the token), both open to every `svc:*` of `ci`.
+const SHARED_SESSIONS: &str = r#"
+version: 1
+targets:
+  - name: shared
+    aws: { role_arn: "arn:aws:iam::111111111111:role/shared", session_name: shared-builds }
+  - name: other
+    aws: { role_arn: "arn:aws:iam::111111111111:role/other", session_name: other-builds }
+rules:
+  - name: services
+    issuer: ci
+    subject: { glob: "svc:*" }
+    allow: [shared, other]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distinct_callers_that_map_to_one_session_make_one_upstream_call() {
+    let stand_in = MockServer::start().await;
+    // Held long enough that the callers overlap; what is asserted is the count, not the time.
+    Mock::given(method("POST"))
+        .and(body_string_contains("Action=AssumeRoleWithWebIdentity"))
+        .respond_with(success(1).set_delay(Duration::from_millis(500)))
+        .mount(&stand_in)
+        .await;
+    let stack = Stack::start(Setup {
+        sts: Some(&stand_in.uri()),
+        mappings: Some(SHARED_SESSIONS),
+        ..Setup::default()
+    })
+    .await;
+    // Forty callers: each its own subject and its own token.
+    let tokens: Vec<String> = (0..40)
+        .map(|i| {
+            format!(
+                "Bearer {}",
+                stack.idp.token(&format!("svc:caller-{i}"), json!({}))
+            )
+        })
+        .collect();
+
+    let answers =
+        futures::future::join_all(tokens.iter().map(|t| stack.credentials("shared", t))).await;
+    for (status, body, _) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        assert_eq!(body["AccessKeyId"], "ASIASTANDIN000000001");
+    }
+    let received = stand_in.received_requests().await.unwrap();
+    assert_eq!(
+        received.len(),
+        1,
+        "one upstream call for forty callers of one session"
+    );
+    assert_eq!(form(&received[0].body)["RoleSessionName"], "shared-builds");
+
+    let events = stack.bridge.audit_events_at_least(40).await;
+    let mut subjects: Vec<&str> = events
+        .iter()
+        .map(|e| e["caller"]["subject"].as_str().unwrap())
+        .collect();
+    subjects.sort_unstable();
+    subjects.dedup();
+    assert_eq!(subjects.len(), 40, "{events:?}");
+    let count = |e: &str| events.iter().filter(|v| v["cache"] == e).count();
+    assert_eq!(count("miss"), 1, "{events:?}");
+    assert_eq!(count("coalesced") + count("hit"), 39, "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miss_never_waits_for_another_sessions_upstream_call() {
+    // The first session's call is held at the stand-in until the test releases it.
+    let sts = HeldSts::start("/shared").await;
+    let stack = Arc::new(
+        Stack::start(Setup {
+            sts: Some(&sts.url),
+            mappings: Some(SHARED_SESSIONS),
+            ..Setup::default()
+        })
+        .await,
+    );
+    let auth = |sub: &str| format!("Bearer {}", stack.idp.token(sub, json!({})));
+
+    let held = {
+        let (stack, auth) = (Arc::clone(&stack), auth("svc:first"));
+        tokio::spawn(async move { stack.credentials("shared", &auth).await })
+    };
+    sts.wait_for_arrivals(1, Duration::from_secs(30), "the first session")
+        .await;
+
+    // Meanwhile a caller of another session gets its credential.
+    let (status, body, _) = tokio::time::timeout(
+        Duration::from_secs(30),
+        stack.credentials("other", &auth("svc:second")),
+    )
+    .await
+    .expect("the second session waited for the first session's upstream call");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["AccessKeyId"], "ASIASTANDIN000000002");
+    assert!(
+        !held.is_finished(),
+        "the first session's request ended before the stand-in answered it: {:?}",
+        held.await
+    );
+
+    // Released, the first session's call completes too.
+    sts.release();
+    let (status, body, _) = held.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["AccessKeyId"], "ASIASTANDIN000000001");
+    assert_eq!(
+        sts.roles(),
+        [
+            "arn:aws:iam::111111111111:role/shared",
+            "arn:aws:iam::111111111111:role/other"
+        ]
+    );
 }

@@ -1,7 +1,7 @@
 //! Running it in production, with injected faults: each test ends in an assertion about what
-//! callers got. IdP down past the refresh interval, throttling that clears, an upstream down with a
+//! callers got. IdP down past the refresh interval and past `max_staleness`, throttling that clears, an upstream down with a
 //! warm cache and the circuit breaker, a bad mapping file during traffic, SIGHUP, SIGTERM during
-//! traffic, the audit sink failing, and `/metrics` read by the Prometheus project's own parser.
+//! traffic (new connections refused while in-flight requests finish), the audit sink failing, and `/metrics` read by the Prometheus project's own parser.
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
@@ -10,7 +10,7 @@ use std::time::Duration;
 use stsbridge_e2e::clouds::gcp_sts_token;
 use stsbridge_e2e::moto::python;
 use stsbridge_e2e::otlp::{Collector, Span, tree};
-use stsbridge_e2e::sts;
+use stsbridge_e2e::sts::{self, HeldSts};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -170,6 +170,49 @@ async fn an_idp_down_longer_than_the_refresh_interval_does_not_stop_exchanges() 
             "stsbridge_jwks_refresh_total{issuer=ci,outcome=error}"
         ) >= 1.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_not_trusted_past_max_staleness_while_the_idp_is_down() {
+    // The smallest legal values: 5 s is the shortest refresh interval, and max_staleness may not
+    // be shorter than it.
+    let stack = Stack::start(Setup {
+        jwks: Some("{ discovery: true, refresh_interval: 5s, max_staleness: 5s }"),
+        ..Setup::default()
+    })
+    .await;
+    let auth = |sub: &str| format!("Bearer {}", stack.idp.token(sub, serde_json::json!({})));
+    let remembered = auth("svc:alice");
+    let (status, body, _) = stack.credentials("api", &remembered).await;
+    assert_eq!(status, 200, "{body}");
+
+    stack.idp.set_up(false);
+    // Wait out max_staleness from the last fetch that succeeded, as /readyz reports it (whole
+    // seconds, so one more): the only wait the test needs.
+    loop {
+        let ready = stack.get_json("/readyz").await;
+        let last = ready["issuers"][0]["last_success"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{ready}"));
+        let due = last + 5 + 1;
+        let now = stsbridge_e2e::idp::unix_now();
+        if now > due {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(due + 1 - now)).await;
+    }
+
+    // Neither a token validated while the keys were fresh nor a new one is accepted on keys that
+    // old: the caller is told to retry, and the service is not ready.
+    for (which, auth) in [("remembered", remembered), ("new", auth("svc:bob"))] {
+        let (status, body, headers) = stack.credentials("api", &auth).await;
+        assert_eq!(status, 503, "{which} token: {body}");
+        assert_eq!(body["error"], "upstream_unavailable", "{which} token");
+        assert!(headers.contains_key("retry-after"), "{which} token");
+    }
+    let ready = stack.get_json("/readyz").await;
+    assert_eq!(ready["ready"], false, "{ready}");
+    assert_eq!(ready["issuers"][0]["loaded"], false, "{ready}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,14 +383,11 @@ async fn a_bad_mapping_file_during_traffic_keeps_the_previous_set() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_during_traffic_cuts_no_request_off() {
-    let stand_in = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(aws_success(3).set_delay(Duration::from_millis(1500)))
-        .mount(&stand_in)
-        .await;
+async fn sigterm_refuses_new_connections_and_cuts_no_request_off() {
+    // Every answer is held at the stand-in until the test releases it.
+    let stand_in = HeldSts::start("").await;
     let mut stack = Stack::start(Setup {
-        sts: Some(&stand_in.uri()),
+        sts: Some(&stand_in.url),
         ..Setup::default()
     })
     .await;
@@ -367,32 +407,55 @@ async fn sigterm_during_traffic_cuts_no_request_off() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    stand_in
+        .wait_for_arrivals(10, Duration::from_secs(30), "before SIGTERM")
+        .await;
     stack.bridge.signal("TERM");
+
+    // During the drain, while all ten are still held: a new connection is refused (the signal
+    // takes effect a moment after it is sent; the wait ends as soon as it has).
+    let addr = stack.bridge.base.trim_start_matches("http://").to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::net::TcpStream::connect(&addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+            other => assert!(
+                tokio::time::Instant::now() < deadline,
+                "a new connection is still accepted during the drain: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused = reqwest::Client::new()
+        .get(stack.bridge.url("/healthz"))
+        .send()
+        .await;
+    assert!(
+        refused.as_ref().is_err_and(reqwest::Error::is_connect),
+        "a new request during the drain: {refused:?}"
+    );
+    assert!(
+        requests.iter().all(|r| !r.is_finished()),
+        "the held requests were cut off"
+    );
+    assert!(
+        stack.bridge.wait_exit(Duration::ZERO).await.is_none(),
+        "the process exited before its requests finished"
+    );
+
+    // Released, every one of them completes, and only then does the process exit.
+    stand_in.release();
     for r in requests {
         let (status, body) = r.await.unwrap().expect("the request completed");
         assert_eq!(status, 200, "{body}");
     }
-    assert_eq!(
-        stand_in.received_requests().await.unwrap().len(),
-        10,
-        "all ten were in flight at SIGTERM"
-    );
+    assert_eq!(stand_in.roles().len(), 10);
     let status = stack
         .bridge
         .wait_exit(Duration::from_secs(10))
         .await
         .expect("the process exits");
     assert!(status.success(), "{status:?}");
-    // New connections are no longer accepted.
-    assert!(
-        stack
-            .http
-            .get(stack.bridge.url("/healthz"))
-            .send()
-            .await
-            .is_err()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use stsbridge_e2e::{BridgeProcess, TestIdp, sts};
+use stsbridge_e2e::sts::HeldSts;
+use stsbridge_e2e::{BridgeProcess, TestIdp};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -51,7 +52,7 @@ cases:
     .unwrap();
     let (code, out, _) = run(dir.path(), &["test"]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("27 passed, 2 failed"), "{out}");
+    assert!(out.contains("29 passed, 2 failed"), "{out}");
     assert!(
         out.contains("FAIL  a feature branch deploys prod (wrong)")
             && out.contains("expected allow, but no allow rule matches"),
@@ -109,7 +110,7 @@ fn partner_init_writes_a_partner_file_whose_tests_pass_and_that_check_accepts() 
     );
     let (code, out, err) = run(dir.path(), &["test"]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("28 passed, 0 failed, in 6 file(s)"), "{out}");
+    assert!(out.contains("30 passed, 0 failed, in 6 file(s)"), "{out}");
 
     // The production config picks the partner up with no edit of its own.
     copy_dir(
@@ -191,26 +192,10 @@ async fn credentials(stack: &Stack, target: &str, token: &str) -> (u16, Value, O
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_partner_limits_hold_under_a_burst_while_other_partners_keep_succeeding() {
-    // The slow partner's target is an AWS role behind an STS that takes 3 s to answer (the
-    // provider timeout is 5 s), so its exchanges stay in flight; each client gets its own session
-    // (no shared cache entry).
-    let sts_stand_in = MockServer::start().await;
-    let expiration =
-        stsbridge::audit::rfc3339(std::time::SystemTime::now() + Duration::from_secs(3600));
-    Mock::given(method("POST"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_string(sts::web_identity_success(
-                    "arn:aws:sts::444444444444:assumed-role/partner/slow",
-                    "ASIAPARTNERSLOW00001",
-                    "partner-secret-000000000000000000000000",
-                    "partner-session-00000000000000000000000000000000",
-                    &expiration,
-                ))
-                .set_delay(Duration::from_secs(3)),
-        )
-        .mount(&sts_stand_in)
-        .await;
+    // The slow partner's target is an AWS role behind an STS stand-in that holds every answer
+    // until the test releases it, so its exchanges stay in flight; each client gets its own
+    // session (no shared cache entry).
+    let sts_stand_in = HeldSts::start("").await;
     let bursty = TestIdp::start().await;
     let slow = TestIdp::start().await;
     let slow_file = partner_file(
@@ -223,7 +208,7 @@ async fn per_partner_limits_hold_under_a_burst_while_other_partners_keep_succeed
         "targets:\n",
         "targets:\n  - { name: partner-slow-aws, aws: { role_arn: \"arn:aws:iam::444444444444:role/partner\", session_name: \"{{ subject }}\" } }\n",
     );
-    let sts = sts_stand_in.uri();
+    let sts = sts_stand_in.url.clone();
     let stack = Stack::start_with_files(
         TestIdp::start().await,
         Setup {
@@ -285,34 +270,57 @@ async fn per_partner_limits_hold_under_a_burst_while_other_partners_keep_succeed
             tokio::spawn(async move { credentials(&stack, "partner-slow-aws", &token).await })
         })
         .collect();
-    // While those are in flight, the other partner keeps getting answers.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut others_ok = 0;
+    // Each is either held at the stand-in or already answered: exactly 2 reached it, the other 6
+    // were refused at once.
+    sts_stand_in
+        .wait_for_arrivals(2, Duration::from_secs(30), "the slow partner's first two")
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while sts_stand_in.roles().len() + burst.iter().filter(|h| h.is_finished()).count() < 8 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} held at the stand-in, {} answered",
+            sts_stand_in.roles().len(),
+            burst.iter().filter(|h| h.is_finished()).count()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        sts_stand_in.roles().len(),
+        2,
+        "exchanges of the slow partner in flight at the upstream"
+    );
+    // While those two are in flight, the other partner keeps getting answers.
     for _ in 0..10 {
-        if credentials(&stack, "api", &other).await.0 == 200 {
-            others_ok += 1;
-        }
+        assert_eq!(credentials(&stack, "api", &other).await.0, 200);
     }
-    let mut statuses = Vec::new();
     let mut busy = 0;
+    let mut held = Vec::new();
     for handle in burst {
-        let (status, body, retry) = handle.await.unwrap();
-        if status == 429 {
-            assert!(
-                body["error_description"]
-                    .as_str()
-                    .unwrap()
-                    .contains("issuer partner-slow is over its max_concurrent"),
-                "{body}"
-            );
-            assert_eq!(retry.as_deref(), Some("1"));
-            busy += 1;
+        if !handle.is_finished() {
+            held.push(handle);
+            continue;
         }
-        statuses.push(status);
+        let (status, body, retry) = handle.await.unwrap();
+        assert_eq!(status, 429, "{body}");
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("issuer partner-slow is over its max_concurrent"),
+            "{body}"
+        );
+        assert_eq!(retry.as_deref(), Some("1"));
+        busy += 1;
     }
-    let ok = statuses.iter().filter(|s| **s == 200).count();
-    assert!((1..=2).contains(&ok) && ok + busy == 8, "{statuses:?}");
-    assert_eq!(others_ok, 10);
+    assert_eq!((held.len(), busy), (2, 6));
+    // Released, the two in flight get their credentials.
+    sts_stand_in.release();
+    for handle in held {
+        let (status, body, _) = handle.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(sts_stand_in.roles().len(), 2);
     let m = metrics(&stack).await;
     assert_eq!(
         sample(

@@ -309,7 +309,7 @@ async fn the_rust_sdks_use_the_agent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_agent_refuses_requests_without_each_protocols_header() {
+async fn the_agent_refuses_requests_without_each_protocols_header_or_with_a_wrong_value() {
     let s = agent_stack().await;
     let http = reqwest::Client::new();
     let url = |p: &str| s.agent.url(p);
@@ -383,6 +383,114 @@ async fn the_agent_refuses_requests_without_each_protocols_header() {
 
     let msi = url("/msi/token?api-version=2019-08-01&resource=https://management.azure.com");
     assert_eq!(status(http.get(&msi).send().await.unwrap()), 401);
+
+    // Present but wrong: near misses of each protocol's value, and the other protocol's secret.
+    let identity = env("IDENTITY_HEADER");
+    let changed = |v: &str| {
+        let mut v = v.to_owned();
+        let last = if v.ends_with('A') { "B" } else { "A" };
+        v.replace_range(v.len() - 1.., last);
+        v
+    };
+    let aws = url("/aws/credentials");
+    let but_last = |v: &str| v[..v.len() - 1].to_owned();
+    // (endpoint, header, what the value is, the value, the refusal); values are not printed.
+    let wrong: Vec<(&str, &str, &str, String, u16)> = vec![
+        (
+            &aws,
+            "Authorization",
+            "last character changed",
+            changed(&aws_secret),
+            401,
+        ),
+        (
+            &aws,
+            "Authorization",
+            "as a Bearer token",
+            format!("Bearer {aws_secret}"),
+            401,
+        ),
+        (
+            &aws,
+            "Authorization",
+            "one character more",
+            format!("{aws_secret}x"),
+            401,
+        ),
+        (
+            &aws,
+            "Authorization",
+            "one character less",
+            but_last(&aws_secret),
+            401,
+        ),
+        (
+            &aws,
+            "Authorization",
+            "the Azure secret",
+            identity.clone(),
+            401,
+        ),
+        (&gce, "Metadata-Flavor", "google", "google".to_owned(), 403),
+        (
+            &gce,
+            "Metadata-Flavor",
+            "Google2",
+            "Google2".to_owned(),
+            403,
+        ),
+        (&gce, "Metadata-Flavor", "Goog", "Goog".to_owned(), 403),
+        (&gce, "Metadata-Flavor", "true", "true".to_owned(), 403),
+        (
+            &msi,
+            "X-IDENTITY-HEADER",
+            "last character changed",
+            changed(&identity),
+            401,
+        ),
+        (
+            &msi,
+            "X-IDENTITY-HEADER",
+            "one character more",
+            format!("{identity}x"),
+            401,
+        ),
+        (
+            &msi,
+            "X-IDENTITY-HEADER",
+            "one character less",
+            but_last(&identity),
+            401,
+        ),
+        (
+            &msi,
+            "X-IDENTITY-HEADER",
+            "the AWS secret",
+            aws_secret.clone(),
+            401,
+        ),
+    ];
+    let mut accepted = Vec::new();
+    for (endpoint, name, what, value, want) in &wrong {
+        let got = status(
+            http.get(*endpoint)
+                .header(*name, value)
+                .send()
+                .await
+                .unwrap(),
+        );
+        if got != *want {
+            accepted.push(format!(
+                "{endpoint} with {name}: {what}: got {got}, not {want}"
+            ));
+        }
+    }
+    assert!(
+        accepted.is_empty(),
+        "wrong values:\n{}",
+        accepted.join("\n")
+    );
+
     assert_eq!(
         status(
             http.get(&msi)
@@ -527,6 +635,105 @@ async fn the_agent_refuses_requests_addressed_to_another_host() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(logged, "the refusal is logged:\n{}", s.agent.stderr());
+}
+
+/// Exchanges the service granted for `target`, from its metrics (counted before it answers).
+async fn granted(stack: &Stack, target: &str) -> u64 {
+    let text = stack
+        .http
+        .get(stack.bridge.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = "stsbridge_exchanges_total{outcome=\"allow\",";
+    let label = format!("target=\"{target}\"}}");
+    text.lines()
+        .filter(|l| l.starts_with(series) && l.contains(&label))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+/// Many SDK processes asking the agent at once, for each cloud: the agent asks the service once
+/// per target and serves every caller from that one answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sdk_requests_to_the_agent_make_one_request_to_the_service() {
+    let sts_stand_in = MockServer::start().await;
+    let expiration = stsbridge::audit::rfc3339(SystemTime::now() + Duration::from_secs(3600));
+    // Slow enough that the callers overlap at the agent; what is asserted is the count.
+    Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200)
+                .set_body_string(stsbridge_e2e::sts::web_identity_success(
+                    DEPLOY_ARN,
+                    "ASIACONCURRENT000001",
+                    "concurrent-secret-access-key-0000000000",
+                    "concurrent-session-token-00000000000000",
+                    &expiration,
+                ))
+                .set_delay(Duration::from_millis(500)),
+        )
+        .mount(&sts_stand_in)
+        .await;
+    let s = agent_stack_with_sts(&sts_stand_in.uri()).await;
+    let env = |k: &str| {
+        s.env
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    let aws_secret =
+        std::fs::read_to_string(env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")).unwrap();
+    let identity = env("IDENTITY_HEADER");
+    let http = reqwest::Client::new();
+    // What botocore, google-auth and azure-identity each send.
+    let requests = [
+        ("/aws/credentials", "Authorization", aws_secret.as_str()),
+        (
+            "/computeMetadata/v1/instance/service-accounts/default/token",
+            "Metadata-Flavor",
+            "Google",
+        ),
+        (
+            "/msi/token?api-version=2019-08-01&resource=https://management.azure.com",
+            "X-IDENTITY-HEADER",
+            identity.as_str(),
+        ),
+    ];
+    let calls = (0..30).map(|i| {
+        let (path, name, value) = requests[i % 3];
+        let request = http.get(s.agent.url(path)).header(name, value).send();
+        async move {
+            let r = request.await.unwrap();
+            let status = r.status().as_u16();
+            (path, status, r.json::<Value>().await.unwrap())
+        }
+    });
+    for (path, status, body) in futures::future::join_all(calls).await {
+        assert_eq!(status, 200, "{path}: {body}");
+        let served = &body[if path.starts_with("/aws") {
+            "AccessKeyId"
+        } else {
+            "access_token"
+        }];
+        let want = match path {
+            "/aws/credentials" => "ASIACONCURRENT000001",
+            p if p.starts_with("/msi") => "eyJ.entra-agent-token.sig",
+            _ => "ya29.agent-served-token",
+        };
+        assert_eq!(served, want, "{path}");
+    }
+    for target in ["deploy", "gcs", "mgmt"] {
+        assert_eq!(
+            granted(&s.stack, target).await,
+            1,
+            "the agent asked the service more than once for {target}"
+        );
+    }
+    assert_eq!(sts_stand_in.received_requests().await.unwrap().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

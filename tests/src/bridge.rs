@@ -170,16 +170,19 @@ impl BridgeProcess {
         assert!(status.success(), "kill -{signal} failed");
     }
 
-    /// Waits up to `timeout` for the process to exit; its exit status, or `None` if it still runs.
+    /// Waits up to `timeout` for the process to exit; its exit status, or `None` if it still runs
+    /// (with a zero `timeout`: whether it has exited now).
     pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
+        loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Some(status);
             }
+            if Instant::now() >= deadline {
+                return None;
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        None
     }
 
     /// Stops the process as an operator would (SIGTERM), waits for it to exit 0 and for the last

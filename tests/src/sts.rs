@@ -1,6 +1,6 @@
 //! AWS STS wire formats (query protocol, XML answers) for wiremock stand-ins: a wire-exact matcher
 //! of `AssumeRoleWithWebIdentity`, its success body, and the `ErrorResponse` every STS error comes
-//! in.
+//! in; and a stand-in that holds its answers until the test releases them ([`HeldSts`]).
 
 use wiremock::{Match, Request};
 
@@ -135,4 +135,119 @@ pub fn elements(xml: &str, tag: &str) -> Vec<String> {
         rest = &rest[end + close.len()..];
     }
     values
+}
+
+/// An STS stand-in that holds the answer to every `AssumeRoleWithWebIdentity` whose `RoleArn` ends
+/// with a given suffix until the test releases it, and answers the others at once: the way to see
+/// what is in flight at the upstream, with no timing. Each answer's access key id ends with the
+/// request's arrival number (`ASIASTANDIN000000001` for the first).
+pub struct HeldSts {
+    /// Its URL (`http://127.0.0.1:PORT`).
+    pub url: String,
+    state: std::sync::Arc<HeldState>,
+}
+
+struct HeldState {
+    held_suffix: String,
+    roles: std::sync::Mutex<Vec<String>>,
+    arrived: tokio::sync::Notify,
+    released: tokio::sync::watch::Sender<bool>,
+}
+
+/// How long a held request waits for its release before it is answered 500 (and the test that
+/// forgot to release it fails on that).
+const HOLD_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl HeldSts {
+    /// Starts the stand-in on 127.0.0.1, holding the roles that end with `held_suffix` (`""`:
+    /// every role).
+    pub async fn start(held_suffix: &str) -> HeldSts {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind STS stand-in");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let state = std::sync::Arc::new(HeldState {
+            held_suffix: held_suffix.to_owned(),
+            roles: std::sync::Mutex::new(Vec::new()),
+            arrived: tokio::sync::Notify::new(),
+            released: tokio::sync::watch::channel(false).0,
+        });
+        let app = axum::Router::new()
+            .route("/", axum::routing::post(held_answer))
+            .with_state(std::sync::Arc::clone(&state));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        HeldSts { url, state }
+    }
+
+    /// The `RoleArn` of every request so far, in order of arrival.
+    pub fn roles(&self) -> Vec<String> {
+        self.state.roles.lock().expect("lock").clone()
+    }
+
+    /// Waits until at least `n` requests have arrived; panics after `timeout` naming `what`.
+    pub async fn wait_for_arrivals(&self, n: usize, timeout: std::time::Duration, what: &str) {
+        let waited = tokio::time::timeout(timeout, async {
+            loop {
+                let notified = self.state.arrived.notified();
+                if self.roles().len() >= n {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await;
+        assert!(
+            waited.is_ok(),
+            "{what}: {} of {n} requests reached the STS stand-in",
+            self.roles().len()
+        );
+    }
+
+    /// Answers every held request, and every later one at once.
+    pub fn release(&self) {
+        self.state.released.send_replace(true);
+    }
+}
+
+async fn held_answer(
+    axum::extract::State(state): axum::extract::State<std::sync::Arc<HeldState>>,
+    body: String,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let role = crate::clouds::parse_form(body.as_bytes())
+        .remove("RoleArn")
+        .unwrap_or_default();
+    let n = {
+        let mut roles = state.roles.lock().expect("lock");
+        roles.push(role.clone());
+        roles.len()
+    };
+    state.arrived.notify_waiters();
+    if role.ends_with(&state.held_suffix) {
+        let mut released = state.released.subscribe();
+        let waited = tokio::time::timeout(HOLD_LIMIT, released.wait_for(|r| *r)).await;
+        if !matches!(waited, Ok(Ok(_))) {
+            return (
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "never released",
+            )
+                .into_response();
+        }
+    }
+    let expiration = stsbridge::audit::rfc3339(
+        std::time::SystemTime::now() + std::time::Duration::from_secs(3600),
+    );
+    (
+        [("content-type", "text/xml")],
+        web_identity_success(
+            "arn:aws:sts::111111111111:assumed-role/stand-in/held",
+            &format!("ASIASTANDIN{n:09}"),
+            &format!("stand-in-secret-access-key-{n:020}"),
+            &format!("stand-in-session-token-{n:040}"),
+            &expiration,
+        ),
+    )
+        .into_response()
 }

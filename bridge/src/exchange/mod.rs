@@ -380,7 +380,12 @@ impl Bridge {
                     .instrument(tracing::debug_span!("validate_actor"))
                     .await;
                 event.actor = Some(actor_caller);
-                let actor = validated.map_err(ExchangeError::ActorToken)?;
+                // Keys that cannot be fetched are the service's trouble, not a bad request: the
+                // caller retries, as it would for the subject.
+                let actor = validated.map_err(|e| match e {
+                    TokenError::KeysUnavailable => ExchangeError::KeysUnavailable,
+                    e => ExchangeError::ActorToken(e),
+                })?;
                 let slot = self.admit(policy, &actor, now).map_err(|e| match e {
                     ExchangeError::Token(t) => ExchangeError::ActorToken(t),
                     other => other,

@@ -145,11 +145,34 @@ fn discovery_names_the_issuer_and_its_jwks() {
         doc["id_token_signing_alg_values_supported"],
         json!(["RS256"])
     );
-    let jwks: Value = serde_json::from_str(&issuer.jwks_json()).unwrap();
-    assert!(
-        jwks["keys"][0].get("d").is_none(),
-        "no private part is published"
-    );
+}
+
+#[test]
+fn no_published_key_carries_a_private_member() {
+    // RFC 7518 §6.3.2 (RSA: d, p, q, dp, dq, qi, oth) and §6.2.2 (EC: d); `k` is a symmetric key.
+    const PRIVATE: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+    for algorithm in [SigningAlgorithm::Rs256, SigningAlgorithm::Es256] {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = config(Some(tmp.path().join("keys")), algorithm);
+        // The key in use and a staged one: every key in the set, not only the first.
+        rotate(&cfg, false, SystemTime::now()).unwrap();
+        let issuer = Issuer::load(&cfg).unwrap();
+        let jwks: Value = serde_json::from_str(&issuer.jwks_json()).unwrap();
+        let keys = jwks["keys"].as_array().unwrap();
+        assert_eq!(keys.len(), 2, "{algorithm:?}: {jwks}");
+        for key in keys {
+            let members: Vec<&String> = key.as_object().unwrap().keys().collect();
+            let private: Vec<&&String> = members
+                .iter()
+                .filter(|m| PRIVATE.contains(&m.as_str()))
+                .collect();
+            assert!(
+                private.is_empty(),
+                "{algorithm:?}: key {} publishes {private:?}",
+                key["kid"]
+            );
+        }
+    }
 }
 
 #[test]
