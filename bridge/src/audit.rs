@@ -10,6 +10,8 @@
 
 pub mod summary;
 
+pub use crate::clock::rfc3339;
+pub use crate::digest::short_hash;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::IpAddr;
@@ -59,7 +61,7 @@ pub struct AuditEvent {
     pub rule: Option<String>,
     /// The requested target.
     pub target: Option<String>,
-    /// `aws` or `jwt`.
+    /// `aws`, `gcp`, `azure` or `jwt`.
     pub provider: Option<&'static str>,
     /// `hit`, `miss`, `coalesced` or `stale`.
     pub cache: Option<&'static str>,
@@ -107,52 +109,6 @@ pub struct Caller {
     /// Whether the token passed validation; when false, `subject` and `jti_hash` are what an
     /// unverified token claimed.
     pub verified: bool,
-}
-
-/// A truncated SHA-256, hex: correlates without revealing.
-pub fn short_hash(value: &str) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, value.as_bytes());
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(24);
-    for b in &digest.as_ref()[..12] {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0x0f)]));
-    }
-    out
-}
-
-/// RFC 3339 in UTC with second precision, like AWS's `Expiration`.
-pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    // Years past 9999 (four digits) are not times anyone will see; they get the epoch, like an
-    // unrepresentable time.
-    let Some(at) = time::OffsetDateTime::from_unix_timestamp(secs as i64)
-        .ok()
-        .filter(|at| at.year() <= 9999)
-    else {
-        return "1970-01-01T00:00:00Z".into();
-    };
-    // Written by hand: this runs two or three times per exchange, and the formatting machinery
-    // of `time` costs several times more.
-    let (hour, minute, second) = at.to_hms();
-    let mut out = String::with_capacity(20);
-    let parts = [
-        (at.year().unsigned_abs(), 4, '-'),
-        (u32::from(u8::from(at.month())), 2, '-'),
-        (u32::from(at.day()), 2, 'T'),
-        (u32::from(hour), 2, ':'),
-        (u32::from(minute), 2, ':'),
-        (u32::from(second), 2, 'Z'),
-    ];
-    for (value, digits, then) in parts {
-        for i in (0..digits).rev() {
-            out.push(char::from(b'0' + ((value / 10u32.pow(i)) % 10) as u8));
-        }
-        out.push(then);
-    }
-    out
 }
 
 /// An audit file that follows rotation: when the path is removed or replaced (logrotate's move),

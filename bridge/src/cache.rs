@@ -29,7 +29,7 @@ use crate::upstream::Upstream;
 
 /// botocore refreshes credentials with less than this left, so AWS entries are never served with
 /// less (when the session is long enough to allow it).
-pub const AWS_MIN_REMAINING: Duration = Duration::from_secs(15 * 60);
+pub const AWS_MIN_REMAINING: Duration = stsbridge_providers::aws::SDK_REFRESH_MARGIN;
 /// A stale entry is not served in its last seconds: the caller could not use it anyway.
 const STALE_FLOOR: Duration = Duration::from_secs(30);
 /// After a failed refresh, wait this long before trying again from the hot path.

@@ -217,8 +217,6 @@ pub async fn serve(listen: Option<SocketAddr>, aws_endpoint: Option<String>) -> 
     }
 }
 
-/// `./mappings` when it exists, else the built-in copy in a temporary directory (kept alive by the
-/// returned guard).
 /// The trust entry of built-in issuer `name`.
 fn dev_trust(name: &str, url: &str, audience: &str, jwks: String) -> TrustConfig {
     TrustConfig {
@@ -259,6 +257,8 @@ pub fn offline(dir: &Path) -> Result<(Vec<TrustConfig>, Mappings), ConfigErrors>
     Ok((trust, mappings))
 }
 
+/// `./mappings` when it exists, else the built-in copy in a temporary directory (kept alive by the
+/// returned guard).
 fn mappings_dir() -> std::io::Result<(PathBuf, Option<tempfile::TempDir>)> {
     let local = PathBuf::from("mappings");
     if local.is_dir() {

@@ -20,7 +20,7 @@
 //!   loopback sidecar that serves each cloud SDK's own local credential protocol.
 //! - [`cli`]: the command line.
 //!
-//! The providers (AWS, internal JWT) live in the `stsbridge-providers` crate.
+//! The providers (AWS, GCP, Azure, internal JWT) live in the `stsbridge-providers` crate.
 
 #![forbid(unsafe_code)]
 
@@ -30,8 +30,10 @@ pub mod breaker;
 pub mod cache;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod dev;
+pub mod digest;
 pub mod exchange;
 pub mod exit;
 pub mod http;

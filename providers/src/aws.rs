@@ -38,6 +38,9 @@ pub const MAX_CHAINED_DURATION: Duration = Duration::from_secs(3600);
 pub const MAX_DURATION: Duration = Duration::from_secs(12 * 3600);
 /// The shortest session STS grants.
 pub const MIN_DURATION: Duration = Duration::from_secs(900);
+/// botocore (and the other AWS SDKs) refresh credentials that have less than this left, so
+/// credentials served with less make every SDK call come back for new ones.
+pub const SDK_REFRESH_MARGIN: Duration = Duration::from_secs(15 * 60);
 /// Attempts per STS call, first included: enough to ride out a throttling burst, bounded so a caller
 /// is not held for long.
 const MAX_ATTEMPTS: u32 = 3;

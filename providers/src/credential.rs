@@ -13,7 +13,7 @@ use secrecy::SecretString;
 pub enum Credential {
     /// Temporary AWS credentials from STS.
     Aws(AwsCredential),
-    /// A bearer token (the internal JWT).
+    /// A bearer token: a GCP access token, an Azure access token, or an internal JWT.
     Token(AccessToken),
 }
 

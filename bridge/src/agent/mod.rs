@@ -34,7 +34,7 @@ use crate::client::{BridgeClient, ClientError, read_token};
 pub use routes::router;
 
 /// AWS credentials are refreshed with this much left: botocore treats anything shorter as expired.
-const AWS_MARGIN: Duration = Duration::from_secs(15 * 60);
+const AWS_MARGIN: Duration = stsbridge_providers::aws::SDK_REFRESH_MARGIN;
 /// Other tokens are refreshed with this much left.
 const TOKEN_MARGIN: Duration = Duration::from_secs(5 * 60);
 

@@ -132,12 +132,7 @@ impl Bridge {
         now: SystemTime,
         caller: &mut Caller,
     ) -> Result<Arc<ValidatedToken>, TokenError> {
-        let digest: [u8; 32] = {
-            let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, raw.as_bytes());
-            let mut out = [0u8; 32];
-            out.copy_from_slice(d.as_ref());
-            out
-        };
+        let digest = crate::digest::sha256(raw.as_bytes());
         if let Some(hit) = policy.verified.get(&digest) {
             let key_published = self
                 .keys_of(policy, &hit.token.trust)

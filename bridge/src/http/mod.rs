@@ -376,10 +376,13 @@ async fn metrics(State(bridge): State<Arc<Bridge>>) -> Response {
 /// Readiness, for anyone who asks: what is wrong is named (the signing key, an issuer's keys),
 /// never described with an upstream's error text, which goes to the log instead.
 async fn readyz(State(bridge): State<Arc<Bridge>>) -> Response {
-    let mappings = bridge.mappings();
-    let ready = bridge.ready();
-    let mut issuers = bridge.jwks().status();
+    // One snapshot of the policy for the whole answer: a reload in between cannot make it
+    // describe two different policies.
+    let policy = bridge.policy();
+    let mappings = policy.mappings();
     let signing_key = bridge.issuer().active_kid();
+    let ready = signing_key.is_some() && policy.jwks().all_loaded();
+    let mut issuers = policy.jwks().status();
     let problems = problems(signing_key.as_deref(), &issuers);
     // Partner entries nobody has used yet are counted, not listed: there may be thousands.
     let lazy = issuers.iter().filter(|i| i.lazy).count();

@@ -115,14 +115,22 @@ pub enum TargetKind {
 }
 
 impl TargetKind {
-    /// The provider's name.
-    pub fn provider(&self) -> &'static str {
+    /// The provider's kind.
+    pub fn kind(&self) -> stsbridge_providers::ProviderKind {
+        use stsbridge_providers::ProviderKind;
         match self {
-            TargetKind::Aws(_) => "aws",
-            TargetKind::Gcp(_) => "gcp",
-            TargetKind::Azure(_) => "azure",
-            TargetKind::Jwt(_) => "jwt",
+            TargetKind::Aws(_) => ProviderKind::Aws,
+            TargetKind::Gcp(_) => ProviderKind::Gcp,
+            TargetKind::Azure(_) => ProviderKind::Azure,
+            TargetKind::Jwt(_) => ProviderKind::Jwt,
         }
+    }
+
+    /// The provider's name (`aws`, `gcp`, `azure`, `jwt`), as [`ProviderKind`] names it.
+    ///
+    /// [`ProviderKind`]: stsbridge_providers::ProviderKind
+    pub fn provider(&self) -> &'static str {
+        self.kind().as_str()
     }
 }
 

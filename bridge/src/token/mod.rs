@@ -11,7 +11,8 @@ pub mod json;
 pub mod jwks;
 pub mod keys;
 
-use std::time::{Duration, SystemTime};
+pub use crate::clock::{from_unix_seconds, unix_seconds};
+use std::time::SystemTime;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -445,17 +446,6 @@ fn numeric_date(
         }
         Some(_) => Err(TokenError::InvalidClaim(name)),
     }
-}
-
-/// Seconds since the epoch (0 for times before it).
-pub fn unix_seconds(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// The time `secs` after the epoch.
-pub fn from_unix_seconds(secs: u64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
 }
 
 #[cfg(test)]
