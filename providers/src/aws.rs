@@ -395,5 +395,20 @@ fn rejected(
     }
 }
 
+/// Whether `arn` is an IAM role ARN: `arn:<partition>:iam::<12 digits>:role/<path and name>`.
+pub fn valid_role_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    parts.len() == 6
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[2] == "iam"
+        && parts[3].is_empty()
+        && parts[4].len() == 12
+        && parts[4].bytes().all(|b| b.is_ascii_digit())
+        && parts[5]
+            .strip_prefix("role/")
+            .is_some_and(|r| !r.is_empty())
+}
+
 #[cfg(test)]
 mod tests;

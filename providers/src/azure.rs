@@ -204,6 +204,30 @@ fn entra_error(status: u16, body: &Value, request: &AzureRequest) -> ProviderErr
     }
 }
 
+/// Whether `s` is a GUID (8-4-4-4-12 hex digits), as Entra tenant and client ids are.
+pub fn is_guid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Whether `s` is a DNS domain name (a verified tenant domain).
+pub fn is_domain(s: &str) -> bool {
+    s.len() <= 253
+        && s.contains('.')
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

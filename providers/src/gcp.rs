@@ -304,6 +304,45 @@ fn iam_error(status: u16, body: &Value, email: &str) -> ProviderError {
     }
 }
 
+/// `//iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/ID`,
+/// pool and provider ids being 4-32 lowercase letters, digits and hyphens.
+pub fn valid_pool_provider_audience(audience: &str) -> bool {
+    let Some(rest) = audience.strip_prefix("//iam.googleapis.com/projects/") else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split('/').collect();
+    let id = |s: &str| {
+        (4..=32).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    parts.len() == 7
+        && !parts[0].is_empty()
+        && parts[0].bytes().all(|b| b.is_ascii_digit())
+        && parts[1] == "locations"
+        && parts[2] == "global"
+        && parts[3] == "workloadIdentityPools"
+        && id(parts[4])
+        && parts[5] == "providers"
+        && id(parts[6])
+}
+
+/// `name@project.iam.gserviceaccount.com` and Google's other service account domains.
+pub fn valid_service_account(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    (6..=63).contains(&local.len())
+        && local
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !local.starts_with('-')
+        && domain.ends_with(".gserviceaccount.com")
+        && domain
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,6 +28,7 @@ pub mod gcp;
 pub mod jwt;
 pub mod request;
 pub mod rest;
+pub mod sanitize;
 pub mod signer;
 
 use std::time::{Duration, SystemTime};

@@ -170,7 +170,7 @@ pub(super) fn explain(path: &Path, token_file: &Path, target: &str) -> ExitCode 
         );
     }
     for r in &rules {
-        print!("\n{}", r.render(&token.subject));
+        print!("\n{}", r.report(&token.subject));
     }
     let decision = mappings.decide(&token, target);
     println!();

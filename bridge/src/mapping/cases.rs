@@ -321,7 +321,7 @@ pub fn run_case(
             );
         }
         for r in &rules {
-            explanation.push_str(&r.render(&token.subject));
+            explanation.push_str(&r.report(&token.subject));
         }
     }
     Ok(CaseResult {

@@ -86,7 +86,7 @@ pub struct RuleExplanation {
 impl RuleExplanation {
     /// The explanation as `stsbridge explain` and `stsbridge test` print it: the rule, then each
     /// test with its outcome and the value the token had.
-    pub fn render(&self, subject: &str) -> String {
+    pub fn report(&self, subject: &str) -> String {
         use std::fmt::Write as _;
         let effect = match (self.effect, self.mode) {
             (Effect::Allow, RuleMode::Enforce) => "allow",

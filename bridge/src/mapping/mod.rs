@@ -23,8 +23,10 @@ pub mod file;
 mod index;
 mod load;
 mod render;
-pub mod sanitize;
 pub mod scopes;
+
+/// Rendered values cut to each cloud's limits: the providers own the clouds' limits.
+pub use stsbridge_providers::sanitize;
 pub mod template;
 pub mod terraform;
 

@@ -872,7 +872,7 @@ fn denial_failures_name_the_tests_not_the_token_values() {
     );
     assert!(
         integration
-            .render(&t.subject)
+            .report(&t.subject)
             .contains("(token: \"initech\")")
     );
     assert!(!integration.failures().join(" ").contains("initech"));

@@ -96,18 +96,7 @@ impl Builder {
     }
 
     fn role_arn(&mut self, file: &Path, path: String, arn: &str) {
-        let parts: Vec<&str> = arn.splitn(6, ':').collect();
-        let ok = parts.len() == 6
-            && parts[0] == "arn"
-            && parts[1].starts_with("aws")
-            && parts[2] == "iam"
-            && parts[3].is_empty()
-            && parts[4].len() == 12
-            && parts[4].bytes().all(|b| b.is_ascii_digit())
-            && parts[5]
-                .strip_prefix("role/")
-                .is_some_and(|r| !r.is_empty());
-        if !ok {
+        if !stsbridge_providers::aws::valid_role_arn(arn) {
             self.err(
                 file,
                 path,

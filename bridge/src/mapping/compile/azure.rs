@@ -18,7 +18,9 @@ impl Builder {
                 format!("{at}.tenant_id"),
                 format!("{:?} is a multi-tenant alias; the client-credentials grant needs the tenant's id or domain", a.tenant_id),
             );
-        } else if !is_guid(&a.tenant_id) && !is_domain(&a.tenant_id) {
+        } else if !stsbridge_providers::azure::is_guid(&a.tenant_id)
+            && !stsbridge_providers::azure::is_domain(&a.tenant_id)
+        {
             self.err(
                 file,
                 format!("{at}.tenant_id"),
@@ -28,7 +30,7 @@ impl Builder {
                 ),
             );
         }
-        if !is_guid(&a.client_id) {
+        if !stsbridge_providers::azure::is_guid(&a.client_id) {
             self.err(
                 file,
                 format!("{at}.client_id"),
@@ -52,26 +54,4 @@ impl Builder {
             scope: a.scope,
         })
     }
-}
-
-fn is_guid(s: &str) -> bool {
-    let groups: Vec<&str> = s.split('-').collect();
-    groups.len() == 5
-        && groups
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
-fn is_domain(s: &str) -> bool {
-    s.len() <= 253
-        && s.contains('.')
-        && s.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !label.starts_with('-')
-        })
 }

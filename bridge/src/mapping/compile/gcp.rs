@@ -10,7 +10,7 @@ impl Builder {
         g: file::GcpTargetFile,
     ) -> Option<GcpTarget> {
         let before = self.errors.len();
-        if !valid_gcp_audience(&g.audience) {
+        if !stsbridge_providers::gcp::valid_pool_provider_audience(&g.audience) {
             self.err(
                 file,
                 format!("{at}.audience"),
@@ -22,7 +22,7 @@ impl Builder {
             );
         }
         if let Some(sa) = &g.service_account
-            && !valid_service_account(sa)
+            && !stsbridge_providers::gcp::valid_service_account(sa)
         {
             self.err(
                 file,
@@ -31,7 +31,7 @@ impl Builder {
             );
         }
         for (j, d) in g.delegates.iter().enumerate() {
-            if !valid_service_account(d) {
+            if !stsbridge_providers::gcp::valid_service_account(d) {
                 self.err(
                     file,
                     format!("{at}.delegates[{j}]"),
@@ -123,43 +123,4 @@ impl Builder {
             delegates: g.delegates,
         })
     }
-}
-
-/// `//iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/ID`,
-/// pool and provider ids being 4-32 lowercase letters, digits and hyphens.
-fn valid_gcp_audience(audience: &str) -> bool {
-    let Some(rest) = audience.strip_prefix("//iam.googleapis.com/projects/") else {
-        return false;
-    };
-    let parts: Vec<&str> = rest.split('/').collect();
-    let id = |s: &str| {
-        (4..=32).contains(&s.len())
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    };
-    parts.len() == 7
-        && !parts[0].is_empty()
-        && parts[0].bytes().all(|b| b.is_ascii_digit())
-        && parts[1] == "locations"
-        && parts[2] == "global"
-        && parts[3] == "workloadIdentityPools"
-        && id(parts[4])
-        && parts[5] == "providers"
-        && id(parts[6])
-}
-
-/// `name@project.iam.gserviceaccount.com` and Google's other service account domains.
-fn valid_service_account(email: &str) -> bool {
-    let Some((local, domain)) = email.split_once('@') else {
-        return false;
-    };
-    (6..=63).contains(&local.len())
-        && local
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !local.starts_with('-')
-        && domain.ends_with(".gserviceaccount.com")
-        && domain
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
 }
