@@ -225,7 +225,7 @@ fn dev_trust(name: &str, url: &str, audience: &str, jwks: String) -> TrustConfig
         audiences: vec![audience.to_owned()],
         jwks: JwksSource::Inline(jwks),
         allow_insecure_loopback: true,
-        algorithms: vec![jsonwebtoken::Algorithm::ES256],
+        algorithms: vec![crate::jose::Algorithm::ES256],
         leeway: Duration::from_secs(30),
         max_token_lifetime: MAX_DEV_TOKEN_LIFETIME,
         replay_reject: false,

@@ -38,6 +38,7 @@ pub mod exchange;
 pub mod exit;
 pub mod http;
 pub mod issuer;
+pub mod jose;
 pub mod limits;
 pub mod mapping;
 pub mod metrics;

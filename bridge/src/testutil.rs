@@ -44,7 +44,7 @@ pub fn trust() -> TrustConfig {
         audiences: vec![AUDIENCE.into()],
         jwks: JwksSource::Inline(String::new()),
         allow_insecure_loopback: false,
-        algorithms: vec![jsonwebtoken::Algorithm::RS256],
+        algorithms: vec![crate::jose::Algorithm::RS256],
         leeway: Duration::from_secs(30),
         max_token_lifetime: Duration::from_secs(3600),
         replay_reject: false,

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use libfuzzer_sys::fuzz_target;
+use stsbridge::mapping::delegation::PriorAct;
 use stsbridge::mapping::{Decision, Mappings, RenderInput, render};
 use stsbridge::token::ValidatedToken;
 
@@ -29,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
     for name in mappings.target_names() {
         let _ = mappings.explain(&token, name);
         if let Decision::Allow { target, .. } = mappings.decide(&token, name) {
-            let input = RenderInput { token: &token, raw_token: "x.y.z", requested_scopes: None, actor: None };
+            let input = RenderInput { token: &token, raw_token: "x.y.z", requested_scopes: None, actor: None, prior_act: &PriorAct::Absent };
             let _ = render(target, &input);
         }
     }

@@ -23,7 +23,7 @@ fn fixtures() -> &'static (TrustConfig, KeySet) {
             audiences: vec!["https://sts.example.com".into()],
             jwks: JwksSource::Inline(jwks),
             allow_insecure_loopback: false,
-            algorithms: vec![jsonwebtoken::Algorithm::RS256, jsonwebtoken::Algorithm::ES256],
+            algorithms: vec![stsbridge::jose::Algorithm::RS256, stsbridge::jose::Algorithm::ES256],
             leeway: Duration::from_secs(30),
             max_token_lifetime: Duration::from_secs(3600),
             replay_reject: true,
@@ -33,6 +33,8 @@ fn fixtures() -> &'static (TrustConfig, KeySet) {
             rate_limit: None,
             max_concurrent: None,
             lazy_jwks: false,
+            accept_act: false,
+            require_iat: true,
         };
         (trust, keys)
     })

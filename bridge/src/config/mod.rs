@@ -21,7 +21,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use jsonwebtoken::Algorithm;
+use crate::jose::Algorithm;
 use serde::de::DeserializeOwned;
 use stsbridge_providers::aws::AwsSettings;
 use stsbridge_providers::azure::AzureSettings;

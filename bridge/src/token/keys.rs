@@ -7,11 +7,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
+use crate::jose::Algorithm;
 use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
 use aws_lc_rs::signature::{self as sig, ParsedPublicKey, RsaPublicKeyComponents};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::Algorithm;
 use serde_json::Value;
 
 /// Largest JWKS document accepted: real ones are a few KiB.
@@ -35,19 +35,18 @@ pub enum KeyFamily {
 }
 
 impl KeyFamily {
-    /// The family `alg` needs; `None` for algorithms issuers may never use (HMAC).
-    pub fn of(alg: Algorithm) -> Option<KeyFamily> {
+    /// The family `alg` needs.
+    pub fn of(alg: Algorithm) -> KeyFamily {
         match alg {
             Algorithm::RS256
             | Algorithm::RS384
             | Algorithm::RS512
             | Algorithm::PS256
             | Algorithm::PS384
-            | Algorithm::PS512 => Some(KeyFamily::Rsa),
-            Algorithm::ES256 => Some(KeyFamily::P256),
-            Algorithm::ES384 => Some(KeyFamily::P384),
-            Algorithm::EdDSA => Some(KeyFamily::Ed25519),
-            _ => None,
+            | Algorithm::PS512 => KeyFamily::Rsa,
+            Algorithm::ES256 => KeyFamily::P256,
+            Algorithm::ES384 => KeyFamily::P384,
+            Algorithm::EdDSA => KeyFamily::Ed25519,
         }
     }
 }
@@ -104,12 +103,12 @@ impl VerifyingKey {
 }
 
 fn parse_for(alg: Algorithm, public: &[u8]) -> Option<ParsedPublicKey> {
-    ParsedPublicKey::new(verification(alg)?, public).ok()
+    ParsedPublicKey::new(verification(alg), public).ok()
 }
 
 /// The aws-lc-rs verification algorithm of a JOSE signature algorithm.
-fn verification(alg: Algorithm) -> Option<&'static dyn sig::VerificationAlgorithm> {
-    Some(match alg {
+fn verification(alg: Algorithm) -> &'static dyn sig::VerificationAlgorithm {
+    match alg {
         Algorithm::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
         Algorithm::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
         Algorithm::RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
@@ -119,22 +118,11 @@ fn verification(alg: Algorithm) -> Option<&'static dyn sig::VerificationAlgorith
         Algorithm::ES256 => &sig::ECDSA_P256_SHA256_FIXED,
         Algorithm::ES384 => &sig::ECDSA_P384_SHA384_FIXED,
         Algorithm::EdDSA => &sig::ED25519,
-        _ => return None,
-    })
+    }
 }
 
 /// Every signature algorithm stsbridge verifies; a key may do those of its family.
-const ALGORITHMS: [Algorithm; 9] = [
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::EdDSA,
-];
+const ALGORITHMS: [Algorithm; 9] = Algorithm::ALL;
 
 impl std::fmt::Debug for VerifyingKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -188,7 +176,7 @@ impl KeySet {
     /// `None` when a `kid` was given and no key has it.
     pub fn candidates(&self, kid: Option<&str>, alg: Algorithm) -> Option<Vec<&VerifyingKey>> {
         let family = KeyFamily::of(alg);
-        let fits = |k: &&VerifyingKey| Some(k.family) == family && k.alg.is_none_or(|a| a == alg);
+        let fits = |k: &&VerifyingKey| k.family == family && k.alg.is_none_or(|a| a == alg);
         match kid {
             Some(kid) => {
                 let idx = self.by_kid.get(kid)?;
@@ -257,7 +245,7 @@ fn parse_jwk(jwk: &Value) -> Result<VerifyingKey, String> {
     let alg = match field("alg") {
         None => None,
         Some(name) => match name.parse::<Algorithm>() {
-            Ok(a) if KeyFamily::of(a).is_some() => Some(a),
+            Ok(a) => Some(a),
             _ => {
                 return Err(format!(
                     "alg {name:?} is not a supported signature algorithm"
@@ -317,13 +305,13 @@ fn parse_jwk(jwk: &Value) -> Result<VerifyingKey, String> {
         other => return Err(format!("kty {other:?} is not a signature key type")),
     };
     if let Some(a) = alg
-        && KeyFamily::of(a) != Some(family)
+        && KeyFamily::of(a) != family
     {
         return Err(format!("alg {a:?} does not fit the key type"));
     }
     let mut parsed: Vec<(Algorithm, OnceLock<Option<ParsedPublicKey>>)> = ALGORITHMS
         .iter()
-        .filter(|a| KeyFamily::of(**a) == Some(family) && alg.is_none_or(|only| only == **a))
+        .filter(|a| KeyFamily::of(**a) == family && alg.is_none_or(|only| only == **a))
         .map(|a| (*a, OnceLock::new()))
         .collect();
     // Parsed now for the first algorithm (RS256 for an RSA key without `alg`): a malformed key

@@ -47,7 +47,7 @@ fn a_valid_es256_token_passes_where_allowed() {
     let key = ec_key();
     let keys = keyset(&[&key]);
     let mut trust = trust();
-    trust.algorithms = vec![jsonwebtoken::Algorithm::ES256];
+    trust.algorithms = vec![crate::jose::Algorithm::ES256];
     assert!(check(&sign(&key, &claims()), &keys, &trust, now()).is_ok());
 }
 
