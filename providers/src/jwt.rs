@@ -18,6 +18,9 @@ use crate::{Issued, Provider, UpstreamInfo};
 /// RFC 8693 token type of the tokens this provider issues.
 pub const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 
+/// Internal tokens are for service-to-service calls: an hour is the most they should live.
+pub const MAX_JWT_LIFETIME: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// The internal JWT provider.
 pub struct JwtProvider {
     signer: Arc<dyn AssertionSigner>,

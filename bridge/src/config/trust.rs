@@ -222,7 +222,7 @@ pub fn own_trust(url: &str, audiences: Vec<String>) -> TrustConfig {
         allow_insecure_loopback: false,
         algorithms: vec![Algorithm::RS256, Algorithm::ES256],
         leeway: DEFAULT_LEEWAY,
-        max_token_lifetime: crate::mapping::MAX_JWT_LIFETIME,
+        max_token_lifetime: stsbridge_providers::jwt::MAX_JWT_LIFETIME,
         replay_reject: false,
         jwks_refresh: DEFAULT_JWKS_REFRESH,
         max_staleness: DEFAULT_MAX_STALENESS,

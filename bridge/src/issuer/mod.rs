@@ -117,7 +117,7 @@ impl std::fmt::Debug for Issuer {
 /// How long a replaced key stays published: the longest token stsbridge signs (an internal JWT of
 /// up to an hour, or an assertion) plus a minute of clock skew.
 fn retention_for(assertion_lifetime: Duration) -> Duration {
-    assertion_lifetime.max(crate::mapping::MAX_JWT_LIFETIME) + Duration::from_secs(60)
+    assertion_lifetime.max(stsbridge_providers::jwt::MAX_JWT_LIFETIME) + Duration::from_secs(60)
 }
 
 impl Issuer {

@@ -73,8 +73,7 @@ const DEFAULT_JWT_LIFETIME: Duration = Duration::from_secs(300);
 const MIN_JWT_LIFETIME: Duration = Duration::from_secs(30);
 /// The shortest lifetime asked of a cloud token: anything shorter is spent on the round trip.
 const MIN_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
-/// Internal tokens are for service-to-service calls: an hour is the most they should live.
-pub const MAX_JWT_LIFETIME: Duration = Duration::from_secs(3600);
+pub use stsbridge_providers::jwt::MAX_JWT_LIFETIME;
 /// Longest chain of `act` claims a minted token may carry.
 pub const MAX_DELEGATION_DEPTH: usize = 4;
 /// How the default `sub` of a cloud assertion starts (`target:<name>`); no internal token's
