@@ -260,7 +260,7 @@ impl Audit {
     }
 }
 
-/// Writes ended summary intervals every [`SUMMARY_TICK`] until `audit` is dropped; a write that
+/// Writes ended summary intervals every `SUMMARY_TICK` until `audit` is dropped; a write that
 /// fails goes to `failed` (the summaries it held are lost: they counted requests that were all
 /// refused, so no credential goes unrecorded). Must run inside a tokio runtime.
 pub fn spawn_summary_writer(

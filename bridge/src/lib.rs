@@ -5,26 +5,28 @@
 //!
 //! Module map, in the order of one exchange:
 //! - [`config`]: the YAML config, compiled into a validated [`config::Config`].
-//! - [`token`]: token validation (pure) and JWKS fetching ([`token::jwks`]).
-//! - [`mapping`]: targets and rules; decisions, `explain`, and rendering provider requests.
+//! - [`token`]: token validation (pure) and JWKS fetching ([`token::jwks`]); [`jose`] names the
+//!   signature algorithms.
+//! - [`mapping`]: targets and rules; decisions, `explain`, delegation, and rendering provider
+//!   requests.
 //! - [`issuer`]: stsbridge's own signing keys, discovery documents and minting.
 //! - [`cache`]: the credential cache with coalescing and refresh ahead, in front of
 //!   [`upstream`], the providers by kind, each behind a circuit [`breaker`].
-//! - [`limits`]: per-caller rate limits and single-use `jti`s.
+//! - [`limits`]: per-caller rate limits, single-use `jti`s, failed validations per address.
 //! - [`exchange`]: [`exchange::Bridge`], which runs one exchange end to end.
 //! - [`audit`]: one JSON event per decision; [`metrics`]: Prometheus metrics.
 //! - [`http`]: the routes; [`http::error`] is the one place errors become responses.
 //! - [`server`]: `run(listener, bridge, shutdown)`, and `run_tls` over [`tls`].
 //! - [`dev`]: dev mode (`stsbridge serve` without a config).
-//! - [`client`]: the service's client side, for `credential-process` and the [`agent`], the
+//! - [`client`]: the service's client side, for `credential-process` and [`client::agent`], the
 //!   loopback sidecar that serves each cloud SDK's own local credential protocol.
-//! - [`cli`]: the command line.
+//! - [`cli`]: the command line, with [`exit`] codes; [`partner`]: `partner init`.
+//! - [`clock`] and [`digest`]: time and hashing as stsbridge writes them.
 //!
 //! The providers (AWS, GCP, Azure, internal JWT) live in the `stsbridge-providers` crate.
 
 #![forbid(unsafe_code)]
 
-pub mod agent;
 pub mod audit;
 pub mod breaker;
 pub mod cache;

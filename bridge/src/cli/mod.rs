@@ -253,7 +253,7 @@ pub fn main() -> ExitCode {
             state_dir,
             gcp_project,
             azure_identity_header_file,
-        } => agent(crate::agent::AgentOptions {
+        } => agent(crate::client::agent::AgentOptions {
             bridge,
             token_file,
             listen,
@@ -291,14 +291,17 @@ fn load_all(path: &Path) -> Result<(config::Config, Mappings), ConfigErrors> {
     Ok((config, mappings))
 }
 
-fn agent(options: crate::agent::AgentOptions) -> ExitCode {
+fn agent(options: crate::client::agent::AgentOptions) -> ExitCode {
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    match rt.block_on(crate::agent::run(options)) {
+    match rt.block_on(crate::client::agent::run(options)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e @ (crate::agent::AgentError::Options(_) | crate::agent::AgentError::Client(_))) => {
+        Err(
+            e @ (crate::client::agent::AgentError::Options(_)
+            | crate::client::agent::AgentError::Client(_)),
+        ) => {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_CONFIG)
         }

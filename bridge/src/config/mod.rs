@@ -1,6 +1,6 @@
 //! Configuration: the YAML file users write, compiled into a validated internal [`Config`].
 //!
-//! Two layers, as in kanidm: [`file`] mirrors the YAML (unknown keys rejected, a `version` field), and
+//! Two layers, as in kanidm: [`file`](mod@file) mirrors the YAML (unknown keys rejected, a `version` field), and
 //! [`Config`] is what the rest of the service uses. Compiling collects every problem it finds, each
 //! naming the file, the field path and the bad value, so `stsbridge check` can list them all at once.
 //! Rooms: `file` (the YAML as written), `compile` (into [`Config`]), `trust` (trust entries),

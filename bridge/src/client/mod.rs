@@ -2,6 +2,8 @@
 //! request per credential, the subject token read fresh from its file every time (projected
 //! Kubernetes tokens rotate under the same path), errors turned into one-line messages.
 
+pub mod agent;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
