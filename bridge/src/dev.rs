@@ -170,7 +170,7 @@ pub async fn serve(listen: Option<SocketAddr>, aws_endpoint: Option<String>) -> 
         Ok(b) => b,
         Err(StartError::Mappings(errors)) => return config_errors(&errors),
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", crate::exit::chain(&e));
             return ExitCode::from(EXIT_FAILURE);
         }
     };

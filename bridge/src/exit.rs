@@ -17,6 +17,18 @@ pub fn config_errors(errors: &ConfigErrors) -> ExitCode {
     ExitCode::from(EXIT_CONFIG)
 }
 
+/// `error` and its causes, outermost first, as one line: `error: cause: cause's cause`.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 /// `result`'s value, or its errors printed and exit code 64.
 pub fn or_config_errors<T>(result: Result<T, ConfigErrors>) -> Result<T, ExitCode> {
     result.map_err(|errors| config_errors(&errors))

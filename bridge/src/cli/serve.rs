@@ -52,7 +52,7 @@ pub(super) fn serve(
                 return config_errors(&errors);
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", crate::exit::chain(&e));
                 return ExitCode::from(EXIT_FAILURE);
             }
         };

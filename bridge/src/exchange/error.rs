@@ -152,8 +152,8 @@ pub enum StartError {
     #[error(transparent)]
     Issuer(#[from] IssuerError),
     /// The audit sink could not be opened.
-    #[error("cannot open the audit sink: {0}")]
-    Audit(std::io::Error),
+    #[error("cannot open the audit sink")]
+    Audit(#[source] std::io::Error),
     /// The JWKS client could not be built.
     #[error(transparent)]
     Jwks(#[from] FetchError),
