@@ -165,14 +165,18 @@ impl Mappings {
     }
 }
 
-/// The issuer names the rules in `dir` refer to that no partner file there defines (dev mode
-/// trusts a built-in issuer for each).
+/// The issuer names the rules in `dir` (and their `actors:`) refer to that no partner file there
+/// defines and that are not built in (dev mode trusts a built-in issuer for each).
 pub fn referenced_issuers(dir: &Path) -> Result<BTreeSet<String>, ConfigErrors> {
     let mut out = BTreeSet::new();
-    let mut defined = BTreeSet::new();
+    // stsbridge's own tokens are built in, never a dev issuer.
+    let mut defined = BTreeSet::from([OWN_TRUST.to_owned()]);
     for path in mapping_files(dir)? {
         let raw: file::MappingFile = read_yaml(&path)?;
-        out.extend(raw.rules.into_iter().map(|r| r.issuer));
+        for rule in raw.rules {
+            out.extend(rule.actors.into_iter().map(|a| a.issuer));
+            out.insert(rule.issuer);
+        }
         defined.extend(raw.trust.into_iter().map(|t| t.name));
     }
     Ok(out.difference(&defined).cloned().collect())

@@ -918,3 +918,16 @@ fn partner_files_bring_their_trust_entries_which_must_be_unique() {
         "{e}"
     );
 }
+
+#[test]
+fn referenced_issuers_include_actors_and_leave_out_the_built_in_one() {
+    let dir = dir_with(&[(
+        "a.yaml",
+        "version: 1\ntargets:\n  - { name: t, jwt: { audience: a } }\nrules:\n  - { name: r, issuer: stsbridge, subject: { any: true }, allow: [t], actors: [{ issuer: gateway, subject: { any: true } }] }\n  - { name: s, issuer: github, subject: x, allow: [t] }\n",
+    )]);
+    let names: Vec<String> = referenced_issuers(dir.path())
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(names, ["gateway", "github"]);
+}
