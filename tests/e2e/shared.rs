@@ -1,0 +1,28 @@
+//! More than one replica: state that must hold across replicas (single use of `jti`s, rate
+//! limits) lives in a real Redis server (`shared_state.redis`), and a Redis that is down, hangs
+//! or answers garbage never turns into an allow.
+
+use stsbridge_e2e::redis::{Redis, SilentRedis};
+
+#[test]
+fn the_redis_harness_stops_and_starts_again_on_the_same_port() {
+    let mut redis = Redis::start_with_password("harness-pass");
+    assert_eq!(redis.cli(&["SET", "k", "v"]).trim(), "OK");
+    let port = redis.port;
+    redis.stop();
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    redis.start_again();
+    assert_eq!(redis.port, port);
+    // No persistence: a restarted server is empty.
+    assert_eq!(redis.cli(&["EXISTS", "k"]).trim(), "0");
+
+    let silent = SilentRedis::start();
+    let _held = std::net::TcpStream::connect(("127.0.0.1", silent.port)).unwrap();
+    for _ in 0..100 {
+        if silent.accepted() == 1 {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("the silent server accepted nothing");
+}
