@@ -78,6 +78,21 @@ pub(super) fn check(path: &Path) -> ExitCode {
         mappings.rule_count(),
         mappings.files().len()
     );
+    if config.shared_state.is_none() {
+        let single_use: Vec<&str> = config
+            .trust
+            .iter()
+            .filter(|t| t.replay_reject)
+            .map(|t| t.name.as_str())
+            .collect();
+        if !single_use.is_empty() {
+            println!(
+                "note: replay: reject ({}) without shared_state is single-replica only: each \
+                 replica remembers its own used jtis, so N replicas accept a token up to N times",
+                single_use.join(", ")
+            );
+        }
+    }
     ExitCode::SUCCESS
 }
 
