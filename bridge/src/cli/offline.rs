@@ -71,6 +71,19 @@ pub(super) fn check(path: &Path) -> ExitCode {
         eprintln!("error: {}: issuer.keys.dir: {e}", path.display());
         return ExitCode::from(EXIT_CONFIG);
     }
+    if let Some(file) = config
+        .shared_state
+        .as_ref()
+        .and_then(|s| s.password_file.as_ref())
+        && let Err(e) = crate::shared::read_password(file)
+    {
+        eprintln!(
+            "error: {}: shared_state.redis.password_file: {}: {e}",
+            path.display(),
+            file.display()
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
     println!(
         "ok: {} trusted issuer(s); {} target(s) and {} rule(s) in {} mapping file(s)",
         config.trust.len(),
