@@ -1,14 +1,14 @@
 //! A real Redis server for the shared-state tests: Debian's `redis-server` (which `tests/run.sh`
 //! installs when it is missing), started on 127.0.0.1 and a free port with no persistence, able
 //! to stop and start again on the same port (an outage and a recovery), killed on drop. Also a
-//! "Redis" that accepts connections and never answers, for the timeout tests.
+//! "Redis" that accepts connections and never answers, or answers garbage.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// The `redis-server` program: `STSBRIDGE_TEST_REDIS_SERVER`, or the one on `PATH`. Without it
@@ -170,23 +170,34 @@ impl Redis {
     }
 }
 
-/// A "Redis" that accepts connections, reads what it is sent and never answers: a server that
-/// hangs. Counts the connections it accepted. Stops accepting on drop.
-pub struct SilentRedis {
+/// A "Redis" that is not one: it accepts connections and either never answers (a server that
+/// hangs) or answers every read with the same bytes (garbage). Counts the connections it
+/// accepted. Stops accepting on drop.
+pub struct FakeRedis {
     /// Its port on 127.0.0.1.
     pub port: u16,
     stop: Arc<AtomicBool>,
-    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    accepted: Arc<AtomicUsize>,
 }
 
-impl SilentRedis {
-    /// Listens on 127.0.0.1 and a port from the OS.
-    pub fn start() -> SilentRedis {
+impl FakeRedis {
+    /// A server that reads what it is sent and never writes.
+    pub fn silent() -> FakeRedis {
+        Self::start(None)
+    }
+
+    /// A server that answers whatever it reads with `reply` (like `:1\r\n`: well-formed RESP,
+    /// but never what was asked).
+    pub fn answering(reply: &'static [u8]) -> FakeRedis {
+        Self::start(Some(reply))
+    }
+
+    fn start(reply: Option<&'static [u8]>) -> FakeRedis {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
         let port = listener.local_addr().expect("addr").port();
         let stop = Arc::new(AtomicBool::new(false));
-        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepted = Arc::new(AtomicUsize::new(0));
         let (stopped, counted) = (Arc::clone(&stop), Arc::clone(&accepted));
         std::thread::spawn(move || {
             let mut held = Vec::new();
@@ -194,14 +205,20 @@ impl SilentRedis {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         counted.fetch_add(1, Ordering::SeqCst);
-                        // Kept open, never written to.
-                        held.push(stream);
+                        let _ = stream.set_nonblocking(false);
+                        match reply {
+                            // Kept open, never written to.
+                            None => held.push(stream),
+                            Some(reply) => {
+                                std::thread::spawn(move || answer(stream, reply));
+                            }
+                        }
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
             }
         });
-        SilentRedis {
+        FakeRedis {
             port,
             stop,
             accepted,
@@ -219,7 +236,17 @@ impl SilentRedis {
     }
 }
 
-impl Drop for SilentRedis {
+/// Answers every read on `stream` with `reply` until the peer closes it.
+fn answer(mut stream: TcpStream, reply: &[u8]) {
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = std::io::Read::read(&mut stream, &mut buf) {
+        if n == 0 || stream.write_all(reply).is_err() {
+            return;
+        }
+    }
+}
+
+impl Drop for FakeRedis {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
     }
