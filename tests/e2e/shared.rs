@@ -46,6 +46,16 @@ impl Replicas {
     /// `n` replicas; `shared_state` is the YAML value of `shared_state:` (none: per replica);
     /// `files` are written beside the config first.
     async fn start(n: usize, shared_state: Option<&str>, files: &[(&str, &str)]) -> Replicas {
+        Self::start_with_env(n, shared_state, files, &[]).await
+    }
+
+    /// As [`Replicas::start`], with `env` for each process.
+    async fn start_with_env(
+        n: usize,
+        shared_state: Option<&str>,
+        files: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> Replicas {
         let (ci, partner) = (TestIdp::start().await, TestIdp::start().await);
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("mappings")).unwrap();
@@ -87,7 +97,7 @@ audit: {{ sink: stdout }}
                     BIN,
                     dir.path(),
                     &["serve", "--config", "stsbridge.yaml"],
-                    &[],
+                    env,
                 )
                 .await,
             );
@@ -465,4 +475,35 @@ async fn a_redis_that_never_answers_or_answers_garbage_never_admits_a_single_use
         assert!(fake.accepted() >= 1, "{what}: stsbridge never connected");
         replicas.until_shared_state("degraded").await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_is_used_when_its_certificate_is_trusted_and_never_when_it_is_not() {
+    let pki = stsbridge_e2e::tls::localhost_pki();
+    let redis = Redis::start_tls(&pki.cert_pem, &pki.key_pem);
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca = ca_dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let shared = format!("{{ redis: {{ url: \"{}\" }} }}", redis.url());
+    assert!(shared.contains("rediss://127.0.0.1:"), "{shared}");
+
+    // The roots come from the system (rustls-native-certs), which honours SSL_CERT_FILE.
+    let trusted = Replicas::start_with_env(
+        1,
+        Some(&shared),
+        &[],
+        &[("SSL_CERT_FILE", ca.to_str().unwrap())],
+    )
+    .await;
+    let token = trusted.ci_token();
+    assert_eq!(trusted.ask(&token).await.0, 200);
+    assert_eq!(trusted.ask(&token).await.0, 401);
+    trusted.until_shared_state("ok").await;
+    assert_eq!(redis.cli(&["--tls", "--insecure", "DBSIZE"]).trim(), "1");
+
+    // A certificate no root vouches for: the connection is refused, so is single use.
+    let untrusted = Replicas::start(1, Some(&shared), &[]).await;
+    let (status, body, _) = untrusted.ask(&untrusted.ci_token()).await;
+    assert_eq!(status, 503, "{body}");
+    untrusted.until_shared_state("degraded").await;
 }

@@ -40,6 +40,8 @@ pub struct Redis {
     /// Its port on 127.0.0.1 (kept across [`Redis::stop`] and [`Redis::start_again`]).
     pub port: u16,
     password: Option<String>,
+    /// Serves TLS only (`rediss://`), with this certificate and key (PEM files in `dir`).
+    tls: bool,
     child: Option<Child>,
     dir: tempfile::TempDir,
 }
@@ -61,10 +63,28 @@ impl Redis {
         Self::start_with(Some(password.to_owned()))
     }
 
+    /// Starts a server that speaks TLS only, with `cert_pem` and `key_pem` (clients need no
+    /// certificate).
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Redis {
+        let dir = tempfile::tempdir().expect("a directory for redis");
+        std::fs::write(dir.path().join("cert.pem"), cert_pem).expect("write the certificate");
+        std::fs::write(dir.path().join("key.pem"), key_pem).expect("write the key");
+        let mut redis = Redis {
+            port: free_port(),
+            password: None,
+            tls: true,
+            child: None,
+            dir,
+        };
+        redis.start_again();
+        redis
+    }
+
     fn start_with(password: Option<String>) -> Redis {
         let mut redis = Redis {
             port: free_port(),
             password,
+            tls: false,
             child: None,
             dir: tempfile::tempdir().expect("a directory for redis"),
         };
@@ -72,9 +92,10 @@ impl Redis {
         redis
     }
 
-    /// `redis://127.0.0.1:PORT`.
+    /// `redis://127.0.0.1:PORT`, or `rediss://` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Starts the server again on the same port (after [`Redis::stop`]), empty: no persistence,
@@ -82,9 +103,16 @@ impl Redis {
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "redis-server is already running");
         let port = self.port.to_string();
+        let (plain, tls) = if self.tls {
+            ("0", port.as_str())
+        } else {
+            (port.as_str(), "0")
+        };
         let mut args = vec![
             "--port",
-            &port,
+            plain,
+            "--tls-port",
+            tls,
             "--bind",
             "127.0.0.1",
             "--save",
@@ -98,6 +126,16 @@ impl Redis {
         ];
         if let Some(password) = &self.password {
             args.extend(["--requirepass", password]);
+        }
+        if self.tls {
+            args.extend([
+                "--tls-cert-file",
+                "cert.pem",
+                "--tls-key-file",
+                "key.pem",
+                "--tls-auth-clients",
+                "no",
+            ]);
         }
         let child = Command::new(redis_server())
             .args(&args)
@@ -132,11 +170,15 @@ impl Redis {
         }
     }
 
-    /// Whether the server answers `PING` with `PONG`.
+    /// Whether the server answers `PING` with `PONG` (a TLS server: whether it accepts
+    /// connections).
     fn ping(&self) -> bool {
         let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
             return false;
         };
+        if self.tls {
+            return true;
+        }
         let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
         if let Some(password) = &self.password {
             let auth = format!("*2\r\n$4\r\nAUTH\r\n${}\r\n{password}\r\n", password.len());
