@@ -147,8 +147,8 @@ impl Bridge {
     /// Reloads the trust list (from the config file, when there is one) and every mapping file,
     /// validates them in full and swaps them in at once. On any error the current policy stays,
     /// every problem is logged, and `stsbridge_config_reload_total{outcome="error"}` counts it.
-    /// Settings that need a restart (listener, TLS, issuer, providers, cache, limits, audit) are
-    /// not reloaded; a change to them is logged.
+    /// Settings that need a restart (listener, TLS, issuer, providers, cache, limits, audit,
+    /// shared state) are not reloaded; a change to them is logged.
     pub fn reload(&self) -> Result<(), ConfigErrors> {
         let result = self.try_reload();
         let outcome = if result.is_ok() { "success" } else { "error" };
@@ -183,9 +183,10 @@ impl Bridge {
                     || fresh.tls != self.config.tls
                     || fresh.issuer.url != self.config.issuer.url
                     || fresh.audit != self.config.audit
+                    || fresh.shared_state != self.config.shared_state
                 {
                     tracing::warn!(
-                        "listen, tls, issuer and audit changes take effect only after a restart"
+                        "listen, tls, issuer, audit and shared_state changes take effect only after a restart"
                     );
                 }
                 (fresh.trust, fresh.mappings_dir)
@@ -456,10 +457,12 @@ impl Bridge {
         if let Some((admission::Stage::Actor, e)) = refused {
             return Err(e);
         }
-        let Some(decision) = decision else {
-            return Err(ExchangeError::SharedStateUnavailable {
-                retry_after: Duration::from_secs(1),
-            });
+        // Taken above whenever the chain and the actor are valid, which they are by now.
+        let decision = match decision {
+            Some(decision) => decision,
+            None => {
+                mappings.decide_with_actor(&token, req.client_names, req.target, actor.as_deref())
+            }
         };
 
         for rule in mappings.shadow_for(&token, req.client_names, req.target) {
