@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: installs what the interoperability tests need (a Python
-# venv with moto's server and boto3) and what the offline Terraform checks need (a second venv),
-# runs those checks, then every Rust test in the workspace. Fails loudly when anything cannot be
-# installed.
+# venv with moto's server and boto3), what the shared-state tests need (Debian's redis-server) and
+# what the offline Terraform checks need (a second venv), runs those checks, then every Rust test
+# in the workspace. Fails loudly when anything cannot be installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +20,24 @@ ensure_venv() {
   "$dir/bin/python" -c "import $imports" && [ -x "$dir/bin/$program" ] \
     || { echo "tests/run.sh: $requirements is still not usable after installing" >&2; exit 1; }
 }
+
+# ensure_redis: the shared-state tests start their own Redis servers (Debian's redis-server) on
+# free loopback ports; installs the package when no redis-server is on PATH.
+ensure_redis() {
+  if command -v redis-server >/dev/null 2>&1; then
+    return
+  fi
+  echo "tests/run.sh: installing Debian's redis-server" >&2
+  command -v apt-get >/dev/null 2>&1 \
+    || { echo "tests/run.sh: no redis-server and no apt-get to install it" >&2; exit 1; }
+  apt-get update -qq \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null \
+    || { echo "tests/run.sh: apt-get could not install redis-server" >&2; exit 1; }
+  command -v redis-server >/dev/null 2>&1 \
+    || { echo "tests/run.sh: redis-server is still not on PATH after installing" >&2; exit 1; }
+}
+
+ensure_redis
 
 # The clouds' SDKs as clients, and moto's server.
 ensure_venv tests/.venv tests/requirements.txt "moto.server, boto3, google.auth, azure.identity, prometheus_client" aws

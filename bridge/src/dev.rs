@@ -165,6 +165,7 @@ pub async fn serve(listen: Option<SocketAddr>, aws_endpoint: Option<String>) -> 
             sink: AuditSinkConfig::Stdout,
             fail_open: false,
         },
+        shared_state: None,
     };
     let bridge = match Bridge::start(config) {
         Ok(b) => b,

@@ -9,14 +9,31 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     out
 }
 
-/// A truncated SHA-256, hex: correlates without revealing.
-pub fn short_hash(value: &str) -> String {
-    let digest = sha256(value.as_bytes());
+/// SHA-256 of several values, each prefixed by its length (8 bytes, big endian), so that no two
+/// lists share a digest (`gh` + `xj` is not `ghx` + `j`): the keys of stored state.
+pub fn sha256_parts(parts: &[&[u8]]) -> [u8; 32] {
+    let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for part in parts {
+        digest.update(&(part.len() as u64).to_be_bytes());
+        digest.update(part);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.finish().as_ref());
+    out
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(24);
-    for b in &digest[..12] {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
         out.push(char::from(HEX[usize::from(b >> 4)]));
         out.push(char::from(HEX[usize::from(b & 0x0f)]));
     }
     out
+}
+
+/// A truncated SHA-256, hex: correlates without revealing.
+pub fn short_hash(value: &str) -> String {
+    hex(&sha256(value.as_bytes())[..12])
 }

@@ -12,7 +12,8 @@
 //! - [`issuer`]: stsbridge's own signing keys, discovery documents and minting.
 //! - [`cache`]: the credential cache with coalescing and refresh ahead, in front of
 //!   [`upstream`], the providers by kind, each behind a circuit [`breaker`].
-//! - [`limits`]: per-caller rate limits, single-use `jti`s, failed validations per address.
+//! - [`limits`]: per-caller rate limits, single-use `jti`s, failed validations per address;
+//!   [`shared`]: where single use and rate limits are kept (this replica, or Redis for all).
 //! - [`exchange`]: [`exchange::Bridge`], which runs one exchange end to end.
 //! - [`audit`]: one JSON event per decision; [`metrics`]: Prometheus metrics.
 //! - [`http`]: the routes; [`http::error`] is the one place errors become responses.
@@ -46,6 +47,7 @@ pub mod mapping;
 pub mod metrics;
 pub mod partner;
 pub mod server;
+pub mod shared;
 pub mod tls;
 pub mod token;
 pub mod upstream;

@@ -1,8 +1,10 @@
 //! Rate limits, single-use `jti`s, and the budget of failed validations per client address.
 //!
 //! Rooms: `store` (the bounded map they all keep their state in, keyed by hash), `replay`
-//! (single use), `address` (failed validations per client address); the token buckets per caller
-//! and per trust entry are here. All take time as a parameter so tests are exact.
+//! (single use), `address` (failed validations per client address); the token buckets (per
+//! caller, per target, per trust entry: one replica's own, which `shared::memory` holds) and a
+//! trust entry's cap on exchanges in flight are here. All take time as a parameter so tests are
+//! exact.
 //!
 //! Bounded state fails closed: nothing here forgets a live entry to make room. A bucket leaves the
 //! store once it has refilled, when a fresh one would be identical; until then a new caller that
@@ -16,8 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 pub use address::{ClientPrefix, FailedValidations, client_prefix};
-pub use replay::{ReplayGuard, ReplayRefusal};
-use store::{Store, key, millis};
+pub use replay::{ReplayGuard, ReplayRefusal, forget_at};
+pub use store::Key;
+use store::{Store, millis};
 
 use crate::config::RateLimit;
 
@@ -106,103 +109,62 @@ fn take(
         .map_err(|full| full.retry_after(now).max(Duration::from_millis(1)))
 }
 
-/// Rate limit per caller (trust entry + subject), or per target.
-pub struct RateLimiter {
-    rate: RateLimit,
+/// Token buckets by key, each taken at the rate its caller names (the key carries the rate, so a
+/// key always meets the same one): per caller, per target, or per trust entry.
+pub struct Buckets {
     buckets: Mutex<Store<Bucket>>,
 }
 
-impl RateLimiter {
-    /// A limiter at `rate`.
-    pub fn new(rate: RateLimit) -> Self {
-        Self::with_capacity(rate, MAX_TRACKED_CALLERS)
+impl Buckets {
+    /// Buckets for at most [`MAX_TRACKED_CALLERS`] keys that have not refilled.
+    pub fn new() -> Self {
+        Self::with_capacity(MAX_TRACKED_CALLERS)
     }
 
-    /// A limiter at `rate` holding at most `capacity` buckets that have not refilled.
-    pub fn with_capacity(rate: RateLimit, capacity: usize) -> Self {
-        RateLimiter {
-            rate,
+    /// Buckets for at most `capacity` keys that have not refilled.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Buckets {
             buckets: Mutex::new(Store::new(capacity)),
         }
     }
 
-    /// Admits one request from `(trust, subject)` at `now`, or says how long to wait.
-    pub fn check(&self, trust: &str, subject: &str, now: SystemTime) -> Result<(), Duration> {
-        take(
-            &self.buckets,
-            &self.rate,
-            &key(trust, subject.as_bytes()),
-            now,
-        )
+    /// Takes one token from `key`'s bucket at `rate` at `now`, or says how long to wait (also
+    /// when `key` is new and no bucket fits).
+    pub fn take(&self, key: &Key, rate: &RateLimit, now: SystemTime) -> Result<(), Duration> {
+        take(&self.buckets, rate, key, now)
     }
 }
 
-/// Why a partner's request was refused by its trust entry's own limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PartnerRefusal {
-    /// Over `rate_limit`: retry after this long.
-    Rate(Duration),
-    /// `max_concurrent` exchanges already in flight.
-    Busy,
+impl Default for Buckets {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
-/// The limits of one trust entry, shared by all its callers: a token bucket and a cap on
-/// exchanges in flight. One partner's burst spends only its own budget.
-pub struct PartnerLimit {
-    rate: Option<(RateLimit, Mutex<Bucket>)>,
-    slots: Option<(usize, Arc<tokio::sync::Semaphore>)>,
+/// A trust entry's `max_concurrent`: exchanges of its callers in flight at once, on this replica.
+/// One partner's burst holds only its own slots. (Its `rate_limit` is a bucket like the others.)
+pub struct PartnerSlots {
+    max: usize,
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
-impl PartnerLimit {
-    /// The limits, or `None` when neither is set.
-    pub fn new(rate: Option<RateLimit>, max_concurrent: Option<usize>) -> Option<Self> {
-        if rate.is_none() && max_concurrent.is_none() {
-            return None;
+impl PartnerSlots {
+    /// A cap of `max` exchanges in flight.
+    pub fn new(max: usize) -> Self {
+        PartnerSlots {
+            max,
+            slots: Arc::new(tokio::sync::Semaphore::new(max)),
         }
-        Some(PartnerLimit {
-            rate: rate.map(|r| {
-                let full = Bucket {
-                    tokens: f64::from(r.burst),
-                    at: f64::NEG_INFINITY,
-                };
-                (r, Mutex::new(full))
-            }),
-            slots: max_concurrent.map(|n| (n, Arc::new(tokio::sync::Semaphore::new(n)))),
-        })
     }
 
-    /// Whether these are the limits `rate` and `max_concurrent` describe (a reload keeps the
-    /// state of unchanged limits).
-    pub fn is(&self, rate: Option<RateLimit>, max_concurrent: Option<usize>) -> bool {
-        self.rate.as_ref().map(|(r, _)| *r) == rate
-            && self.slots.as_ref().map(|(n, _)| *n) == max_concurrent
+    /// Whether this is the cap `max` describes (a reload keeps the slots of an unchanged cap).
+    pub fn is(&self, max: usize) -> bool {
+        self.max == max
     }
 
-    /// Admits one exchange at `now`. The permit, when there is a cap, must be held until the
-    /// exchange ends.
-    pub fn admit(
-        &self,
-        now: SystemTime,
-    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, PartnerRefusal> {
-        let permit = match &self.slots {
-            Some((_, slots)) => Some(
-                Arc::clone(slots)
-                    .try_acquire_owned()
-                    .map_err(|_| PartnerRefusal::Busy)?,
-            ),
-            None => None,
-        };
-        if let Some((rate, bucket)) = &self.rate {
-            let now = seconds(now);
-            let mut b = bucket
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if b.at == f64::NEG_INFINITY {
-                b.at = now;
-            }
-            b.take(now, rate).map_err(PartnerRefusal::Rate)?;
-        }
-        Ok(permit)
+    /// One slot, held until the exchange ends, or `None` when all are taken.
+    pub fn try_acquire(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        Arc::clone(&self.slots).try_acquire_owned().ok()
     }
 }
 
@@ -214,67 +176,55 @@ mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_secs_f64(1_000_000.0 + secs)
     }
 
+    fn rate(per_second: f64, burst: u32) -> RateLimit {
+        RateLimit { per_second, burst }
+    }
+
     #[test]
     fn bucket_allows_burst_then_refills_at_rate() {
-        let limiter = RateLimiter::new(RateLimit {
-            per_second: 2.0,
-            burst: 3,
-        });
+        let buckets = Buckets::new();
+        let r = rate(2.0, 3);
+        let (alice, bob) = (store::key("gh", b"alice"), store::key("gh", b"bob"));
         for _ in 0..3 {
-            assert!(limiter.check("gh", "alice", at(0.0)).is_ok());
+            assert!(buckets.take(&alice, &r, at(0.0)).is_ok());
         }
-        let wait = limiter.check("gh", "alice", at(0.0)).unwrap_err();
+        let wait = buckets.take(&alice, &r, at(0.0)).unwrap_err();
         assert!((wait.as_secs_f64() - 0.5).abs() < 0.01, "{wait:?}");
         // Another caller has its own bucket.
-        assert!(limiter.check("gh", "bob", at(0.0)).is_ok());
+        assert!(buckets.take(&bob, &r, at(0.0)).is_ok());
         // Half a second later one token is back.
-        assert!(limiter.check("gh", "alice", at(0.5)).is_ok());
-        assert!(limiter.check("gh", "alice", at(0.5)).is_err());
+        assert!(buckets.take(&alice, &r, at(0.5)).is_ok());
+        assert!(buckets.take(&alice, &r, at(0.5)).is_err());
     }
 
     #[test]
-    fn partner_limit_shares_one_bucket_and_caps_in_flight() {
-        let rate = RateLimit {
-            per_second: 1.0,
-            burst: 2,
-        };
-        let limit = PartnerLimit::new(Some(rate), Some(1)).unwrap();
-        let first = limit.admit(at(0.0)).unwrap();
-        // One in flight: the next is refused without spending a token.
-        assert_eq!(limit.admit(at(0.0)).unwrap_err(), PartnerRefusal::Busy);
+    fn partner_slots_cap_exchanges_in_flight() {
+        let slots = PartnerSlots::new(1);
+        let first = slots.try_acquire().unwrap();
+        assert!(slots.try_acquire().is_none());
         drop(first);
-        assert!(limit.admit(at(0.0)).is_ok());
-        // The burst of 2 is spent; the refusal says when to come back.
-        match limit.admit(at(0.0)) {
-            Err(PartnerRefusal::Rate(wait)) => assert!((wait.as_secs_f64() - 1.0).abs() < 0.01),
-            other => panic!("{other:?}"),
-        }
-        assert!(limit.admit(at(1.0)).is_ok());
-        assert!(limit.is(Some(rate), Some(1)));
-        assert!(!limit.is(Some(rate), Some(2)));
-        assert!(PartnerLimit::new(None, None).is_none());
+        assert!(slots.try_acquire().is_some());
+        assert!(slots.is(1) && !slots.is(2));
     }
 
     #[test]
-    fn a_full_rate_limiter_refuses_new_callers_and_forgets_only_full_buckets() {
-        let rate = RateLimit {
-            per_second: 1.0,
-            burst: 2,
-        };
-        let limiter = RateLimiter::with_capacity(rate, 2);
-        assert!(limiter.check("gh", "alice", at(0.0)).is_ok());
-        assert!(limiter.check("gh", "bob", at(0.0)).is_ok());
+    fn a_full_set_of_buckets_refuses_new_callers_and_forgets_only_full_buckets() {
+        let r = rate(1.0, 2);
+        let buckets = Buckets::with_capacity(2);
+        let [alice, bob, carol] = ["alice", "bob", "carol"].map(|s| store::key("gh", s.as_bytes()));
+        assert!(buckets.take(&alice, &r, at(0.0)).is_ok());
+        assert!(buckets.take(&bob, &r, at(0.0)).is_ok());
         // Two live buckets: a third caller would need to evict one, which would hand that
         // caller a full bucket again. Refused until alice's bucket is full (1 s).
-        let wait = limiter.check("gh", "carol", at(0.0)).unwrap_err();
+        let wait = buckets.take(&carol, &r, at(0.0)).unwrap_err();
         assert!((wait.as_secs_f64() - 1.0).abs() < 0.01, "{wait:?}");
         // Known callers keep being served from their own buckets.
-        assert!(limiter.check("gh", "alice", at(0.5)).is_ok());
-        assert!(limiter.check("gh", "alice", at(0.5)).is_err());
+        assert!(buckets.take(&alice, &r, at(0.5)).is_ok());
+        assert!(buckets.take(&alice, &r, at(0.5)).is_err());
         // bob's bucket is full again at 1 s: forgetting it changes nothing, so carol gets it.
-        assert!(limiter.check("gh", "carol", at(1.0)).is_ok());
+        assert!(buckets.take(&carol, &r, at(1.0)).is_ok());
         // alice was not forgotten: her bucket has refilled to one token, not a full burst.
-        assert!(limiter.check("gh", "alice", at(1.0)).is_ok());
-        assert!(limiter.check("gh", "alice", at(1.0)).is_err());
+        assert!(buckets.take(&alice, &r, at(1.0)).is_ok());
+        assert!(buckets.take(&alice, &r, at(1.0)).is_err());
     }
 }

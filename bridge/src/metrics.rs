@@ -3,8 +3,8 @@
 //! `unknown`), never subjects or issuers' claims.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets, in seconds: a cache hit is well under a millisecond, an STS call up to seconds.
@@ -42,6 +42,15 @@ pub struct Metrics {
     /// `stsbridge_replay_store_full_total`: single-use tokens refused because the store of used
     /// `jti`s was full of live entries.
     pub replay_store_full: IntCounter,
+    /// `stsbridge_shared_state_seconds{op}`: round trips to the shared state (`admit`, `ping`),
+    /// failed ones included.
+    pub shared_state_seconds: HistogramVec,
+    /// `stsbridge_shared_state_errors_total{op}`: round trips that failed, timed out or were
+    /// answered with something unexpected.
+    pub shared_state_errors: IntCounterVec,
+    /// `stsbridge_shared_state_fallback`: 1 while the shared state is unavailable and this
+    /// replica refuses single-use tokens and limits rates with its own buckets.
+    pub shared_state_fallback: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -128,6 +137,25 @@ impl Metrics {
             &["provider"],
         )?;
         registry.register(Box::new(circuit_open.clone()))?;
+        let shared_state_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "stsbridge_shared_state_seconds",
+                "Round trips to the shared state (Redis), by operation.",
+            )
+            .buckets(BUCKETS.to_vec()),
+            &["op"],
+        )?;
+        registry.register(Box::new(shared_state_seconds.clone()))?;
+        let shared_state_errors = counter_vec(
+            "stsbridge_shared_state_errors_total",
+            "Round trips to the shared state that failed, timed out or had an unexpected answer.",
+            &["op"],
+        )?;
+        let shared_state_fallback = IntGauge::new(
+            "stsbridge_shared_state_fallback",
+            "1 while the shared state is unavailable: single-use tokens refused, rate limits per replica.",
+        )?;
+        registry.register(Box::new(shared_state_fallback.clone()))?;
         for event in ["hit", "miss", "coalesced", "stale"] {
             cache_events.with_label_values(&[event]);
         }
@@ -148,6 +176,9 @@ impl Metrics {
             shadow_decisions,
             partner_limited,
             replay_store_full,
+            shared_state_seconds,
+            shared_state_errors,
+            shared_state_fallback,
         })
     }
 

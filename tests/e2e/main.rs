@@ -23,6 +23,7 @@ mod limits;
 mod operations;
 mod partners;
 mod sdks;
+mod shared;
 mod terraform;
 mod token_exchange;
 mod trust;

@@ -2,7 +2,7 @@
 //! discovery and JWKS on loopback, the real `stsbridge` binary started on a port from the OS,
 //! moto's STS server (with a recording proxy and a SigV4 checker), the STS wire formats for
 //! wiremock stubs, IAM's evaluation of the policies terraform/ writes, an OTLP collector
-//! stand-in, and the leak check (`secrets`). The tests themselves are in `e2e/`.
+//! stand-in, a real Redis server for the shared state (`redis`), and the leak check (`secrets`). The tests themselves are in `e2e/`.
 
 #![allow(
     clippy::unwrap_used,
@@ -17,6 +17,7 @@ pub mod iam;
 pub mod idp;
 pub mod moto;
 pub mod otlp;
+pub mod redis;
 pub mod secrets;
 pub mod sigv4;
 pub mod sts;

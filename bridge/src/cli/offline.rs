@@ -71,6 +71,19 @@ pub(super) fn check(path: &Path) -> ExitCode {
         eprintln!("error: {}: issuer.keys.dir: {e}", path.display());
         return ExitCode::from(EXIT_CONFIG);
     }
+    if let Some(file) = config
+        .shared_state
+        .as_ref()
+        .and_then(|s| s.password_file.as_ref())
+        && let Err(e) = crate::shared::read_password(file)
+    {
+        eprintln!(
+            "error: {}: shared_state.redis.password_file: {}: {e}",
+            path.display(),
+            file.display()
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
     println!(
         "ok: {} trusted issuer(s); {} target(s) and {} rule(s) in {} mapping file(s)",
         config.trust.len(),
@@ -78,6 +91,21 @@ pub(super) fn check(path: &Path) -> ExitCode {
         mappings.rule_count(),
         mappings.files().len()
     );
+    if config.shared_state.is_none() {
+        let single_use: Vec<&str> = config
+            .trust
+            .iter()
+            .filter(|t| t.replay_reject)
+            .map(|t| t.name.as_str())
+            .collect();
+        if !single_use.is_empty() {
+            println!(
+                "note: replay: reject ({}) without shared_state is single-replica only: each \
+                 replica remembers its own used jtis, so N replicas accept a token up to N times",
+                single_use.join(", ")
+            );
+        }
+    }
     ExitCode::SUCCESS
 }
 

@@ -268,6 +268,43 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
         },
     };
 
+    let shared_state = raw.shared_state.map(|shared| {
+        let r = shared.redis;
+        if let Err(m) = check_redis_url(&r.url) {
+            err("shared_state.redis.url", m);
+        }
+        let key_prefix = r.key_prefix.unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_owned());
+        if key_prefix.is_empty()
+            || key_prefix.len() > MAX_KEY_PREFIX
+            || !key_prefix.bytes().all(|b| b.is_ascii_graphic())
+        {
+            err(
+                "shared_state.redis.key_prefix",
+                format!(
+                    "{key_prefix:?} must be 1 to {MAX_KEY_PREFIX} printable ASCII characters without spaces"
+                ),
+            );
+        }
+        let timeout = r.timeout.map_or(DEFAULT_SHARED_STATE_TIMEOUT, |d| d.0);
+        if !SHARED_STATE_TIMEOUT_RANGE.contains(&timeout) {
+            err(
+                "shared_state.redis.timeout",
+                format!(
+                    "{} is out of range; use between {} and {}",
+                    format_duration(timeout),
+                    format_duration(*SHARED_STATE_TIMEOUT_RANGE.start()),
+                    format_duration(*SHARED_STATE_TIMEOUT_RANGE.end())
+                ),
+            );
+        }
+        SharedStateConfig {
+            url: r.url,
+            password_file: r.password_file.map(|f| base.join(f)),
+            key_prefix,
+            timeout,
+        }
+    });
+
     errors.extend(trust_errors);
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
@@ -288,6 +325,7 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
         replay_store_entries,
         failed_validation_limit,
         audit: AuditConfig { sink, fail_open },
+        shared_state,
     })
 }
 

@@ -1,4 +1,4 @@
-//! Human durations in config files: `30s`, `15m`, `1h`, `2d`, or combined like `1h30m`.
+//! Human durations in config files: `250ms`, `30s`, `15m`, `1h`, `2d`, or combined like `1h30m`.
 
 use std::fmt;
 use std::time::Duration;
@@ -9,12 +9,13 @@ use serde::de::{self, Deserialize, Deserializer};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConfigDuration(pub Duration);
 
-/// Parses `30s`, `15m`, `1h`, `2d`, `1h30m`. A bare `0` is zero; anything else needs a unit.
+/// Parses `250ms`, `30s`, `15m`, `1h`, `2d`, `1h30m`. A bare `0` is zero; anything else needs a
+/// unit.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let bad = || {
         format!(
-            "invalid duration {text:?}: use a number and a unit (s, m, h, d), like 15m or 1h30m"
+            "invalid duration {text:?}: use a number and a unit (ms, s, m, h, d), like 15m or 1h30m"
         )
     };
     if text == "0" {
@@ -23,18 +24,24 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if text.is_empty() {
         return Err(bad());
     }
+    // Counted in milliseconds, the smallest unit.
     let mut total: u64 = 0;
     let mut digits = String::new();
-    for c in text.chars() {
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
         if c.is_ascii_digit() {
             digits.push(c);
             continue;
         }
         let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
+            'm' if chars.peek() == Some(&'s') => {
+                chars.next();
+                1
+            }
+            's' => 1_000,
+            'm' => 60_000,
+            'h' => 3_600_000,
+            'd' => 86_400_000,
             _ => return Err(bad()),
         };
         let n: u64 = digits.parse().map_err(|_| bad())?;
@@ -47,11 +54,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if !digits.is_empty() {
         return Err(bad());
     }
-    Ok(Duration::from_secs(total))
+    Ok(Duration::from_millis(total))
 }
 
-/// Formats a duration the way config files write it (`1h`, `15m`, `90s`).
+/// Formats a duration the way config files write it (`1h`, `15m`, `90s`, `250ms`).
 pub fn format_duration(d: Duration) -> String {
+    if d.subsec_millis() != 0 {
+        return format!("{}ms", d.as_millis());
+    }
     let s = d.as_secs();
     match s {
         0 => "0".into(),
@@ -98,6 +108,9 @@ mod tests {
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1s500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1m5ms"), Ok(Duration::from_millis(60_005)));
     }
 
     #[test]
@@ -111,6 +124,8 @@ mod tests {
             "1.5h",
             "99999999999999999999h",
             "1h 30m",
+            "5sm",
+            "ms",
         ] {
             let err = parse_duration(bad).unwrap_err();
             assert!(err.contains("invalid duration"), "{bad}: {err}");
@@ -119,7 +134,7 @@ mod tests {
 
     #[test]
     fn formats_round_trip() {
-        for s in ["1h", "15m", "90s", "0"] {
+        for s in ["1h", "15m", "90s", "0", "250ms", "1500ms"] {
             assert_eq!(format_duration(parse_duration(s).unwrap()), s);
         }
     }

@@ -33,6 +33,8 @@ pub struct ConfigFile {
     pub limits: Option<LimitsFile>,
     /// Audit sink.
     pub audit: Option<AuditFile>,
+    /// State shared by every replica (single use, rate limits), in Redis.
+    pub shared_state: Option<SharedStateFile>,
 }
 
 /// `tls:`.
@@ -217,4 +219,26 @@ pub struct AuditFile {
     pub sink: Option<String>,
     /// A file to append JSON lines to.
     pub file: Option<PathBuf>,
+}
+
+/// `shared_state:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedStateFile {
+    /// A Redis-protocol server.
+    pub redis: RedisFile,
+}
+
+/// `shared_state.redis:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisFile {
+    /// `rediss://host:port/db`, or `redis://` to a loopback host.
+    pub url: String,
+    /// A file holding the password (`AUTH`), read at start.
+    pub password_file: Option<PathBuf>,
+    /// Prefix of every key stsbridge writes (default `stsbridge:`).
+    pub key_prefix: Option<String>,
+    /// Longest wait for one round trip, connecting included (default 250ms).
+    pub timeout: Option<ConfigDuration>,
 }

@@ -65,6 +65,17 @@ pub const DEFAULT_FAILED_VALIDATIONS: RateLimit = RateLimit {
     burst: 50,
 };
 const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+/// What every shared-state key starts with, by default: one Redis can serve other programs too.
+const DEFAULT_KEY_PREFIX: &str = "stsbridge:";
+/// Longest wait for one round trip to the shared state, by default: a local Redis answers in well
+/// under a millisecond, so this only bounds what a sick one adds to an exchange.
+const DEFAULT_SHARED_STATE_TIMEOUT: Duration = Duration::from_millis(250);
+/// The shortest and longest `shared_state.redis.timeout`: shorter than a network round trip would
+/// fail every call; longer would hold every exchange that long while Redis hangs.
+const SHARED_STATE_TIMEOUT_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(10)..=Duration::from_secs(5);
+/// Longest key prefix: keys are the prefix, a kind and a 64-character hash.
+const MAX_KEY_PREFIX: usize = 64;
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -99,6 +110,21 @@ pub struct Config {
     pub failed_validation_limit: Option<RateLimit>,
     /// Where audit events go, and what happens when they cannot be written.
     pub audit: AuditConfig,
+    /// State shared by every replica; `None`: every replica keeps its own.
+    pub shared_state: Option<SharedStateConfig>,
+}
+
+/// `shared_state.redis`: where single use of `jti`s and rate limits are kept across replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedStateConfig {
+    /// `rediss://` (TLS), or `redis://` to a loopback host; never with a password in it.
+    pub url: String,
+    /// The file holding the password, read at start (not kept in the config).
+    pub password_file: Option<PathBuf>,
+    /// What every key starts with.
+    pub key_prefix: String,
+    /// Longest wait for one round trip, connecting included.
+    pub timeout: Duration,
 }
 
 /// TLS for the listener.
@@ -301,11 +327,47 @@ pub fn check_fetch_url(url: &str, allow_insecure_loopback: bool) -> Result<(), S
     })
 }
 
+/// `shared_state.redis.url`: `rediss://`, or `redis://` to a loopback host (like every other
+/// endpoint), with a host, and no password (that belongs in `password_file`, not in a config file).
+pub fn check_redis_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    if parsed.host().is_none() {
+        return Err(format!("{url:?} names no host"));
+    }
+    if parsed.password().is_some() {
+        return Err("the URL carries a password: put it in password_file instead".into());
+    }
+    match parsed.scheme() {
+        "rediss" => {}
+        "redis" if is_loopback_host(&parsed) => {}
+        "redis" => {
+            return Err(format!(
+                "{url:?} must use rediss:// (plain redis:// is accepted only to loopback addresses)"
+            ));
+        }
+        other => return Err(format!("{url:?} has scheme {other:?}; use rediss://")),
+    }
+    let db = parsed.path().trim_start_matches('/');
+    if !db.is_empty() && db.parse::<u16>().is_err() {
+        return Err(format!(
+            "{url:?}: the path must be a database number, like /0"
+        ));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(format!("{url:?}: no query or fragment"));
+    }
+    Ok(())
+}
+
 fn is_loopback_host(url: &reqwest::Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
         Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        Some(url::Host::Domain(d)) => d == "localhost",
+        // A URL of a scheme the URL standard does not know (`redis:`) keeps an IPv4 address as
+        // a name.
+        Some(url::Host::Domain(d)) => {
+            d == "localhost" || d.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        }
         None => false,
     }
 }

@@ -242,3 +242,110 @@ fn the_failed_validation_limit_is_on_by_default_and_checked() {
         "{e:?}"
     );
 }
+
+#[test]
+fn shared_state_as_the_design_writes_it_with_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = load(&write(
+        dir.path(),
+        &format!(
+            "{MINIMAL}shared_state:\n  redis:\n    url: rediss://redis.internal:6379/0\n    password_file: secrets/redis\n    key_prefix: \"sts-prod:\"\n    timeout: 250ms\n"
+        ),
+    ))
+    .unwrap();
+    assert_eq!(
+        c.shared_state,
+        Some(SharedStateConfig {
+            url: "rediss://redis.internal:6379/0".into(),
+            password_file: Some(dir.path().join("secrets/redis")),
+            key_prefix: "sts-prod:".into(),
+            timeout: Duration::from_millis(250),
+        })
+    );
+    let c = load(&write(
+        dir.path(),
+        &format!("{MINIMAL}shared_state: {{ redis: {{ url: \"redis://127.0.0.1:6379\" }} }}\n"),
+    ))
+    .unwrap();
+    let shared = c.shared_state.unwrap();
+    assert_eq!(shared.key_prefix, "stsbridge:");
+    assert_eq!(shared.timeout, Duration::from_millis(250));
+    assert_eq!(shared.password_file, None);
+    assert!(
+        load(&write(dir.path(), MINIMAL))
+            .unwrap()
+            .shared_state
+            .is_none()
+    );
+}
+
+#[test]
+fn shared_state_is_checked_naming_field_and_value() {
+    let case = |redis: &str| {
+        errors_of(&format!(
+            "{MINIMAL}shared_state: {{ redis: {{ {redis} }} }}\n"
+        ))
+    };
+    for (redis, path, says) in [
+        (
+            "url: \"redis://redis.internal:6379\"",
+            "shared_state.redis.url",
+            "rediss://",
+        ),
+        (
+            "url: \"rediss://:hunter2@redis.internal\"",
+            "shared_state.redis.url",
+            "password_file",
+        ),
+        (
+            "url: \"https://redis.internal\"",
+            "shared_state.redis.url",
+            "\"https\"",
+        ),
+        (
+            "url: \"rediss://redis.internal/x\"",
+            "shared_state.redis.url",
+            "database",
+        ),
+        (
+            "url: \"rediss://r\", key_prefix: \"has space\"",
+            "shared_state.redis.key_prefix",
+            "\"has space\"",
+        ),
+        (
+            "url: \"rediss://r\", key_prefix: \"\"",
+            "shared_state.redis.key_prefix",
+            "printable",
+        ),
+        (
+            "url: \"rediss://r\", timeout: 1ms",
+            "shared_state.redis.timeout",
+            "1ms",
+        ),
+        (
+            "url: \"rediss://r\", timeout: 1m",
+            "shared_state.redis.timeout",
+            "1m",
+        ),
+        (
+            "url: \"rediss://r\", pasword_file: p",
+            "shared_state.redis.pasword_file",
+            "unknown field",
+        ),
+    ] {
+        let e = case(redis);
+        assert_eq!(e.len(), 1, "{redis}: {e:?}");
+        assert_eq!(e[0].path, path, "{redis}");
+        assert!(e[0].message.contains(says), "{redis}: {}", e[0].message);
+    }
+    // A password never shows in the error.
+    let e = case("url: \"rediss://:hunter2@redis.internal\"");
+    assert!(!e[0].to_string().contains("hunter2"), "{}", e[0]);
+    for ok in [
+        "redis://localhost:6379/2",
+        "redis://[::1]:6379",
+        "rediss://user@r.example.com",
+    ] {
+        assert!(check_redis_url(ok).is_ok(), "{ok}");
+    }
+}

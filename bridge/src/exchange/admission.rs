@@ -1,65 +1,172 @@
-//! Admission, one step of an exchange: a validated token (subject or actor) passes the
-//! per-caller limit and its trust entry's limits, and only then is its single use recorded.
+//! Admission, one step of an exchange: the validated subject token, the actor token if any, and
+//! the target once a rule allows it pass their limits, and only then is each token's single use
+//! recorded, all in one call to the shared state (one round trip when it is Redis).
+//!
+//! Order, as the steps are applied (the first refusal ends it; earlier steps stay applied): the
+//! subject's caller bucket, its trust entry's bucket, its `jti`; the same for the actor; then the
+//! target's bucket. A trust entry's `max_concurrent` is this replica's own and is taken first,
+//! before anything is spent or recorded.
 
 use super::*;
+use crate::shared::{BucketKind, Refusal, Step};
+
+/// Which part of an exchange a refusal concerns: the errors are reported in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stage {
+    /// The subject token.
+    Subject,
+    /// The actor token.
+    Actor,
+    /// The target.
+    Target,
+}
+
+/// Why one step was taken: to turn a refusal into the error it means.
+#[derive(Debug, Clone, Copy)]
+enum Purpose<'a> {
+    Caller,
+    Partner(&'a str),
+    SingleUse,
+    Target,
+}
+
+/// A refused admission: the stage it concerns, and the error.
+pub(super) type Refused = (Stage, ExchangeError);
+
+/// What admission needs from the decision: the tokens (the actor's only once it validated) and
+/// the target (only once a rule allowed it).
+pub(super) struct Candidates<'a> {
+    pub subject: &'a ValidatedToken,
+    pub actor: Option<&'a ValidatedToken>,
+    pub target: Option<&'a str>,
+}
 
 impl Bridge {
-    /// Admits a validated token (subject or actor) before anything is decided: its single use
-    /// where its issuer requires it, the per-caller rate limit, and its trust entry's own limits.
-    /// The permit, when the entry caps exchanges in flight, must be held until the exchange ends.
-    pub(super) fn admit(
+    /// Admits `candidates` at `now`. On success, the slots of the trust entries that cap
+    /// exchanges in flight, to hold until the exchange ends.
+    pub(super) async fn admit(
         &self,
         policy: &Policy,
-        token: &ValidatedToken,
+        candidates: Candidates<'_>,
         now: SystemTime,
-    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ExchangeError> {
-        let trust = policy.trust_by_iss.get(&token.issuer);
-        if let Some(limiter) = &self.limiter {
-            limiter
-                .check(&token.trust, &token.subject, now)
-                .map_err(|retry_after| {
-                    self.metrics.rate_limited.inc();
-                    ExchangeError::RateLimited { retry_after }
-                })?;
-        }
-        let slot = match policy.limits.get(&token.trust) {
-            None => None,
-            Some(limit) => limit.admit(now).map_err(|refusal| {
-                let (busy, retry_after, label) = match refusal {
-                    PartnerRefusal::Busy => (true, Duration::from_secs(1), "concurrency"),
-                    PartnerRefusal::Rate(wait) => (false, wait, "rate"),
-                };
-                self.metrics.rate_limited.inc();
-                self.metrics
-                    .partner_limited
-                    .with_label_values(&[&token.trust, label])
-                    .inc();
-                ExchangeError::PartnerLimited {
-                    trust: token.trust.clone(),
-                    busy,
-                    retry_after,
+    ) -> Result<Vec<tokio::sync::OwnedSemaphorePermit>, Refused> {
+        let mut steps = Vec::new();
+        let mut purposes = Vec::new();
+        let mut slots = Vec::new();
+        // An actor whose issuer has no free slot: the subject is still admitted (as it would be
+        // had the actor come later), then the actor is refused.
+        let mut actor_busy = None;
+        let tokens = std::iter::once((Stage::Subject, candidates.subject))
+            .chain(candidates.actor.map(|a| (Stage::Actor, a)));
+        for (stage, token) in tokens {
+            if let Some(cap) = policy.limits.get(&token.trust) {
+                match cap.try_acquire() {
+                    Some(slot) => slots.push(slot),
+                    None => {
+                        let busy = self.partner_limited(&token.trust, true, Duration::from_secs(1));
+                        if stage == Stage::Subject {
+                            return Err((stage, busy));
+                        }
+                        actor_busy = Some(busy);
+                        continue;
+                    }
                 }
-            })?,
-        };
-        // Recorded only once the caller's and its issuer's limits admit it: a partner over its
-        // limits spends no room in the store shared by every issuer.
-        if let (Some(trust), Some(jti)) = (trust.filter(|t| t.replay_reject), &token.jti) {
-            self.replay
-                .first_use(
+            }
+            let trust = policy.trust_by_iss.get(&token.issuer);
+            if let Some(rate) = self.config.rate_limit {
+                steps.push(Step::take(
+                    BucketKind::Caller,
+                    &[&token.trust, &token.subject],
+                    rate,
+                ));
+                purposes.push((stage, Purpose::Caller));
+            }
+            if let Some(rate) = trust.and_then(|t| t.rate_limit) {
+                steps.push(Step::take(BucketKind::Partner, &[&token.trust], rate));
+                purposes.push((stage, Purpose::Partner(&token.trust)));
+            }
+            // Recorded only once the caller's and its issuer's limits admit it: a partner over
+            // its limits spends no room in the store shared by every issuer.
+            if let (Some(trust), Some(jti)) = (trust.filter(|t| t.replay_reject), &token.jti) {
+                let expires_at = token::from_unix_seconds(token.expires_at);
+                steps.push(Step::first_use(
                     &trust.name,
                     jti,
-                    token::from_unix_seconds(token.expires_at),
-                    trust.leeway,
-                    now,
-                )
-                .map_err(|refusal| match refusal {
-                    ReplayRefusal::Replayed => ExchangeError::Token(TokenError::Replayed),
-                    ReplayRefusal::Full { retry_after } => {
-                        self.metrics.replay_store_full.inc();
-                        ExchangeError::ReplayStoreFull { retry_after }
-                    }
-                })?;
+                    crate::limits::forget_at(expires_at, trust.leeway),
+                ));
+                purposes.push((stage, Purpose::SingleUse));
+            }
         }
-        Ok(slot)
+        if let (Some(rate), Some(target), None) = (
+            self.config.target_rate_limit,
+            candidates.target,
+            &actor_busy,
+        ) {
+            // One bucket per target, shared by every caller: a burst from one partner cannot
+            // spend a shared account's STS quota for everyone.
+            steps.push(Step::take(BucketKind::Target, &[target], rate));
+            purposes.push((Stage::Target, Purpose::Target));
+        }
+        if let Err(refusal) = self.shared.admit(&steps, now).await {
+            return Err(self.refused(refusal, &purposes));
+        }
+        match actor_busy {
+            Some(busy) => Err((Stage::Actor, busy)),
+            None => Ok(slots),
+        }
+    }
+
+    /// The error a refusal of the shared state means, counted.
+    fn refused(&self, refusal: Refusal, purposes: &[(Stage, Purpose<'_>)]) -> Refused {
+        let step = match refusal {
+            Refusal::Limited { step, .. }
+            | Refusal::Replayed { step }
+            | Refusal::Full { step, .. }
+            | Refusal::Unavailable { step, .. } => step,
+        };
+        // The store names one of the steps it was given; anything else is refused as unavailable.
+        let Some(&(stage, purpose)) = purposes.get(step) else {
+            return (
+                Stage::Subject,
+                ExchangeError::SharedStateUnavailable {
+                    retry_after: Duration::from_secs(1),
+                },
+            );
+        };
+        let error = match (refusal, purpose) {
+            (Refusal::Limited { retry_after, .. }, Purpose::Partner(trust)) => {
+                self.partner_limited(trust, false, retry_after)
+            }
+            (Refusal::Limited { retry_after, .. }, _) => {
+                self.metrics.rate_limited.inc();
+                ExchangeError::RateLimited { retry_after }
+            }
+            (Refusal::Replayed { .. }, _) if stage == Stage::Actor => {
+                ExchangeError::ActorToken(TokenError::Replayed)
+            }
+            (Refusal::Replayed { .. }, _) => ExchangeError::Token(TokenError::Replayed),
+            (Refusal::Full { retry_after, .. }, _) => {
+                self.metrics.replay_store_full.inc();
+                ExchangeError::ReplayStoreFull { retry_after }
+            }
+            (Refusal::Unavailable { retry_after, .. }, _) => {
+                ExchangeError::SharedStateUnavailable { retry_after }
+            }
+        };
+        (stage, error)
+    }
+
+    /// A trust entry's own limit refused a request: counted, and the error.
+    fn partner_limited(&self, trust: &str, busy: bool, retry_after: Duration) -> ExchangeError {
+        self.metrics.rate_limited.inc();
+        self.metrics
+            .partner_limited
+            .with_label_values(&[trust, if busy { "concurrency" } else { "rate" }])
+            .inc();
+        ExchangeError::PartnerLimited {
+            trust: trust.to_owned(),
+            busy,
+            retry_after,
+        }
     }
 }

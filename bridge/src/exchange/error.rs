@@ -75,6 +75,14 @@ pub enum ExchangeError {
         /// When the first entry leaves.
         retry_after: Duration,
     },
+    /// The shared state (Redis) cannot be reached or answered something unexpected, so this
+    /// token's single use cannot be recorded and it is refused rather than left replayable on
+    /// other replicas (503).
+    #[error("the shared state is unavailable, so single use cannot be recorded")]
+    SharedStateUnavailable {
+        /// When to try again.
+        retry_after: Duration,
+    },
     /// The provider failed (502/503).
     #[error(transparent)]
     Provider(Arc<ProviderError>),
@@ -114,6 +122,7 @@ impl ExchangeError {
             ExchangeError::PartnerLimited { busy: true, .. } => "issuer_busy".into(),
             ExchangeError::TooManyFailures { .. } => "too_many_failed_validations".into(),
             ExchangeError::ReplayStoreFull { .. } => "replay_store_full".into(),
+            ExchangeError::SharedStateUnavailable { .. } => "shared_state_unavailable".into(),
             ExchangeError::Provider(e) => e.reason().to_owned(),
             ExchangeError::AuditFailed => "audit_failed".into(),
             ExchangeError::Random(_) => "random_failed".into(),
@@ -160,6 +169,9 @@ pub enum StartError {
     /// A provider's HTTP client could not be built.
     #[error(transparent)]
     Provider(ProviderError),
+    /// The shared state's client could not be set up (its password file, its URL).
+    #[error("{0}")]
+    SharedState(String),
     /// The metrics registry could not be built.
     #[error("metrics: {0}")]
     Metrics(String),

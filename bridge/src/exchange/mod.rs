@@ -32,12 +32,11 @@ use crate::breaker::Breaker;
 use crate::cache::{CacheEvent, CredentialCache, Entry};
 use crate::config::{Config, ConfigErrors, OWN_TRUST, TrustConfig};
 use crate::issuer::{Issuer, IssuerError, random_id};
-use crate::limits::{
-    FailedValidations, PartnerLimit, PartnerRefusal, RateLimiter, ReplayGuard, ReplayRefusal,
-};
+use crate::limits::{FailedValidations, PartnerSlots};
 use crate::mapping::delegation::{may_act_allows, prior_chain};
 use crate::mapping::{Decision, Effect, Mappings, RenderError, RenderInput, TargetKind, render};
 use crate::metrics::Metrics;
+use crate::shared::{MemoryState, RedisState, SharedState};
 use crate::token::jwks::{FetchError, JwksManager};
 use crate::token::{self, KeySet, KeyThumbprint, TokenError, ValidatedToken};
 use crate::upstream::Upstream;
@@ -49,9 +48,8 @@ pub struct Bridge {
     policy: RwLock<Arc<Policy>>,
     cache: Arc<CredentialCache>,
     audit: Arc<Audit>,
-    limiter: Option<RateLimiter>,
-    target_limiter: Option<RateLimiter>,
-    replay: ReplayGuard,
+    /// Single use and rate limits: this replica's own, or Redis for all replicas.
+    shared: Arc<dyn SharedState>,
     failed_validations: Option<FailedValidations>,
     metrics: Arc<Metrics>,
 }
@@ -90,6 +88,29 @@ impl Bridge {
             ),
             Arc::new(JwtProvider::new(signer)),
         ];
+        let shared: Arc<dyn SharedState> = match &config.shared_state {
+            None => Arc::new(MemoryState::new(config.replay_store_entries)),
+            Some(redis) => {
+                let password = match &redis.password_file {
+                    None => None,
+                    Some(file) => Some(crate::shared::read_password(file).map_err(|e| {
+                        StartError::SharedState(format!(
+                            "shared_state.redis.password_file {}: {e}",
+                            file.display()
+                        ))
+                    })?),
+                };
+                Arc::new(
+                    RedisState::connect(
+                        redis,
+                        password,
+                        config.replay_store_entries,
+                        Arc::clone(&metrics),
+                    )
+                    .map_err(StartError::SharedState)?,
+                )
+            }
+        };
         let audit = Arc::new(Audit::open(&config.audit.sink).map_err(StartError::Audit)?);
         let counted = Arc::clone(&metrics);
         crate::audit::spawn_summary_writer(Arc::downgrade(&audit), move |e| {
@@ -113,10 +134,8 @@ impl Bridge {
                     Breaker::default,
                 )),
             ),
-            limiter: config.rate_limit.map(RateLimiter::new),
-            target_limiter: config.target_rate_limit.map(RateLimiter::new),
             policy: RwLock::new(Arc::new(policy)),
-            replay: ReplayGuard::new(config.replay_store_entries),
+            shared,
             failed_validations: config.failed_validation_limit.map(FailedValidations::new),
             config,
             issuer,
@@ -128,8 +147,8 @@ impl Bridge {
     /// Reloads the trust list (from the config file, when there is one) and every mapping file,
     /// validates them in full and swaps them in at once. On any error the current policy stays,
     /// every problem is logged, and `stsbridge_config_reload_total{outcome="error"}` counts it.
-    /// Settings that need a restart (listener, TLS, issuer, providers, cache, limits, audit) are
-    /// not reloaded; a change to them is logged.
+    /// Settings that need a restart (listener, TLS, issuer, providers, cache, limits, audit,
+    /// shared state) are not reloaded; a change to them is logged.
     pub fn reload(&self) -> Result<(), ConfigErrors> {
         let result = self.try_reload();
         let outcome = if result.is_ok() { "success" } else { "error" };
@@ -164,9 +183,10 @@ impl Bridge {
                     || fresh.tls != self.config.tls
                     || fresh.issuer.url != self.config.issuer.url
                     || fresh.audit != self.config.audit
+                    || fresh.shared_state != self.config.shared_state
                 {
                     tracing::warn!(
-                        "listen, tls, issuer and audit changes take effect only after a restart"
+                        "listen, tls, issuer, audit and shared_state changes take effect only after a restart"
                     );
                 }
                 (fresh.trust, fresh.mappings_dir)
@@ -362,18 +382,14 @@ impl Bridge {
                 e => ExchangeError::Token(e),
             })?;
         let trust = policy.trust_by_iss.get(&token.issuer);
-        // Held until the exchange ends: the trust entry's `max_concurrent` counts it.
-        let _slot = self.admit(policy, &token, now)?;
         // The subject's own delegation chain, carried on only where its issuer is trusted to
         // assert one (stsbridge itself, or `accept_act: true`).
         let prior_act = prior_chain(&token.claims, trust.is_some_and(|t| t.accept_act))
-            .map_err(|e| ExchangeError::InvalidRequest(e.to_string()))?;
-        event.prior_act = prior_act.audit_label();
+            .map_err(|e| ExchangeError::InvalidRequest(e.to_string()));
         // The actor is validated and admitted exactly like the subject (single use in any
         // position, limits), and authorized below by the rules and the subject's `may_act`.
-        let (actor, _actor_slot) = match req.actor_token {
-            None => (None, None),
-            Some(raw) => {
+        let actor = match (&prior_act, req.actor_token) {
+            (Ok(_), Some(raw)) => {
                 let mut actor_caller = Caller::default();
                 let validated = self
                     .validate(policy, raw, now, &mut actor_caller)
@@ -382,22 +398,73 @@ impl Bridge {
                 event.actor = Some(actor_caller);
                 // Keys that cannot be fetched are the service's trouble, not a bad request: the
                 // caller retries, as it would for the subject.
-                let actor = validated.map_err(|e| match e {
+                Some(validated.map_err(|e| match e {
                     TokenError::KeysUnavailable => ExchangeError::KeysUnavailable,
                     e => ExchangeError::ActorToken(e),
-                })?;
-                let slot = self.admit(policy, &actor, now).map_err(|e| match e {
-                    ExchangeError::Token(t) => ExchangeError::ActorToken(t),
-                    other => other,
-                })?;
-                (Some(actor), slot)
+                }))
+            }
+            _ => None,
+        };
+        let valid_actor = actor.as_ref().and_then(|a| a.as_ref().ok()).map(Arc::clone);
+
+        // The decision is a pure function of the validated tokens: taken before admission so that
+        // the target's bucket is spent only for an allowed target, and admission is one call.
+        let mappings = &policy.mappings;
+        let decision = match (&prior_act, &actor) {
+            (Ok(_), None | Some(Ok(_))) => Some(
+                tracing::debug_span!("map", target = %req.target).in_scope(|| {
+                    mappings.decide_with_actor(
+                        &token,
+                        req.client_names,
+                        req.target,
+                        valid_actor.as_deref(),
+                    )
+                }),
+            ),
+            _ => None,
+        };
+        let allowed = match &decision {
+            Some(Decision::Allow { target, .. })
+                if valid_actor
+                    .as_deref()
+                    .is_none_or(|a| may_act_allows(&token.claims, a)) =>
+            {
+                Some(target.name.as_str())
+            }
+            _ => None,
+        };
+
+        // Errors are reported in the order of the steps: the subject's admission, its chain, the
+        // actor's validation and admission, the decision, the target's limit.
+        let candidates = admission::Candidates {
+            subject: &token,
+            actor: valid_actor.as_deref(),
+            target: allowed,
+        };
+        let mut refused = None;
+        // Held until the exchange ends: the trust entries' `max_concurrent` count them.
+        let _slots = match self.admit(policy, candidates, now).await {
+            Ok(slots) => slots,
+            Err((admission::Stage::Subject, e)) => return Err(e),
+            Err(later) => {
+                refused = Some(later);
+                Vec::new()
+            }
+        };
+        let prior_act = prior_act?;
+        event.prior_act = prior_act.audit_label();
+        let actor = actor.transpose()?;
+        if let Some((admission::Stage::Actor, e)) = refused {
+            return Err(e);
+        }
+        // Taken above whenever the chain and the actor are valid, which they are by now.
+        let decision = match decision {
+            Some(decision) => decision,
+            None => {
+                mappings.decide_with_actor(&token, req.client_names, req.target, actor.as_deref())
             }
         };
 
-        let mappings = &policy.mappings;
-        let decision = tracing::debug_span!("map", target = %req.target).in_scope(|| {
-            mappings.decide_with_actor(&token, req.client_names, req.target, actor.as_deref())
-        });
         for rule in mappings.shadow_for(&token, req.client_names, req.target) {
             let would = match rule.effect {
                 Effect::Allow => "allow",
@@ -437,10 +504,7 @@ impl Bridge {
             }
             Decision::Allow { rule, target } => {
                 event.rule = Some(rule.name.clone());
-                if actor
-                    .as_deref()
-                    .is_some_and(|a| !may_act_allows(&token.claims, a))
-                {
+                if allowed.is_none() {
                     return Err(ExchangeError::ActorNotAllowed {
                         rule: rule.name.clone(),
                     });
@@ -449,15 +513,8 @@ impl Bridge {
             }
         };
         event.provider = Some(target.kind.provider());
-        if let Some(limiter) = &self.target_limiter {
-            // One bucket per target, shared by every caller: a burst from one partner cannot
-            // spend a shared account's STS quota for everyone.
-            limiter
-                .check("target", &target.name, now)
-                .map_err(|retry_after| {
-                    self.metrics.rate_limited.inc();
-                    ExchangeError::RateLimited { retry_after }
-                })?;
+        if let Some((_, e)) = refused {
+            return Err(e);
         }
         if req.endpoint == Endpoint::TokenExchange && !matches!(target.kind, TargetKind::Jwt(_)) {
             return Err(ExchangeError::InvalidRequest(format!(
@@ -507,6 +564,11 @@ impl Bridge {
             entry,
             cache,
         })
+    }
+
+    /// Where single use and rate limits are kept, and whether it works as configured.
+    pub fn shared_state(&self) -> &dyn SharedState {
+        &*self.shared
     }
 
     /// Readiness: keys, mappings and every issuer's JWKS loaded.

@@ -8,7 +8,7 @@ use super::*;
 pub struct Policy {
     pub(super) trust_by_iss: HashMap<String, TrustConfig>,
     /// The limits of trust entries that set them, by name; kept across reloads while unchanged.
-    pub(super) limits: HashMap<String, Arc<PartnerLimit>>,
+    pub(super) limits: HashMap<String, Arc<PartnerSlots>>,
     pub(super) jwks: Arc<JwksManager>,
     pub(super) mappings: Arc<Mappings>,
     refreshers: Vec<JoinHandle<()>>,
@@ -73,12 +73,13 @@ impl Policy {
         let limits = trust
             .iter()
             .filter_map(|t| {
+                let max = t.max_concurrent?;
                 let kept = previous
                     .and_then(|p| p.limits.get(&t.name))
-                    .filter(|l| l.is(t.rate_limit, t.max_concurrent));
+                    .filter(|l| l.is(max));
                 let limit = match kept {
                     Some(l) => Arc::clone(l),
-                    None => Arc::new(PartnerLimit::new(t.rate_limit, t.max_concurrent)?),
+                    None => Arc::new(PartnerSlots::new(max)),
                 };
                 Some((t.name.clone(), limit))
             })

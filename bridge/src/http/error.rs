@@ -142,6 +142,13 @@ impl From<Failure> for ApiError {
                 "this single-use token cannot be recorded now (too many are live); retry after Retry-After"
                     .into(),
             ),
+            ExchangeError::SharedStateUnavailable { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "this single-use token cannot be recorded now; retry after Retry-After \
+                 (shared_state_unavailable)"
+                    .into(),
+            ),
             ExchangeError::Provider(p) => match p.as_ref() {
                 ProviderError::Rejected { code, hint, .. } => (
                     StatusCode::BAD_GATEWAY,
@@ -184,7 +191,8 @@ impl From<Failure> for ApiError {
             ExchangeError::RateLimited { retry_after }
             | ExchangeError::PartnerLimited { retry_after, .. }
             | ExchangeError::TooManyFailures { retry_after }
-            | ExchangeError::ReplayStoreFull { retry_after } => Some(*retry_after),
+            | ExchangeError::ReplayStoreFull { retry_after }
+            | ExchangeError::SharedStateUnavailable { retry_after } => Some(*retry_after),
             ExchangeError::Provider(p) => match p.as_ref() {
                 ProviderError::Throttled { retry_after, .. }
                 | ProviderError::CircuitOpen { retry_after, .. } => Some(*retry_after),

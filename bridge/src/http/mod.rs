@@ -402,6 +402,13 @@ async fn readyz(State(bridge): State<Arc<Bridge>>) -> Response {
         "mappings": { "files": mappings.files().len(), "targets": mappings.target_count(), "rules": mappings.rule_count() },
         "issuers": issuers,
         "partner_issuers": { "total": lazy, "unused": lazy - lazy_listed },
+        // Degraded, not unready: a replica without its shared state still serves every issuer
+        // but the single-use ones, so taking it out of the load balancer would only add an
+        // outage.
+        "shared_state": match bridge.shared_state().degraded() {
+            None => json!({ "backend": bridge.shared_state().backend(), "status": "ok" }),
+            Some(reason) => json!({ "backend": bridge.shared_state().backend(), "status": "degraded", "reason": reason }),
+        },
     });
     let status = if ready {
         StatusCode::OK

@@ -8,7 +8,17 @@
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use super::store::{Store, key, millis};
+use super::store::{Key, Store, key, millis};
+
+/// When a used `jti` can be forgotten: once its token can no longer be presented. Validation
+/// accepts a token while its whole second `exp + leeway` lasts, so one second past that.
+pub fn forget_at(expires_at: SystemTime, leeway: Duration) -> SystemTime {
+    expires_at
+        .checked_add(leeway)
+        .and_then(|t| t.checked_add(Duration::from_secs(1)))
+        // Past the clock's range: remembered as long as anything can be.
+        .unwrap_or_else(|| SystemTime::UNIX_EPOCH + Duration::from_millis(u64::MAX))
+}
 
 /// Why a `jti` was not recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,12 +56,22 @@ impl ReplayGuard {
         leeway: Duration,
         now: SystemTime,
     ) -> Result<(), ReplayRefusal> {
-        let key = key(trust, jti.as_bytes());
-        // Validation accepts a token while its whole second `exp + leeway` lasts.
-        let forget_at = expires_at
-            .checked_add(leeway)
-            .map_or(u64::MAX, millis)
-            .saturating_add(1_000);
+        self.record(
+            &key(trust, jti.as_bytes()),
+            forget_at(expires_at, leeway),
+            now,
+        )
+    }
+
+    /// Records the `jti` whose key is `key` at `now`, remembered until `forget_at`, under the
+    /// same rules as [`first_use`](Self::first_use).
+    pub fn record(
+        &self,
+        key: &Key,
+        forget_at: SystemTime,
+        now: SystemTime,
+    ) -> Result<(), ReplayRefusal> {
+        let (key, forget_at) = (*key, millis(forget_at));
         let now = millis(now);
         let mut seen = self
             .seen

@@ -17,14 +17,7 @@ pub type Key = [u8; 32];
 /// The key of `value` in `scope` (a trust entry's name, `target`, `address`): SHA-256 over both,
 /// each prefixed by its length, so that no two pairs share a key (`gh` + `xj` is not `ghx` + `j`).
 pub fn key(scope: &str, value: &[u8]) -> Key {
-    let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    for part in [scope.as_bytes(), value] {
-        digest.update(&(part.len() as u64).to_be_bytes());
-        digest.update(part);
-    }
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest.finish().as_ref());
-    out
+    crate::digest::sha256_parts(&[scope.as_bytes(), value])
 }
 
 /// Milliseconds since the epoch (0 before it): the stores' clock.
