@@ -2,7 +2,7 @@
 //! the same run with the same client, every figure printed beside its ceiling as a ratio.
 //!
 //! `cargo bench -p stsbridge --bench load` (options after `--`: `--seconds N`, `--connections N`,
-//! `--tokens N`, `--memory-entries N`, `--upstream-ms N`, `--rounds N`).
+//! `--tokens N`, `--memory-entries N`, `--upstream-ms N`, `--rounds N`, `--only-shared-state`).
 //!
 //! The servers (stsbridge and the references) run as child processes of this binary on CPU 0 with
 //! one tokio worker; the driver (client, stand-in STS) runs on CPU 1 (`taskset`; without it, or on
@@ -15,7 +15,8 @@
 //! cache key every request, the stand-in STS's latency subtracted); the RFC 8693 mint path beside
 //! the raw signing rate; coalescing (1,000 concurrent requests for one cold key, and over 100
 //! keys, counted at the STS); resident memory per cached AWS credential; start to ready with
-//! 10,000 rules.
+//! 10,000 rules; and the cached path with `shared_state` on a real Redis against the same path
+//! without it, beside Redis's own `PING` ceiling (see `shared.rs`).
 
 #![allow(
     clippy::expect_used,
@@ -27,6 +28,7 @@
 )]
 
 mod client;
+mod shared;
 mod stands;
 #[path = "../support/mod.rs"]
 mod support;
@@ -61,6 +63,8 @@ struct Options {
     memory_entries: usize,
     upstream_ms: u64,
     rounds: usize,
+    /// Only the shared-state runs (`--only-shared-state`).
+    only_shared_state: bool,
     /// Name filters (`cargo bench -p stsbridge NAME` passes one to every bench).
     filters: Vec<String>,
 }
@@ -74,6 +78,7 @@ impl Options {
             memory_entries: 100_000,
             upstream_ms: 20,
             rounds: 2,
+            only_shared_state: false,
             filters: Vec::new(),
         };
         let mut it = args.iter();
@@ -90,6 +95,7 @@ impl Options {
                 "--memory-entries" => o.memory_entries = value(arg)?.max(1000) as usize,
                 "--upstream-ms" => o.upstream_ms = value(arg)?,
                 "--rounds" => o.rounds = value(arg)?.clamp(1, 10) as usize,
+                "--only-shared-state" => o.only_shared_state = true,
                 // What cargo and criterion pass to every bench binary.
                 "--bench" => {}
                 other if other.starts_with("--") => return Err(format!("unknown option {other}")),
@@ -144,12 +150,14 @@ fn parent() -> ExitCode {
     let dir = tempfile::tempdir().expect("temp dir");
     let started = Instant::now();
     prepare(dir.path(), &options);
+    let others = if options.only_shared_state {
+        0
+    } else {
+        (1 + options.rounds) * cold_tokens(&options) + options.memory_entries + 101
+    };
     println!(
         "load: keys and {} tokens ready in {:.1} s",
-        options.tokens
-            + (1 + options.rounds) * cold_tokens(&options)
-            + options.memory_entries
-            + 101,
+        2 * options.tokens + 2 + others,
         started.elapsed().as_secs_f64()
     );
     let me = std::env::current_exe().expect("own path");
@@ -248,6 +256,13 @@ fn prepare(dir: &Path, o: &Options) {
     pool(dir, "distinct", &keys.rsa, o.tokens, |_| {
         "bench-cached".into()
     });
+    // Single use: every token its own `jti` (`bench-replay-N`), one cached credential.
+    pool(dir, "replay", &keys.rsa, o.tokens + 1, |_| {
+        "bench-replay".into()
+    });
+    if o.only_shared_state {
+        return;
+    }
     pool(dir, "cold", &keys.rsa, cold_tokens(o), |i| {
         format!("bench-cold-{i}")
     });
@@ -411,8 +426,24 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
+/// What a stsbridge config adds to the plain one.
+#[derive(Default)]
+struct Extra {
+    /// The IdP's trust entry gets `replay: reject`.
+    replay: bool,
+    /// `shared_state` on this Redis.
+    redis_url: Option<String>,
+}
+
 /// Writes a stsbridge config for `dir` (its own key directory) and the mappings in `mappings`.
-fn bridge_config(dir: &Path, name: &str, alg: &str, sts_url: &str, mappings: &Path) -> PathBuf {
+fn bridge_config(
+    dir: &Path,
+    name: &str,
+    alg: &str,
+    sts_url: &str,
+    mappings: &Path,
+    extra: &Extra,
+) -> PathBuf {
     let keys = dir.join(format!("keys-{name}"));
     if !keys.exists() {
         std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
@@ -432,12 +463,23 @@ trust:
     jwks: {{ file: {jwks} }}
     algorithms: [RS256, ES256]
     max_token_lifetime: 2h
-mappings: {mappings}
+{replay}mappings: {mappings}
 providers:
   aws: {{ region: us-east-1, endpoint: "{sts_url}" }}
 cache: {{ max_entries: 1000000 }}
 audit: {{ file: {audit} }}
-"#,
+{shared}"#,
+        replay = if extra.replay {
+            "    replay: reject\n"
+        } else {
+            ""
+        },
+        shared = extra
+            .redis_url
+            .as_ref()
+            .map_or(String::new(), |url| format!(
+                "shared_state: {{ redis: {{ url: \"{url}\" }} }}\n"
+            )),
         keys = keys.display(),
         jwks = dir.join("jwks.json").display(),
         mappings = mappings.display(),
@@ -650,7 +692,15 @@ async fn drive(dir: &Path, o: &Options) {
     let sts = Arc::new(stands::Sts::default());
     let sts_url = stands::sts(Arc::clone(&sts)).await.expect("stand-in STS");
     let mappings = write_mappings(dir, 0);
-    let config = bridge_config(dir, "main", "RS256", &sts_url, &mappings);
+    if o.only_shared_state {
+        print_header(pinned, o);
+        let figures = shared::run(dir, o, &sts_url, &mappings, pinned).await;
+        figures.lines.iter().for_each(print_line);
+        println!("\nagainst the targets (ratios from this run):");
+        shared::report(&figures);
+        return;
+    }
+    let config = bridge_config(dir, "main", "RS256", &sts_url, &mappings, &Extra::default());
     let config_arg = config.display().to_string();
     let (bridge, _) = Server::spawn(dir, "bridge", &["serve", "--config", &config_arg], pinned);
     wait_ready(&bridge).await;
@@ -672,17 +722,7 @@ async fn drive(dir: &Path, o: &Options) {
     let (http_ceiling, _) = Server::spawn(dir, "ref-http", &[], pinned);
     let (verify_ceiling, _) = Server::spawn(dir, "ref-verify", &[], pinned);
 
-    println!(
-        "\nstsbridge load benchmark: servers {} with one tokio worker, driver {}; {} connections, {} s per run",
-        if pinned { "on CPU 0" } else { "unpinned" },
-        if pinned { "on CPU 1" } else { "unpinned" },
-        o.connections,
-        o.seconds
-    );
-    println!(
-        "  {:<44} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8}",
-        "run", "req/s", "p50", "p99", "p99.9", "CPU/req", "answers"
-    );
+    print_header(pinned, o);
     // Each reference and the stsbridge run it is compared with alternate, `rounds` times; the
     // best round of each is kept, so one noisy second on a shared machine does not decide a ratio.
     let warm = Duration::from_secs(1);
@@ -731,6 +771,10 @@ async fn drive(dir: &Path, o: &Options) {
     for line in [&http, &cached, &verify, &distinct] {
         print_line(line);
     }
+    // The shared-state runs while the STS still answers at once; their own servers, so the
+    // distinct tokens above are new to them.
+    let shared = shared::run(dir, o, &sts_url, &mappings, pinned).await;
+    shared.lines.iter().for_each(print_line);
 
     let upstream = Duration::from_millis(o.upstream_ms);
     sts.set_latency(upstream);
@@ -821,7 +865,14 @@ async fn drive(dir: &Path, o: &Options) {
     drop(bridge);
 
     // Memory: a second stsbridge, ES256 issuer, filled with distinct credentials.
-    let config = bridge_config(dir, "memory", "ES256", &sts_url, &mappings);
+    let config = bridge_config(
+        dir,
+        "memory",
+        "ES256",
+        &sts_url,
+        &mappings,
+        &Extra::default(),
+    );
     let config_arg = config.display().to_string();
     let (memory_bridge, _) =
         Server::spawn(dir, "bridge", &["serve", "--config", &config_arg], pinned);
@@ -885,7 +936,7 @@ async fn drive(dir: &Path, o: &Options) {
 
     // Start to ready with 10,000 rules.
     let big = write_mappings(dir, 10_000);
-    let config = bridge_config(dir, "main", "RS256", &sts_url, &big);
+    let config = bridge_config(dir, "main", "RS256", &sts_url, &big, &Extra::default());
     let config_arg = config.display().to_string();
     let (big_bridge, spawned) =
         Server::spawn(dir, "bridge", &["serve", "--config", &config_arg], pinned);
@@ -970,5 +1021,20 @@ async fn drive(dir: &Path, o: &Options) {
         "  start to ready with 10,000 rules: {:.0} ms (target < 1000: {})",
         start_to_ready.as_secs_f64() * 1e3,
         verdict(start_to_ready < Duration::from_secs(1))
+    );
+    shared::report(&shared);
+}
+
+fn print_header(pinned: bool, o: &Options) {
+    println!(
+        "\nstsbridge load benchmark: servers {} with one tokio worker, driver {}; {} connections, {} s per run",
+        if pinned { "on CPU 0" } else { "unpinned" },
+        if pinned { "on CPU 1" } else { "unpinned" },
+        o.connections,
+        o.seconds
+    );
+    println!(
+        "  {:<44} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8}",
+        "run", "req/s", "p50", "p99", "p99.9", "CPU/req", "answers"
     );
 }
