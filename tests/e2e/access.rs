@@ -270,6 +270,11 @@ async fn a_target_over_its_rate_gets_429_whoever_asks() {
     let (status, body, headers) = stack.credentials("api", &format!("Bearer {t}")).await;
     assert_eq!(status, 429, "{body}");
     assert!(headers.contains_key("retry-after"));
+    // The refusal names the target's shared budget, not the caller's own.
+    assert_eq!(
+        body["error_description"], "too many requests for target api from all callers together",
+        "{body}"
+    );
     // Another target has its own budget: the same caller gets it.
     let (status, body, _) = stack.credentials("reports", &format!("Bearer {t}")).await;
     assert_eq!(status, 200, "{body}");

@@ -27,7 +27,7 @@ enum Purpose<'a> {
     Caller,
     Partner(&'a str),
     SingleUse,
-    Target,
+    Target(&'a str),
 }
 
 /// A refused admission: the stage it concerns, and the error.
@@ -105,7 +105,7 @@ impl Bridge {
             // One bucket per target, shared by every caller: a burst from one partner cannot
             // spend a shared account's STS quota for everyone.
             steps.push(Step::take(BucketKind::Target, &[target], rate));
-            purposes.push((Stage::Target, Purpose::Target));
+            purposes.push((Stage::Target, Purpose::Target(target)));
         }
         if let Err(refusal) = self.shared.admit(&steps, now).await {
             return Err(self.refused(refusal, &purposes));
@@ -137,9 +137,15 @@ impl Bridge {
             (Refusal::Limited { retry_after, .. }, Purpose::Partner(trust)) => {
                 self.partner_limited(trust, false, retry_after)
             }
-            (Refusal::Limited { retry_after, .. }, _) => {
+            (Refusal::Limited { retry_after, .. }, purpose) => {
                 self.metrics.rate_limited.inc();
-                ExchangeError::RateLimited { retry_after }
+                ExchangeError::RateLimited {
+                    retry_after,
+                    target: match purpose {
+                        Purpose::Target(name) => Some(name.to_owned()),
+                        _ => None,
+                    },
+                }
             }
             (Refusal::Replayed { .. }, _) if stage == Stage::Actor => {
                 ExchangeError::ActorToken(TokenError::Replayed)

@@ -45,11 +45,14 @@ pub enum ExchangeError {
     /// The provider request could not be rendered from the token (403).
     #[error(transparent)]
     Render(RenderError),
-    /// Too many requests from this caller (429).
+    /// Too many requests from this caller, or for this target from all callers together (429).
     #[error("rate limited")]
     RateLimited {
         /// When to retry.
         retry_after: Duration,
+        /// The target whose shared budget (`limits.per_target`) is spent; `None` when it is the
+        /// caller's own (`limits.per_subject`).
+        target: Option<String>,
     },
     /// The callers of one trust entry together are over its `rate_limit` or `max_concurrent`
     /// (429).

@@ -120,10 +120,18 @@ impl From<Failure> for ApiError {
             ),
             ExchangeError::Scope(r) => (StatusCode::BAD_REQUEST, "invalid_scope", r.to_string()),
             ExchangeError::Render(r) => (StatusCode::FORBIDDEN, "access_denied", r.to_string()),
-            ExchangeError::RateLimited { .. } => (
+            ExchangeError::RateLimited { target: None, .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 "too many requests from this caller".into(),
+            ),
+            ExchangeError::RateLimited {
+                target: Some(target),
+                ..
+            } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many requests for target {target} from all callers together"),
             ),
             ExchangeError::PartnerLimited { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
@@ -188,7 +196,7 @@ impl From<Failure> for ApiError {
             ),
         };
         let retry_after = match e {
-            ExchangeError::RateLimited { retry_after }
+            ExchangeError::RateLimited { retry_after, .. }
             | ExchangeError::PartnerLimited { retry_after, .. }
             | ExchangeError::TooManyFailures { retry_after }
             | ExchangeError::ReplayStoreFull { retry_after }
