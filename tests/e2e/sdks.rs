@@ -32,6 +32,22 @@ struct AgentStack {
     entra: MockServer,
 }
 
+impl AgentStack {
+    /// The value of `name` among the env lines the agent printed.
+    fn var(&self, name: &str) -> String {
+        self.env
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("the agent printed no {name}"))
+    }
+
+    /// The AWS container credentials secret the agent wrote for its workload.
+    fn aws_secret(&self) -> String {
+        std::fs::read_to_string(self.var("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")).unwrap()
+    }
+}
+
 async fn agent_stack() -> AgentStack {
     agent_stack_with_sts(&moto().endpoint).await
 }
@@ -313,21 +329,13 @@ async fn the_agent_refuses_requests_without_each_protocols_header_or_with_a_wron
     let s = agent_stack().await;
     let http = reqwest::Client::new();
     let url = |p: &str| s.agent.url(p);
-    let env = |k: &str| {
-        s.env
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
-            .unwrap()
-    };
-    let aws_secret =
-        std::fs::read_to_string(env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")).unwrap();
+    let aws_secret = s.aws_secret();
     assert!(
         !aws_secret.ends_with('\n'),
         "botocore refuses a token file with a trailing newline"
     );
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"))
+    let mode = std::fs::metadata(s.var("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"))
         .unwrap()
         .permissions()
         .mode()
@@ -385,7 +393,7 @@ async fn the_agent_refuses_requests_without_each_protocols_header_or_with_a_wron
     assert_eq!(status(http.get(&msi).send().await.unwrap()), 401);
 
     // Present but wrong: near misses of each protocol's value, and the other protocol's secret.
-    let identity = env("IDENTITY_HEADER");
+    let identity = s.var("IDENTITY_HEADER");
     let changed = |v: &str| {
         let mut v = v.to_owned();
         let last = if v.ends_with('A') { "B" } else { "A" };
@@ -494,7 +502,7 @@ async fn the_agent_refuses_requests_without_each_protocols_header_or_with_a_wron
     assert_eq!(
         status(
             http.get(&msi)
-                .header("X-IDENTITY-HEADER", env("IDENTITY_HEADER"))
+                .header("X-IDENTITY-HEADER", s.var("IDENTITY_HEADER"))
                 .send()
                 .await
                 .unwrap()
@@ -505,7 +513,7 @@ async fn the_agent_refuses_requests_without_each_protocols_header_or_with_a_wron
     assert_eq!(
         status(
             http.get(&other)
-                .header("X-IDENTITY-HEADER", env("IDENTITY_HEADER"))
+                .header("X-IDENTITY-HEADER", s.var("IDENTITY_HEADER"))
                 .send()
                 .await
                 .unwrap()
@@ -547,15 +555,7 @@ async fn the_agent_refuses_requests_addressed_to_another_host() {
         .mount(&sts_stand_in)
         .await;
     let s = agent_stack_with_sts(&sts_stand_in.uri()).await;
-    let env = |k: &str| {
-        s.env
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
-            .unwrap()
-    };
-    let aws_secret =
-        std::fs::read_to_string(env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")).unwrap();
+    let aws_secret = s.aws_secret();
     let addr = s.agent.base.trim_start_matches("http://").to_owned();
     let port = addr.rsplit(':').next().unwrap().to_owned();
     let http = reqwest::Client::new();
@@ -565,7 +565,7 @@ async fn the_agent_refuses_requests_addressed_to_another_host() {
     let endpoints: [(&str, &str, String); 3] = [
         ("/aws/credentials", "Authorization", aws_secret),
         (gce_token, "Metadata-Flavor", "Google".to_owned()),
-        (msi, "X-IDENTITY-HEADER", env("IDENTITY_HEADER")),
+        (msi, "X-IDENTITY-HEADER", s.var("IDENTITY_HEADER")),
     ];
     let get = |path: &str, name: &str, value: &str, host: &str| {
         http.get(s.agent.url(path))
@@ -639,15 +639,7 @@ async fn the_agent_refuses_requests_addressed_to_another_host() {
 
 /// Exchanges the service granted for `target`, from its metrics (counted before it answers).
 async fn granted(stack: &Stack, target: &str) -> u64 {
-    let text = stack
-        .http
-        .get(stack.bridge.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = stack.get_text("/metrics").await;
     let series = "stsbridge_exchanges_total{outcome=\"allow\",";
     let label = format!("target=\"{target}\"}}");
     text.lines()
@@ -678,16 +670,8 @@ async fn concurrent_sdk_requests_to_the_agent_make_one_request_to_the_service() 
         .mount(&sts_stand_in)
         .await;
     let s = agent_stack_with_sts(&sts_stand_in.uri()).await;
-    let env = |k: &str| {
-        s.env
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
-            .unwrap()
-    };
-    let aws_secret =
-        std::fs::read_to_string(env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")).unwrap();
-    let identity = env("IDENTITY_HEADER");
+    let aws_secret = s.aws_secret();
+    let identity = s.var("IDENTITY_HEADER");
     let http = reqwest::Client::new();
     // What botocore, google-auth and azure-identity each send.
     let requests = [
@@ -740,14 +724,7 @@ async fn concurrent_sdk_requests_to_the_agent_make_one_request_to_the_service() 
 async fn the_agent_picks_up_a_rotated_token_file_without_restart() {
     let s = agent_stack().await;
     let http = reqwest::Client::new();
-    let env = |k: &str| {
-        s.env
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
-            .unwrap()
-    };
-    let secret = std::fs::read_to_string(env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")).unwrap();
+    let secret = s.aws_secret();
     // The workload's token is replaced by one stsbridge refuses: the agent reports the refusal...
     let expired = s.stack.idp.token(
         "repo:acme/app:ref:refs/heads/main",
