@@ -571,8 +571,8 @@ impl Bridge {
         &*self.shared
     }
 
-    /// Readiness: keys, mappings and every issuer's JWKS loaded.
-    pub fn ready(&self) -> bool {
-        self.issuer.active_kid().is_some() && self.policy().jwks.all_loaded()
+    /// Readiness under `policy`: a signing key, and every issuer's JWKS loaded.
+    pub fn ready(&self, policy: &Policy) -> bool {
+        self.issuer.active_kid().is_some() && policy.jwks().all_loaded()
     }
 }

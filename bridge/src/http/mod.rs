@@ -381,7 +381,7 @@ async fn readyz(State(bridge): State<Arc<Bridge>>) -> Response {
     let policy = bridge.policy();
     let mappings = policy.mappings();
     let signing_key = bridge.issuer().active_kid();
-    let ready = signing_key.is_some() && policy.jwks().all_loaded();
+    let ready = bridge.ready(&policy);
     let mut issuers = policy.jwks().status();
     let problems = problems(signing_key.as_deref(), &issuers);
     // Partner entries nobody has used yet are counted, not listed: there may be thousands.

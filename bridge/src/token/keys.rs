@@ -76,12 +76,7 @@ pub struct VerifyingKey {
 pub type KeyThumbprint = [u8; 32];
 
 fn thumbprint_of(family: KeyFamily, public: &[u8]) -> KeyThumbprint {
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    ctx.update(&[family as u8]);
-    ctx.update(public);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
-    out
+    crate::digest::sha256_parts(&[&[family as u8], public])
 }
 
 impl VerifyingKey {
