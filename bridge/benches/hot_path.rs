@@ -25,7 +25,7 @@ use stsbridge::mapping::delegation::PriorAct;
 use stsbridge::mapping::{Decision, Mappings, RenderInput, render};
 use stsbridge::token::{self, ValidatedToken};
 use stsbridge_providers::jwt::JwtProvider;
-use stsbridge_providers::{AssertionSigner, MintSpec, Provider};
+use stsbridge_providers::{AssertionSigner, MintSpec, Providers};
 
 #[path = "support/mod.rs"]
 mod support;
@@ -289,7 +289,7 @@ fn minting(c: &mut Criterion) {
 fn cache_hit(c: &mut Criterion) {
     let rt = runtime();
     let signer: Arc<dyn AssertionSigner> = issuer(SigningAlgorithm::Es256);
-    let providers: Vec<Arc<dyn Provider>> = vec![Arc::new(JwtProvider::new(signer))];
+    let providers = Providers::default().jwt(Arc::new(JwtProvider::new(signer)));
     let cache = CredentialCache::new(100_000, providers);
     let dir = tempfile::tempdir().expect("tempdir");
     let (mappings, subject) = rule_set(dir.path(), 10, false, &bench_trust());

@@ -81,6 +81,30 @@ pub struct AuditEvent {
     /// record. Absent when none matched.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub shadow: Vec<Shadow>,
+    /// The revocation that refused the exchange (reason `revoked`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<String>,
+}
+
+/// The event of a revocation created or removed through the API, or applied by this replica.
+#[derive(Debug, Serialize)]
+pub struct RevocationEvent<'a> {
+    /// RFC 3339 time.
+    pub time: String,
+    /// `revocation_created`, `revocation_removed` or `revocation_applied`.
+    pub event: &'static str,
+    /// The id of the API request's decision (created, removed); absent for applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision_id: Option<&'a str>,
+    /// The revocation as the API lists it (`id`, `kind`, `issuer`, `value`, `created`,
+    /// `expires`, `reason`, `by`).
+    pub revocation: serde_json::Value,
+    /// Who asked (created, removed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caller: Option<&'a Caller>,
+    /// The HTTP request id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<&'a str>,
 }
 
 /// An audit-mode rule that matched.
@@ -210,6 +234,11 @@ impl Audit {
     /// refuses to hand out the credential (no credential without an audit record) unless the
     /// config says `on_failure: open`.
     pub fn record(&self, event: &AuditEvent) -> io::Result<()> {
+        self.write(event)
+    }
+
+    /// Writes a revocation's event as one line.
+    pub fn record_revocation(&self, event: &RevocationEvent<'_>) -> io::Result<()> {
         self.write(event)
     }
 

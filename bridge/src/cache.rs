@@ -19,7 +19,7 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use moka::Expiry;
 use stsbridge_providers::{
-    Credential, Issued, Provider, ProviderError, ProviderKind, ProviderRequest, UpstreamInfo,
+    Credential, Issued, ProviderError, ProviderKind, ProviderRequest, Providers, UpstreamInfo,
 };
 use tracing::Instrument as _;
 
@@ -197,7 +197,7 @@ pub struct CredentialCache {
 impl CredentialCache {
     /// A cache of at most `max_entries` credentials over `providers` (default breakers, no
     /// metrics).
-    pub fn new(max_entries: u64, providers: Vec<Arc<dyn Provider>>) -> Arc<Self> {
+    pub fn new(max_entries: u64, providers: Providers) -> Arc<Self> {
         Self::over(
             max_entries,
             Arc::new(Upstream::new(providers, None, Breaker::default)),
@@ -342,6 +342,20 @@ impl CredentialCache {
         .shared();
         inflight.insert(key, flight.clone());
         (flight, true)
+    }
+
+    /// Drops every cached credential of `target` (a revoked target): returns how many.
+    pub async fn drop_target(&self, target: &str) -> usize {
+        let keys: Vec<Key> = self
+            .entries
+            .iter()
+            .filter(|(k, _)| k.target() == target)
+            .map(|(k, _)| Key::clone(&k))
+            .collect();
+        for k in &keys {
+            self.entries.invalidate(k).await;
+        }
+        keys.len()
     }
 
     async fn fetch(&self, key: &ProviderRequest, now: SystemTime) -> FlightResult {

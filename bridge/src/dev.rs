@@ -166,6 +166,7 @@ pub async fn serve(listen: Option<SocketAddr>, aws_endpoint: Option<String>) -> 
             fail_open: false,
         },
         shared_state: None,
+        revocations: crate::config::RevocationsConfig::default(),
     };
     let bridge = match Bridge::start(config) {
         Ok(b) => b,

@@ -13,7 +13,8 @@
 //! - [`cache`]: the credential cache with coalescing and refresh ahead, in front of
 //!   [`upstream`], the providers by kind, each behind a circuit [`breaker`].
 //! - [`limits`]: per-caller rate limits, single-use `jti`s, failed validations per address;
-//!   [`shared`]: where single use and rate limits are kept (this replica, or Redis for all).
+//!   [`shared`]: where single use and rate limits are kept (this replica, or Redis for all);
+//!   [`revocation`]: what is revoked, where it is kept, and how every replica learns of it.
 //! - [`exchange`]: [`exchange::Bridge`], which runs one exchange end to end.
 //! - [`audit`]: one JSON event per decision; [`metrics`]: Prometheus metrics.
 //! - [`http`]: the routes; [`http::error`] is the one place errors become responses.
@@ -46,6 +47,7 @@ pub mod limits;
 pub mod mapping;
 pub mod metrics;
 pub mod partner;
+pub mod revocation;
 pub mod server;
 pub mod shared;
 pub mod tls;

@@ -51,6 +51,15 @@ pub struct Metrics {
     /// `stsbridge_shared_state_fallback`: 1 while the shared state is unavailable and this
     /// replica refuses single-use tokens and limits rates with its own buckets.
     pub shared_state_fallback: IntGauge,
+    /// `stsbridge_revocations_active`: revocations this replica applies now.
+    pub revocations_active: IntGauge,
+    /// `stsbridge_revoked_denials_total{kind}`: exchanges refused by a revocation, by its kind.
+    pub revoked_denials: IntCounterVec,
+    /// `stsbridge_revocation_apply_seconds`: from a revocation's creation to this replica
+    /// applying it (the seed's M6).
+    pub revocation_apply: Histogram,
+    /// `stsbridge_introspections_total{active}`: introspection answers, `true` or `false`.
+    pub introspections: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -156,6 +165,37 @@ impl Metrics {
             "1 while the shared state is unavailable: single-use tokens refused, rate limits per replica.",
         )?;
         registry.register(Box::new(shared_state_fallback.clone()))?;
+        let revocations_active = IntGauge::new(
+            "stsbridge_revocations_active",
+            "Revocations this replica applies now.",
+        )?;
+        registry.register(Box::new(revocations_active.clone()))?;
+        let revoked_denials = counter_vec(
+            "stsbridge_revoked_denials_total",
+            "Exchanges refused because a revocation covers the token, its issuer or the target, by the revocation's kind.",
+            &["kind"],
+        )?;
+        let revocation_apply = Histogram::with_opts(
+            HistogramOpts::new(
+                "stsbridge_revocation_apply_seconds",
+                "Time from a revocation's creation (on any replica) to this replica applying it.",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ]),
+        )?;
+        registry.register(Box::new(revocation_apply.clone()))?;
+        let introspections = counter_vec(
+            "stsbridge_introspections_total",
+            "Introspection answers, by whether the token was active.",
+            &["active"],
+        )?;
+        for kind in crate::revocation::Kind::ALL {
+            revoked_denials.with_label_values(&[kind.as_str()]);
+        }
+        for active in ["true", "false"] {
+            introspections.with_label_values(&[active]);
+        }
         for event in ["hit", "miss", "coalesced", "stale"] {
             cache_events.with_label_values(&[event]);
         }
@@ -179,6 +219,10 @@ impl Metrics {
             shared_state_seconds,
             shared_state_errors,
             shared_state_fallback,
+            revocations_active,
+            revoked_denials,
+            revocation_apply,
+            introspections,
         })
     }
 

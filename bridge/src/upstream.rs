@@ -5,30 +5,29 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use stsbridge_providers::{Issued, Provider, ProviderError, ProviderKind, ProviderRequest};
+use stsbridge_providers::{Issued, ProviderError, ProviderKind, ProviderRequest, Providers};
 
 use crate::breaker::{Admission, Breaker};
 use crate::metrics::Metrics;
 
-/// The providers, one per kind, each with its breaker.
+/// The providers, one per kind, each kind with its breaker.
 pub struct Upstream {
-    providers: HashMap<ProviderKind, (Arc<dyn Provider>, Breaker)>,
+    providers: Providers,
+    breakers: HashMap<ProviderKind, Breaker>,
     metrics: Option<Arc<Metrics>>,
 }
 
 impl Upstream {
-    /// `providers` (one per kind), each behind a breaker made by `breaker`, reporting breaker
-    /// state to `metrics`.
+    /// `providers`, each kind behind a breaker made by `breaker`, reporting breaker state to
+    /// `metrics`.
     pub fn new(
-        providers: Vec<Arc<dyn Provider>>,
+        providers: Providers,
         metrics: Option<Arc<Metrics>>,
         breaker: impl Fn() -> Breaker,
     ) -> Self {
         Upstream {
-            providers: providers
-                .into_iter()
-                .map(|p| (p.kind(), (p, breaker())))
-                .collect(),
+            providers,
+            breakers: ProviderKind::ALL.iter().map(|k| (*k, breaker())).collect(),
             metrics,
         }
     }
@@ -44,20 +43,20 @@ impl Upstream {
         now: SystemTime,
     ) -> Result<Issued, ProviderError> {
         let kind = request.kind();
-        let (provider, breaker) =
-            self.providers
-                .get(&kind)
-                .ok_or_else(|| ProviderError::Unavailable {
-                    provider: kind,
-                    detail: "the provider is not configured".into(),
-                })?;
+        if !self.providers.serves(kind) {
+            return Err(ProviderError::Unavailable {
+                provider: kind,
+                detail: "the provider is not configured".into(),
+            });
+        }
+        let breaker = &self.breakers[&kind];
         if let Admission::Refuse(retry_after) = breaker.admit(now) {
             return Err(ProviderError::CircuitOpen {
                 provider: kind,
                 retry_after,
             });
         }
-        let result = provider.fetch(request, now).await;
+        let result = self.providers.fetch(request, now).await;
         let reached = !result.as_ref().is_err_and(ProviderError::is_unreachable);
         if breaker.record(reached, now) {
             let open = breaker.is_open();

@@ -22,7 +22,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::credential::{AwsCredential, Credential, account_of_arn};
 use crate::error::ProviderError;
-use crate::request::{AwsHop, AwsRequest, ProviderKind, ProviderRequest};
+use crate::request::{AwsHop, AwsRequest, ProviderKind};
 use crate::signer::{AssertionSigner, assertion_for};
 use crate::{Issued, Provider, UpstreamInfo};
 
@@ -214,25 +214,13 @@ impl AwsProvider {
     }
 }
 
-impl Provider for AwsProvider {
-    fn kind(&self) -> ProviderKind {
-        ProviderKind::Aws
-    }
-
+impl Provider<AwsRequest> for AwsProvider {
     fn fetch<'a>(
         &'a self,
-        request: &'a ProviderRequest,
+        request: &'a AwsRequest,
         now: SystemTime,
     ) -> BoxFuture<'a, Result<Issued, ProviderError>> {
-        Box::pin(async move {
-            match request {
-                ProviderRequest::Aws(r) => self.fetch_aws(r, now).await,
-                other => Err(ProviderError::Mismatch {
-                    expected: ProviderKind::Aws,
-                    got: other.kind(),
-                }),
-            }
-        })
+        Box::pin(self.fetch_aws(request, now))
     }
 }
 

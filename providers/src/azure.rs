@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::credential::{AccessToken, Credential};
 use crate::error::ProviderError;
-use crate::request::{AzureRequest, ProviderKind, ProviderRequest};
+use crate::request::{AzureRequest, ProviderKind};
 use crate::rest::{RestClient, RestSettings, excerpt, fingerprint};
 use crate::signer::{AssertionSigner, assertion_for};
 use crate::{Issued, Provider, UpstreamInfo};
@@ -124,25 +124,13 @@ impl AzureProvider {
     }
 }
 
-impl Provider for AzureProvider {
-    fn kind(&self) -> ProviderKind {
-        ProviderKind::Azure
-    }
-
+impl Provider<AzureRequest> for AzureProvider {
     fn fetch<'a>(
         &'a self,
-        request: &'a ProviderRequest,
+        request: &'a AzureRequest,
         now: SystemTime,
     ) -> BoxFuture<'a, Result<Issued, ProviderError>> {
-        Box::pin(async move {
-            match request {
-                ProviderRequest::Azure(r) => self.fetch_azure(r, now).await,
-                other => Err(ProviderError::Mismatch {
-                    expected: ProviderKind::Azure,
-                    got: other.kind(),
-                }),
-            }
-        })
+        Box::pin(self.fetch_azure(request, now))
     }
 }
 

@@ -63,14 +63,6 @@ pub enum ProviderError {
     /// stsbridge could not mint the assertion. Maps to 500.
     #[error("could not mint the assertion: {0}")]
     Assertion(#[from] SignError),
-    /// The request was handed to a provider of another kind (a wiring bug). Maps to 500.
-    #[error("a {got} request was sent to the {expected} provider")]
-    Mismatch {
-        /// The provider that received it.
-        expected: ProviderKind,
-        /// The kind of the request.
-        got: ProviderKind,
-    },
 }
 
 impl ProviderError {
@@ -82,7 +74,6 @@ impl ProviderError {
             | ProviderError::Unavailable { provider, .. }
             | ProviderError::CircuitOpen { provider, .. }
             | ProviderError::InvalidResponse { provider, .. } => Some(*provider),
-            ProviderError::Mismatch { expected, .. } => Some(*expected),
             ProviderError::Assertion(_) => None,
         }
     }
@@ -105,7 +96,6 @@ impl ProviderError {
             ProviderError::CircuitOpen { .. } => "circuit_open",
             ProviderError::InvalidResponse { .. } => "invalid_upstream_response",
             ProviderError::Assertion(_) => "assertion_failed",
-            ProviderError::Mismatch { .. } => "provider_mismatch",
         }
     }
 }

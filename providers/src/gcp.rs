@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::credential::{AccessToken, Credential};
 use crate::error::ProviderError;
-use crate::request::{GcpRequest, ProviderKind, ProviderRequest};
+use crate::request::{GcpRequest, ProviderKind};
 use crate::rest::{RestClient, RestSettings, excerpt, fingerprint};
 use crate::signer::{AssertionSigner, assertion_for};
 use crate::{Issued, Provider, UpstreamInfo};
@@ -205,25 +205,13 @@ impl GcpProvider {
     }
 }
 
-impl Provider for GcpProvider {
-    fn kind(&self) -> ProviderKind {
-        ProviderKind::Gcp
-    }
-
+impl Provider<GcpRequest> for GcpProvider {
     fn fetch<'a>(
         &'a self,
-        request: &'a ProviderRequest,
+        request: &'a GcpRequest,
         now: SystemTime,
     ) -> BoxFuture<'a, Result<Issued, ProviderError>> {
-        Box::pin(async move {
-            match request {
-                ProviderRequest::Gcp(r) => self.fetch_gcp(r, now).await,
-                other => Err(ProviderError::Mismatch {
-                    expected: ProviderKind::Gcp,
-                    got: other.kind(),
-                }),
-            }
-        })
+        Box::pin(self.fetch_gcp(request, now))
     }
 }
 

@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 
 use crate::credential::{AccessToken, Credential};
 use crate::error::ProviderError;
-use crate::request::{JwtRequest, ProviderKind, ProviderRequest};
+use crate::request::{JwtRequest, ProviderKind};
 use crate::signer::{AssertionSigner, MintSpec};
 use crate::{Issued, Provider, UpstreamInfo};
 
@@ -74,23 +74,12 @@ impl JwtProvider {
     }
 }
 
-impl Provider for JwtProvider {
-    fn kind(&self) -> ProviderKind {
-        ProviderKind::Jwt
-    }
-
+impl Provider<JwtRequest> for JwtProvider {
     fn fetch<'a>(
         &'a self,
-        request: &'a ProviderRequest,
+        request: &'a JwtRequest,
         now: SystemTime,
     ) -> BoxFuture<'a, Result<Issued, ProviderError>> {
-        let result = match request {
-            ProviderRequest::Jwt(r) => self.mint(r, now),
-            other => Err(ProviderError::Mismatch {
-                expected: ProviderKind::Jwt,
-                got: other.kind(),
-            }),
-        };
-        Box::pin(std::future::ready(result))
+        Box::pin(std::future::ready(self.mint(request, now)))
     }
 }

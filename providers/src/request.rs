@@ -25,6 +25,14 @@ pub enum ProviderKind {
 }
 
 impl ProviderKind {
+    /// Every kind, in a fixed order.
+    pub const ALL: [ProviderKind; 4] = [
+        ProviderKind::Aws,
+        ProviderKind::Gcp,
+        ProviderKind::Azure,
+        ProviderKind::Jwt,
+    ];
+
     /// The lower-case name used in config, metrics and audit events.
     pub fn as_str(self) -> &'static str {
         match self {

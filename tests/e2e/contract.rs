@@ -33,7 +33,7 @@ use stsbridge_providers::request::AssertionSource;
 use stsbridge_providers::rest::{RestSettings, fingerprint};
 use stsbridge_providers::{
     AssertionSigner, AwsRequest, AzureRequest, Credential, GcpRequest, Issued, JwtRequest,
-    MintSpec, MintedAssertion, Provider, ProviderError, ProviderRequest, SignError,
+    MintSpec, MintedAssertion, ProviderError, ProviderRequest, Providers, SignError,
 };
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -91,7 +91,7 @@ fn mint(subject: &str) -> AssertionSource {
 /// A provider with a controllable upstream.
 trait Upstream: Sized {
     async fn start() -> Self;
-    fn provider(&self) -> Arc<dyn Provider>;
+    fn provider(&self) -> Providers;
     fn request(&self) -> ProviderRequest;
     /// From now on, answer the documented requests for [`Upstream::request`], and only those,
     /// with a credential valid for `lifetime`.
@@ -205,12 +205,12 @@ impl Upstream for AwsUpstream {
     async fn start() -> Self {
         AwsUpstream(Http::start().await)
     }
-    fn provider(&self) -> Arc<dyn Provider> {
+    fn provider(&self) -> Providers {
         let settings = AwsSettings {
             endpoint: Some(self.0.server.uri()),
             ..AwsSettings::default()
         };
-        Arc::new(AwsProvider::new(&settings, self.0.signer.clone()))
+        Providers::default().aws(Arc::new(AwsProvider::new(&settings, self.0.signer.clone())))
     }
     fn request(&self) -> ProviderRequest {
         ProviderRequest::Aws(AwsRequest {
@@ -320,13 +320,15 @@ impl GcpUpstream {
             service_account,
         }
     }
-    fn provider(&self) -> Arc<dyn Provider> {
+    fn provider(&self) -> Providers {
         let settings = GcpSettings {
             sts_endpoint: self.http.server.uri(),
             iamcredentials_endpoint: self.http.server.uri(),
             rest: rest(),
         };
-        Arc::new(GcpProvider::new(&settings, self.http.signer.clone()).unwrap())
+        Providers::default().gcp(Arc::new(
+            GcpProvider::new(&settings, self.http.signer.clone()).unwrap(),
+        ))
     }
     fn scope(&self) -> &'static str {
         match self.service_account {
@@ -452,7 +454,7 @@ macro_rules! gcp_upstream {
             async fn start() -> Self {
                 $name(GcpUpstream::start($service_account).await)
             }
-            fn provider(&self) -> Arc<dyn Provider> {
+            fn provider(&self) -> Providers {
                 self.0.provider()
             }
             fn request(&self) -> ProviderRequest {
@@ -499,12 +501,14 @@ impl Upstream for AzureUpstream {
     async fn start() -> Self {
         AzureUpstream(Http::start().await)
     }
-    fn provider(&self) -> Arc<dyn Provider> {
+    fn provider(&self) -> Providers {
         let settings = AzureSettings {
             authority_host: self.0.server.uri(),
             rest: rest(),
         };
-        Arc::new(AzureProvider::new(&settings, self.0.signer.clone()).unwrap())
+        Providers::default().azure(Arc::new(
+            AzureProvider::new(&settings, self.0.signer.clone()).unwrap(),
+        ))
     }
     fn request(&self) -> ProviderRequest {
         ProviderRequest::Azure(AzureRequest {
@@ -573,8 +577,8 @@ impl Upstream for JwtUpstream {
             lifetime: std::sync::Mutex::new(Duration::from_secs(300)),
         }
     }
-    fn provider(&self) -> Arc<dyn Provider> {
-        Arc::new(JwtProvider::new(self.signer.clone()))
+    fn provider(&self) -> Providers {
+        Providers::default().jwt(Arc::new(JwtProvider::new(self.signer.clone())))
     }
     fn request(&self) -> ProviderRequest {
         ProviderRequest::Jwt(JwtRequest {
@@ -704,7 +708,7 @@ async fn throttled_then_recovers<U: Upstream>() {
 async fn down_with_a_cached_credential_still_served<U: Upstream>() {
     let upstream = U::start().await;
     upstream.succeed(Duration::from_secs(600)).await;
-    let cache = CredentialCache::new(10, vec![upstream.provider()]);
+    let cache = CredentialCache::new(10, upstream.provider());
     let key = Arc::new(upstream.request());
     let t0 = SystemTime::now();
     let (first, event) = cache.get(Arc::clone(&key), t0).await.unwrap();

@@ -22,6 +22,7 @@ mod leaks;
 mod limits;
 mod operations;
 mod partners;
+mod revocation;
 mod sdks;
 mod shared;
 mod terraform;

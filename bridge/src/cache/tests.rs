@@ -1,7 +1,7 @@
 use std::sync::atomic::AtomicUsize;
 
 use secrecy::SecretString;
-use stsbridge_providers::{AccessToken, JwtRequest};
+use stsbridge_providers::{AccessToken, JwtRequest, Provider};
 
 use super::*;
 use crate::testutil::{at, now};
@@ -59,13 +59,10 @@ impl Counting {
     }
 }
 
-impl Provider for Counting {
-    fn kind(&self) -> ProviderKind {
-        ProviderKind::Jwt
-    }
+impl Provider<JwtRequest> for Counting {
     fn fetch<'a>(
         &'a self,
-        _: &'a ProviderRequest,
+        _: &'a JwtRequest,
         now: SystemTime,
     ) -> BoxFuture<'a, Result<Issued, ProviderError>> {
         Box::pin(async move {
@@ -106,7 +103,7 @@ fn key(target: &str) -> Key {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_misses_make_one_upstream_call() {
     let provider = Counting::new(Duration::from_secs(300), Duration::from_millis(50));
-    let cache = CredentialCache::new(100, vec![provider.clone()]);
+    let cache = CredentialCache::new(100, Providers::default().jwt(provider.clone()));
     let mut tasks = Vec::new();
     for _ in 0..100 {
         let cache = Arc::clone(&cache);
@@ -139,7 +136,7 @@ async fn concurrent_misses_make_one_upstream_call() {
 async fn errors_are_not_cached() {
     let provider = Counting::new(Duration::from_secs(300), Duration::ZERO);
     provider.fail.store(true, Ordering::SeqCst);
-    let cache = CredentialCache::new(100, vec![provider.clone()]);
+    let cache = CredentialCache::new(100, Providers::default().jwt(provider.clone()));
     assert!(cache.get(key("t"), SystemTime::now()).await.is_err());
     assert!(cache.get(key("t"), SystemTime::now()).await.is_err());
     assert_eq!(provider.calls(), 2);
@@ -150,7 +147,7 @@ async fn errors_are_not_cached() {
 #[tokio::test]
 async fn a_still_valid_credential_is_served_when_the_upstream_fails() {
     let provider = Counting::new(Duration::from_secs(300), Duration::ZERO);
-    let cache = CredentialCache::new(100, vec![provider.clone()]);
+    let cache = CredentialCache::new(100, Providers::default().jwt(provider.clone()));
     let start = SystemTime::now();
     let (first, _) = cache.get(key("t"), start).await.unwrap();
     provider.fail.store(true, Ordering::SeqCst);
@@ -180,7 +177,7 @@ async fn a_still_valid_credential_is_served_when_the_upstream_fails() {
 #[tokio::test]
 async fn hits_late_in_the_window_refresh_in_the_background() {
     let provider = Counting::new(Duration::from_secs(300), Duration::ZERO);
-    let cache = CredentialCache::new(100, vec![provider.clone()]);
+    let cache = CredentialCache::new(100, Providers::default().jwt(provider.clone()));
     let start = SystemTime::now();
     let (first, _) = cache.get(key("t"), start).await.unwrap();
     // 200 s in: past refresh_at (192 s), before fresh_until (240 s).

@@ -1,8 +1,10 @@
 //! The command line. `main` parses arguments, loads and validates config (exit 64 before binding
 //! anything when it is wrong), binds, and calls [`crate::server::run`]. Rooms: `serve`, `offline`
-//! (the commands that need no service), `telemetry` (logs and OTLP).
+//! (the commands that need no service), `revoke` (the revocation API's client), `telemetry` (logs
+//! and OTLP).
 
 mod offline;
+mod revoke;
 mod serve;
 mod telemetry;
 
@@ -59,6 +61,8 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Revoke a compromised token, caller, issuer or target (`revoke list`, `revoke delete ID`).
+    Revoke(revoke::RevokeArgs),
     /// Print AWS credential_process (Version 1) JSON for ~/.aws/config's credential_process.
     CredentialProcess {
         /// The service's base URL.
@@ -236,6 +240,7 @@ pub fn main() -> ExitCode {
                     dir,
                 },
         } => partner_init(&name, &issuer, &audiences, &dir),
+        Command::Revoke(args) => revoke::revoke(args),
         Command::CredentialProcess {
             bridge,
             target,

@@ -326,7 +326,7 @@ pub(super) fn partner_init(name: &str, issuer: &str, audiences: &[String], dir: 
     let files = match crate::partner::init(name, issuer, audiences, dir) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", crate::exit::chain(&e));
             return ExitCode::from(EXIT_CONFIG);
         }
     };

@@ -116,9 +116,36 @@ impl BridgeClient {
         if credential_process {
             url.push_str("?format=credential_process");
         }
-        let response = self
-            .http
-            .get(&url)
+        self.send(self.http.get(&url), token).await
+    }
+
+    /// A JSON call to the service's API (`/v1/revocations`...) with the caller's own `token`:
+    /// the answer's JSON, or the refusal.
+    pub async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &SecretString,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_string());
+        }
+        let text = self.send(request, token).await?;
+        serde_json::from_str(text.expose_secret())
+            .map_err(|e| ClientError::Invalid(format!("not JSON: {e}")))
+    }
+
+    /// Sends `request` with `token`: the body of a success, else the service's refusal.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        token: &SecretString,
+    ) -> Result<SecretString, ClientError> {
+        let response = request
             .header(
                 reqwest::header::AUTHORIZATION,
                 format!("Bearer {}", token.expose_secret()),

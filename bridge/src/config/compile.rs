@@ -305,6 +305,33 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
         }
     });
 
+    let revocations = match raw.revocations {
+        None => RevocationsConfig::default(),
+        Some(r) => {
+            let max_for = r.max_for.map_or(DEFAULT_MAX_REVOCATION, |d| d.0);
+            if max_for < DEFAULT_REVOCATION {
+                err(
+                    "revocations.max_for",
+                    format!(
+                        "{} is shorter than a revocation's default length ({}); use at least that",
+                        format_duration(max_for),
+                        format_duration(DEFAULT_REVOCATION)
+                    ),
+                );
+            }
+            if r.file.is_some() && shared_state.is_some() {
+                err(
+                    "revocations.file",
+                    "with shared_state, revocations live in Redis (every replica sees them); remove revocations.file".into(),
+                );
+            }
+            RevocationsConfig {
+                file: r.file.map(|f| base.join(f)),
+                max_for,
+            }
+        }
+    };
+
     errors.extend(trust_errors);
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
@@ -326,6 +353,7 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
         failed_validation_limit,
         audit: AuditConfig { sink, fail_open },
         shared_state,
+        revocations,
     })
 }
 

@@ -35,6 +35,19 @@ pub struct ConfigFile {
     pub audit: Option<AuditFile>,
     /// State shared by every replica (single use, rate limits), in Redis.
     pub shared_state: Option<SharedStateFile>,
+    /// Revocations: where a single replica keeps them, and the longest one accepted.
+    pub revocations: Option<RevocationsFile>,
+}
+
+/// `revocations:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationsFile {
+    /// Where revocations are kept without `shared_state` (written atomically, reloaded on
+    /// change), relative to this file.
+    pub file: Option<PathBuf>,
+    /// The longest `for` a revocation may ask (default 30d).
+    pub max_for: Option<ConfigDuration>,
 }
 
 /// `tls:`.

@@ -112,7 +112,34 @@ pub struct Config {
     pub audit: AuditConfig,
     /// State shared by every replica; `None`: every replica keeps its own.
     pub shared_state: Option<SharedStateConfig>,
+    /// Where revocations are kept and how long one may last.
+    pub revocations: RevocationsConfig,
 }
+
+/// `revocations:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationsConfig {
+    /// The local file of a single replica (without `shared_state`); `None` with shared state, or
+    /// when revocations live only in this process's memory (dev mode).
+    pub file: Option<PathBuf>,
+    /// The longest `for` a revocation may ask.
+    pub max_for: Duration,
+}
+
+impl Default for RevocationsConfig {
+    fn default() -> Self {
+        RevocationsConfig {
+            file: None,
+            max_for: DEFAULT_MAX_REVOCATION,
+        }
+    }
+}
+
+/// The longest revocation, by default: longer than any token stsbridge trusts can live (a day at
+/// most), short enough that the list does not only grow.
+pub const DEFAULT_MAX_REVOCATION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// A revocation's length when the request gives none: as long as any token it covers can live.
+pub const DEFAULT_REVOCATION: Duration = Duration::from_secs(24 * 3600);
 
 /// `shared_state.redis`: where single use of `jti`s and rate limits are kept across replicas.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -86,6 +86,19 @@ pub enum ExchangeError {
         /// When to try again.
         retry_after: Duration,
     },
+    /// A revocation covers the subject or actor token, its issuer, a party of its chain, or the
+    /// target (403 `access_denied`, reason `revoked`).
+    #[error("revoked (revocation {id})")]
+    Revoked {
+        /// The revocation's id.
+        id: String,
+        /// Its kind.
+        kind: crate::revocation::Kind,
+    },
+    /// The revocations have not been read since this replica started (the store is away), so
+    /// nothing is handed out that one might cover (503).
+    #[error("the revocation list is not loaded yet")]
+    RevocationsUnavailable,
     /// The provider failed (502/503).
     #[error(transparent)]
     Provider(Arc<ProviderError>),
@@ -126,6 +139,8 @@ impl ExchangeError {
             ExchangeError::TooManyFailures { .. } => "too_many_failed_validations".into(),
             ExchangeError::ReplayStoreFull { .. } => "replay_store_full".into(),
             ExchangeError::SharedStateUnavailable { .. } => "shared_state_unavailable".into(),
+            ExchangeError::Revoked { .. } => "revoked".into(),
+            ExchangeError::RevocationsUnavailable => "revocations_unavailable".into(),
             ExchangeError::Provider(e) => e.reason().to_owned(),
             ExchangeError::AuditFailed => "audit_failed".into(),
             ExchangeError::Random(_) => "random_failed".into(),
@@ -135,6 +150,7 @@ impl ExchangeError {
     pub(super) fn outcome(&self) -> &'static str {
         match self {
             ExchangeError::Denied { .. }
+            | ExchangeError::Revoked { .. }
             | ExchangeError::ActorNotAllowed { .. }
             | ExchangeError::Render(_)
             | ExchangeError::RateLimited { .. }
@@ -175,9 +191,12 @@ pub enum StartError {
     /// The shared state's client could not be set up (its password file, its URL).
     #[error("{0}")]
     SharedState(String),
+    /// The revocations file could not be read.
+    #[error("cannot load the revocations")]
+    Revocations(#[source] crate::revocation::StoreError),
     /// The metrics registry could not be built.
-    #[error("metrics: {0}")]
-    Metrics(String),
+    #[error("cannot set up the metrics registry")]
+    Metrics(#[source] prometheus::Error),
 }
 
 pub(super) fn log_failure(decision_id: &str, error: &ExchangeError) {

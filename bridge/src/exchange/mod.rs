@@ -7,11 +7,13 @@
 mod admission;
 mod error;
 mod policy;
+mod revoke;
 mod types;
 
 use error::log_failure;
 pub use error::{ExchangeError, Failure, StartError};
 pub use policy::Policy;
+pub use revoke::{Authorized, BuiltinRequest, RevokeError};
 pub use types::{Answer, Endpoint, ExchangeRequest, Exchanged};
 
 use std::collections::HashMap;
@@ -23,7 +25,7 @@ use stsbridge_providers::aws::AwsProvider;
 use stsbridge_providers::azure::AzureProvider;
 use stsbridge_providers::gcp::GcpProvider;
 use stsbridge_providers::jwt::JwtProvider;
-use stsbridge_providers::{AssertionSigner, Provider, ProviderError, ProviderRequest};
+use stsbridge_providers::{AssertionSigner, ProviderError, ProviderRequest, Providers};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -36,6 +38,7 @@ use crate::limits::{FailedValidations, PartnerSlots};
 use crate::mapping::delegation::{may_act_allows, prior_chain};
 use crate::mapping::{Decision, Effect, Mappings, RenderError, RenderInput, TargetKind, render};
 use crate::metrics::Metrics;
+use crate::revocation::{Presented, RevocationStore, Revocations};
 use crate::shared::{MemoryState, RedisState, SharedState};
 use crate::token::jwks::{FetchError, JwksManager};
 use crate::token::{self, KeySet, KeyThumbprint, TokenError, ValidatedToken};
@@ -51,6 +54,8 @@ pub struct Bridge {
     /// Single use and rate limits: this replica's own, or Redis for all replicas.
     shared: Arc<dyn SharedState>,
     failed_validations: Option<FailedValidations>,
+    /// The revocations this replica applies.
+    revocations: Arc<Revocations>,
     metrics: Arc<Metrics>,
 }
 
@@ -67,7 +72,7 @@ impl Bridge {
         config: Config,
         issuer: Arc<Issuer>,
     ) -> Result<Arc<Bridge>, StartError> {
-        let metrics = Arc::new(Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?);
+        let metrics = Arc::new(Metrics::new().map_err(StartError::Metrics)?);
         let policy = Policy::build(
             &config.trust,
             config.source.as_deref(),
@@ -77,40 +82,46 @@ impl Bridge {
             &metrics,
         )?;
         let signer: Arc<dyn AssertionSigner> = issuer.clone();
-        let providers: Vec<Arc<dyn Provider>> = vec![
-            Arc::new(AwsProvider::new(&config.aws, Arc::clone(&signer))),
-            Arc::new(
+        let providers = Providers::default()
+            .aws(Arc::new(AwsProvider::new(&config.aws, Arc::clone(&signer))))
+            .gcp(Arc::new(
                 GcpProvider::new(&config.gcp, Arc::clone(&signer)).map_err(StartError::Provider)?,
-            ),
-            Arc::new(
+            ))
+            .azure(Arc::new(
                 AzureProvider::new(&config.azure, Arc::clone(&signer))
                     .map_err(StartError::Provider)?,
-            ),
-            Arc::new(JwtProvider::new(signer)),
-        ];
-        let shared: Arc<dyn SharedState> = match &config.shared_state {
-            None => Arc::new(MemoryState::new(config.replay_store_entries)),
-            Some(redis) => {
-                let password = match &redis.password_file {
-                    None => None,
-                    Some(file) => Some(crate::shared::read_password(file).map_err(|e| {
-                        StartError::SharedState(format!(
-                            "shared_state.redis.password_file {}: {e}",
-                            file.display()
-                        ))
-                    })?),
-                };
-                Arc::new(
-                    RedisState::connect(
+            ))
+            .jwt(Arc::new(JwtProvider::new(signer)));
+        let (shared, revocation_store): (Arc<dyn SharedState>, RevocationStore) =
+            match &config.shared_state {
+                None => (
+                    Arc::new(MemoryState::new(config.replay_store_entries)),
+                    RevocationStore::local(config.revocations.file.clone())
+                        .map_err(StartError::Revocations)?,
+                ),
+                Some(redis) => {
+                    let password = match &redis.password_file {
+                        None => None,
+                        Some(file) => Some(crate::shared::read_password(file).map_err(|e| {
+                            StartError::SharedState(format!(
+                                "shared_state.redis.password_file {}: {e}",
+                                file.display()
+                            ))
+                        })?),
+                    };
+                    let state = RedisState::connect(
                         redis,
                         password,
                         config.replay_store_entries,
                         Arc::clone(&metrics),
                     )
-                    .map_err(StartError::SharedState)?,
-                )
-            }
-        };
+                    .map_err(StartError::SharedState)?;
+                    let store = RevocationStore::redis(state.handle());
+                    (Arc::new(state), store)
+                }
+            };
+        let revocations = Revocations::new(revocation_store, Arc::clone(&metrics))
+            .map_err(StartError::Revocations)?;
         let audit = Arc::new(Audit::open(&config.audit.sink).map_err(StartError::Audit)?);
         let counted = Arc::clone(&metrics);
         crate::audit::spawn_summary_writer(Arc::downgrade(&audit), move |e| {
@@ -125,7 +136,12 @@ impl Bridge {
             rules = policy.mappings.rule_count(),
             "stsbridge started"
         );
-        Ok(Arc::new(Bridge {
+        if revocations.backend() == "memory" {
+            tracing::warn!(
+                "revocations are kept in memory only and are lost on restart: set revocations.file (one replica) or shared_state (several)"
+            );
+        }
+        let bridge = Arc::new(Bridge {
             cache: CredentialCache::over(
                 config.cache.max_entries,
                 Arc::new(Upstream::new(
@@ -137,11 +153,22 @@ impl Bridge {
             policy: RwLock::new(Arc::new(policy)),
             shared,
             failed_validations: config.failed_validation_limit.map(FailedValidations::new),
+            revocations,
             config,
             issuer,
             audit,
             metrics,
-        }))
+        });
+        let watched = Arc::downgrade(&bridge);
+        tokio::spawn(Revocations::watch(
+            Arc::downgrade(&bridge.revocations),
+            move |applied| {
+                if let Some(bridge) = watched.upgrade() {
+                    bridge.applied(applied);
+                }
+            },
+        ));
+        Ok(bridge)
     }
 
     /// Reloads the trust list (from the config file, when there is one) and every mapping file,
@@ -407,6 +434,27 @@ impl Bridge {
         };
         let valid_actor = actor.as_ref().and_then(|a| a.as_ref().ok()).map(Arc::clone);
 
+        // A revocation refuses before anything is spent or decided.
+        self.check_revoked(
+            policy,
+            Presented {
+                token: &token,
+                raw: req.token,
+                chain: prior_act.as_ref().ok().and_then(|p| p.chain()),
+            },
+            valid_actor
+                .as_deref()
+                .zip(req.actor_token)
+                .map(|(a, raw)| Presented {
+                    token: a,
+                    raw,
+                    chain: None,
+                }),
+            req.target,
+            now,
+            event,
+        )?;
+
         // The decision is a pure function of the validated tokens: taken before admission so that
         // the target's bucket is spent only for an allowed target, and admission is one call.
         let mappings = &policy.mappings;
@@ -571,8 +619,11 @@ impl Bridge {
         &*self.shared
     }
 
-    /// Readiness under `policy`: a signing key, and every issuer's JWKS loaded.
+    /// Readiness under `policy`: a signing key, every issuer's JWKS loaded, and the revocations
+    /// read.
     pub fn ready(&self, policy: &Policy) -> bool {
-        self.issuer.active_kid().is_some() && policy.jwks().all_loaded()
+        self.issuer.active_kid().is_some()
+            && policy.jwks().all_loaded()
+            && self.revocations.snapshot().is_some()
     }
 }

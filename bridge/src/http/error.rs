@@ -56,7 +56,20 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
     }
 
-    fn new(status: StatusCode, code: &'static str, description: impl Into<String>) -> Self {
+    /// With the decision id of the request it answers.
+    pub fn with_decision_id(mut self, decision_id: &str) -> Self {
+        self.decision_id = Some(decision_id.to_owned());
+        self
+    }
+
+    /// With a `Retry-After`.
+    pub fn retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+
+    /// Any status and code.
+    pub fn new(status: StatusCode, code: &'static str, description: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -110,6 +123,16 @@ impl From<Failure> for ApiError {
                 format!(
                     "{e}; the operator can see why with stsbridge explain or the audit event of this decision id"
                 ),
+            ),
+            ExchangeError::Revoked { .. } => (
+                StatusCode::FORBIDDEN,
+                "access_denied",
+                format!("{e}: the token, its caller, its issuer or the target has been revoked"),
+            ),
+            ExchangeError::RevocationsUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "the revocation list cannot be read yet; retry after Retry-After (revocations_unavailable)".into(),
             ),
             ExchangeError::ActorNotAllowed { .. } => (
                 StatusCode::FORBIDDEN,
@@ -178,7 +201,7 @@ impl From<Failure> for ApiError {
                     "upstream_unavailable",
                     p.to_string(),
                 ),
-                ProviderError::Assertion(_) | ProviderError::Mismatch { .. } => (
+                ProviderError::Assertion(_) => (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "server_error",
                     "stsbridge could not complete the exchange".into(),
@@ -208,6 +231,7 @@ impl From<Failure> for ApiError {
                 _ => None,
             },
             ExchangeError::KeysUnavailable => Some(Duration::from_secs(5)),
+            ExchangeError::RevocationsUnavailable => Some(Duration::from_secs(1)),
             _ => None,
         };
         ApiError {

@@ -6,6 +6,7 @@
 //! in [`error`].
 
 pub mod error;
+mod revocations;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -48,6 +49,15 @@ pub fn router(bridge: Arc<Bridge>, extra: Option<Router>) -> Router {
             get(credentials).post(credentials),
         )
         .route("/oauth2/token", post(token_exchange))
+        .route("/oauth2/introspect", post(revocations::introspect))
+        .route(
+            "/v1/revocations",
+            get(revocations::list).post(revocations::create),
+        )
+        .route(
+            "/v1/revocations/{id}",
+            axum::routing::delete(revocations::delete),
+        )
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(healthz))
@@ -383,7 +393,10 @@ async fn readyz(State(bridge): State<Arc<Bridge>>) -> Response {
     let signing_key = bridge.issuer().active_kid();
     let ready = bridge.ready(&policy);
     let mut issuers = policy.jwks().status();
-    let problems = problems(signing_key.as_deref(), &issuers);
+    let mut problems = problems(signing_key.as_deref(), &issuers);
+    if bridge.revocations().snapshot().is_none() {
+        problems.push("revocations not loaded".to_owned());
+    }
     // Partner entries nobody has used yet are counted, not listed: there may be thousands.
     let lazy = issuers.iter().filter(|i| i.lazy).count();
     issuers.retain(|i| !i.lazy || i.loaded || i.fetch_failing);
@@ -405,6 +418,11 @@ async fn readyz(State(bridge): State<Arc<Bridge>>) -> Response {
         // Degraded, not unready: a replica without its shared state still serves every issuer
         // but the single-use ones, so taking it out of the load balancer would only add an
         // outage.
+        "revocations": json!({
+            "backend": bridge.revocations().backend(),
+            "loaded": bridge.revocations().snapshot().is_some(),
+            "active": bridge.revocations().snapshot().map_or(0, |s| s.all().len()),
+        }),
         "shared_state": match bridge.shared_state().degraded() {
             None => json!({ "backend": bridge.shared_state().backend(), "status": "ok" }),
             Some(reason) => json!({ "backend": bridge.shared_state().backend(), "status": "degraded", "reason": reason }),

@@ -220,6 +220,9 @@ pub fn run_case(
                 .0,
         ),
     };
+    if let Some(builtin) = super::BUILTIN_TARGETS.iter().find(|b| **b == case.target) {
+        return Ok(builtin_case(mappings, case, &token, builtin));
+    }
     if mappings.target(&case.target).is_none() {
         return Err((
             "target",
@@ -329,6 +332,45 @@ pub fn run_case(
         failures,
         explanation,
     })
+}
+
+/// A case for a built-in target (`stsbridge:revoke`, `stsbridge:introspect`): only the decision
+/// (and the deciding rule) is checked; there is no provider request.
+fn builtin_case(
+    mappings: &Mappings,
+    case: &Case,
+    token: &ValidatedToken,
+    builtin: &str,
+) -> CaseResult {
+    let mut failures = Vec::new();
+    match (mappings.permits(token, &case.client_certificate, builtin), case.expect) {
+        (Ok(rule), Expect::Allow) => {
+            if let Some(want) = &case.rule
+                && *want != rule.name
+            {
+                failures.push(format!("expected rule {want} to allow, but rule {} did", rule.name));
+            }
+        }
+        (Ok(rule), Expect::Deny) => {
+            failures.push(format!("expected deny, but rule {} allows it", rule.name));
+        }
+        (Err(rule), Expect::Allow) => failures.push(match rule {
+            Some(rule) => format!("expected allow, but deny rule {} refuses it", rule.name),
+            None => format!("expected allow, but no allow rule names {builtin} (\"*\" never grants a built-in target)"),
+        }),
+        (Err(rule), Expect::Deny) => {
+            if let Some(want) = &case.rule
+                && rule.is_none_or(|r| r.name != *want)
+            {
+                failures.push(format!("expected deny rule {want} to refuse it"));
+            }
+        }
+    }
+    CaseResult {
+        name: case.name.clone(),
+        failures,
+        explanation: String::new(),
+    }
 }
 
 fn check_request(case: &Case, request: &ProviderRequest, failures: &mut Vec<String>) {

@@ -87,6 +87,37 @@ impl Mappings {
         }
     }
 
+    /// Whether `token` (from a caller whose client certificate has `client_names`) is allowed
+    /// the built-in target `builtin` ([`BUILTIN_TARGETS`]): by the first enforced allow rule that
+    /// names it, unless an enforced deny rule that names it (or `"*"`) matches. `"*"` never
+    /// grants a built-in target.
+    pub fn permits(
+        &self,
+        token: &ValidatedToken,
+        client_names: &[String],
+        builtin: &str,
+    ) -> Result<&Rule, Option<&Rule>> {
+        let mut allow = None;
+        for i in self.candidates(&token.trust, &token.subject) {
+            let rule = &self.rules[i];
+            if rule.mode == RuleMode::Audit
+                || !rule.covers(builtin)
+                || !rule.conditions_pass(&token.claims)
+                || rule.client_check(client_names).is_some_and(|c| !c.pass)
+            {
+                continue;
+            }
+            match rule.effect {
+                Effect::Deny => return Err(Some(rule)),
+                Effect::Allow if rule.names(builtin) => {
+                    allow.get_or_insert(rule);
+                }
+                Effect::Allow => {}
+            }
+        }
+        allow.ok_or(None)
+    }
+
     /// The audit-mode rules that match this request, with what each would do if enforced. Empty
     /// at no cost for issuers without audit rules.
     pub fn shadow_for(

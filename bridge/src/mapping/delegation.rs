@@ -33,7 +33,8 @@ impl PriorAct {
         }
     }
 
-    fn chain(&self) -> Option<&Value> {
+    /// The kept chain, if any.
+    pub fn chain(&self) -> Option<&Value> {
         match self {
             PriorAct::Kept(v) => Some(v),
             PriorAct::Absent | PriorAct::Dropped => None,

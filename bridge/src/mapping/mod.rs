@@ -80,6 +80,15 @@ pub const MAX_DELEGATION_DEPTH: usize = 4;
 /// subject may start so.
 pub const ASSERTION_SUBJECT_PREFIX: &str = "target:";
 
+/// The built-in target that allows creating, listing and removing revocations.
+pub const REVOKE_TARGET: &str = "stsbridge:revoke";
+/// The built-in target that allows introspecting tokens stsbridge minted.
+pub const INTROSPECT_TARGET: &str = "stsbridge:introspect";
+/// What every built-in target's name starts with: reserved, never a mapping file's target.
+pub const BUILTIN_PREFIX: &str = "stsbridge:";
+/// The built-in targets: a rule grants one only by naming it (never through `"*"`).
+pub const BUILTIN_TARGETS: [&str; 2] = [REVOKE_TARGET, INTROSPECT_TARGET];
+
 /// A target, compiled.
 #[derive(Debug)]
 pub struct Target {
@@ -146,6 +155,15 @@ pub struct AwsTarget {
     transitive_tag_keys: Vec<String>,
     session_policy: Option<Arc<str>>,
     chain: Vec<HopTarget>,
+}
+
+impl AwsTarget {
+    /// Every role the target assumes: the first hop's, then each chained hop's.
+    pub fn roles(&self) -> Vec<&str> {
+        std::iter::once(self.role_arn.as_str())
+            .chain(self.chain.iter().map(|h| h.role_arn.as_str()))
+            .collect()
+    }
 }
 
 #[derive(Debug)]
@@ -279,6 +297,11 @@ impl ActorMatcher {
 impl Rule {
     fn covers(&self, target: &str) -> bool {
         self.targets.as_ref().is_none_or(|t| t.contains(target))
+    }
+
+    /// Whether the rule lists `target` by name (not through `"*"`).
+    fn names(&self, target: &str) -> bool {
+        self.targets.as_ref().is_some_and(|t| t.contains(target))
     }
 
     fn subject_matches(&self, subject: &str) -> bool {

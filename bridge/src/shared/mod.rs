@@ -13,7 +13,7 @@ mod memory;
 mod redis;
 
 pub use memory::MemoryState;
-pub use redis::{RedisState, read_password};
+pub use redis::{RedisHandle, RedisState, read_password};
 
 use std::time::{Duration, SystemTime};
 

@@ -110,6 +110,7 @@ pub struct RedisState {
 
 struct Inner {
     connection: ConnectionManager,
+    client: redis::Client,
     prefix: String,
     timeout: Duration,
     script: redis::Script,
@@ -147,11 +148,12 @@ impl RedisState {
             // One attempt per call: the watcher, not the manager, paces reconnecting while the
             // server is away.
             .set_number_of_retries(0);
-        let connection = ConnectionManager::new_lazy_with_config(client, manager_config)
+        let connection = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
             .map_err(|e| format!("shared_state.redis: {e}"))?;
         metrics.shared_state_fallback.set(0);
         let inner = Arc::new(Inner {
             connection,
+            client,
             prefix: config.key_prefix.clone(),
             timeout: config.timeout,
             script: redis::Script::new(ADMIT),
@@ -161,6 +163,32 @@ impl RedisState {
         });
         tokio::spawn(watch(Arc::downgrade(&inner)));
         Ok(RedisState { inner })
+    }
+}
+
+/// The same server for the other stores that live there (revocations, reference tokens): a
+/// connection, the client (for a subscription of its own), the key prefix and the timeout.
+#[derive(Clone)]
+pub struct RedisHandle {
+    /// Shared with the admissions.
+    pub connection: ConnectionManager,
+    /// For connections of its own (a subscription holds one).
+    pub client: redis::Client,
+    /// What every key starts with.
+    pub prefix: String,
+    /// Longest wait for one round trip.
+    pub timeout: Duration,
+}
+
+impl RedisState {
+    /// This server, for the other stores that live there.
+    pub fn handle(&self) -> RedisHandle {
+        RedisHandle {
+            connection: self.inner.connection.clone(),
+            client: self.inner.client.clone(),
+            prefix: self.inner.prefix.clone(),
+            timeout: self.inner.timeout,
+        }
     }
 }
 

@@ -117,7 +117,18 @@ impl Builder {
             None
         } else {
             for (k, t) in list.iter().enumerate() {
-                if !self.targets.contains_key(t) {
+                if t.starts_with(BUILTIN_PREFIX) {
+                    if !BUILTIN_TARGETS.contains(&t.as_str()) {
+                        self.err(
+                            file,
+                            format!("rules[{i}].{field}[{k}]"),
+                            format!(
+                                "{t:?} is not a built-in target (names starting {BUILTIN_PREFIX} are reserved): use {}",
+                                BUILTIN_TARGETS.join(" or ")
+                            ),
+                        );
+                    }
+                } else if !self.targets.contains_key(t) {
                     self.err(
                         file,
                         format!("rules[{i}].{field}[{k}]"),

@@ -1,0 +1,221 @@
+//! The revocation API (`POST|GET /v1/revocations`, `DELETE /v1/revocations/{id}`) and RFC 7662
+//! introspection (`POST /oauth2/introspect`). Callers authenticate with their own bearer token and
+//! must be allowed the built-in target `stsbridge:revoke` / `stsbridge:introspect` by a rule.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{ConnectInfo, Form, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::error::ApiError;
+use super::{RequestId, bearer};
+use crate::exchange::{Authorized, Bridge, BuiltinRequest, RevokeError};
+use crate::mapping::{INTROSPECT_TARGET, REVOKE_TARGET};
+use crate::revocation::{MAX_BODY_BYTES, NewRevocation};
+use crate::tls::ClientIdentity;
+
+/// Longest token introspected: what the exchange accepts.
+const MAX_INTROSPECTED: usize = crate::token::MAX_TOKEN_BYTES;
+
+async fn authorize(
+    bridge: &Bridge,
+    target: &'static str,
+    endpoint: &'static str,
+    client: SocketAddr,
+    request_id: &str,
+    identity: Option<&ClientIdentity>,
+    headers: &HeaderMap,
+) -> Result<Authorized, ApiError> {
+    let token = bearer(headers);
+    if token.is_none() {
+        return Err(ApiError::missing_token());
+    }
+    let names = identity.map_or(&[][..], |i| &i.names[..]);
+    Ok(bridge
+        .authorize(BuiltinRequest {
+            token,
+            target,
+            endpoint,
+            client: Some(client),
+            client_names: names,
+            request_id: Some(request_id),
+        })
+        .await?)
+}
+
+fn revoke_error(e: RevokeError, decision_id: &str) -> ApiError {
+    let error = match &e {
+        RevokeError::Invalid(invalid) => ApiError::invalid_request(invalid.to_string()),
+        RevokeError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+        RevokeError::Full(_) => {
+            ApiError::new(StatusCode::CONFLICT, "too_many_revocations", e.to_string())
+        }
+        RevokeError::Store(cause) => {
+            tracing::error!(
+                decision_id,
+                "revocation store: {}",
+                crate::exit::chain(cause)
+            );
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "the revocation store cannot be reached; nothing was changed, retry shortly",
+            )
+            .retry_after(std::time::Duration::from_secs(1))
+        }
+        RevokeError::Random(_) => ApiError::from(crate::issuer::RandomError),
+    };
+    error.with_decision_id(decision_id)
+}
+
+/// `POST /v1/revocations`: JSON `{kind, issuer?, value, for?, reason}` -> 201 with the revocation.
+pub(super) async fn create(
+    State(bridge): State<Arc<Bridge>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    axum::Extension(RequestId(request_id)): axum::Extension<RequestId>,
+    identity: Option<axum::Extension<ClientIdentity>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let by = authorize(
+        &bridge,
+        REVOKE_TARGET,
+        "revocations",
+        client,
+        &request_id,
+        identity.as_deref(),
+        &headers,
+    )
+    .await?;
+    if body.len() > MAX_BODY_BYTES {
+        return Err(
+            ApiError::invalid_request(format!("body: larger than {MAX_BODY_BYTES} bytes"))
+                .with_decision_id(&by.decision_id),
+        );
+    }
+    let new: NewRevocation = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::invalid_request(format!(
+            "body: not a revocation ({e}); send {{\"kind\", \"issuer\"?, \"value\", \"for\"?, \"reason\"}}"
+        ))
+        .with_decision_id(&by.decision_id)
+    })?;
+    let revocation = bridge
+        .revoke(&by, new)
+        .await
+        .map_err(|e| revoke_error(e, &by.decision_id))?;
+    let mut view = revocation.view();
+    if let (Some(recall), Some(map)) = (bridge.aws_recall(&revocation), view.as_object_mut()) {
+        map.insert("aws".into(), recall);
+    }
+    Ok((StatusCode::CREATED, axum::Json(view)).into_response())
+}
+
+/// `GET /v1/revocations`: `{"revocations": [...]}`, oldest first.
+pub(super) async fn list(
+    State(bridge): State<Arc<Bridge>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    axum::Extension(RequestId(request_id)): axum::Extension<RequestId>,
+    identity: Option<axum::Extension<ClientIdentity>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let by = authorize(
+        &bridge,
+        REVOKE_TARGET,
+        "revocations",
+        client,
+        &request_id,
+        identity.as_deref(),
+        &headers,
+    )
+    .await?;
+    let list = bridge
+        .list_revocations()
+        .await
+        .map_err(|e| revoke_error(e, &by.decision_id))?;
+    let views: Vec<_> = list
+        .iter()
+        .map(crate::revocation::Revocation::view)
+        .collect();
+    Ok(axum::Json(json!({ "revocations": views })).into_response())
+}
+
+/// `DELETE /v1/revocations/{id}`: 200 with the removed revocation, 404 when there is none.
+pub(super) async fn delete(
+    State(bridge): State<Arc<Bridge>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    axum::Extension(RequestId(request_id)): axum::Extension<RequestId>,
+    identity: Option<axum::Extension<ClientIdentity>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let by = authorize(
+        &bridge,
+        REVOKE_TARGET,
+        "revocations",
+        client,
+        &request_id,
+        identity.as_deref(),
+        &headers,
+    )
+    .await?;
+    let removed = bridge
+        .unrevoke(&by, &id)
+        .await
+        .map_err(|e| revoke_error(e, &by.decision_id))?;
+    Ok(axum::Json(removed.view()).into_response())
+}
+
+/// `POST /oauth2/introspect` (RFC 7662): form `token` (and an ignored `token_type_hint`).
+/// `{"active": false}` for anything not an active token stsbridge minted, never saying why.
+pub(super) async fn introspect(
+    State(bridge): State<Arc<Bridge>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    axum::Extension(RequestId(request_id)): axum::Extension<RequestId>,
+    identity: Option<axum::Extension<ClientIdentity>>,
+    headers: HeaderMap,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Result<Response, ApiError> {
+    let by = authorize(
+        &bridge,
+        INTROSPECT_TARGET,
+        "introspect",
+        client,
+        &request_id,
+        identity.as_deref(),
+        &headers,
+    )
+    .await?;
+    let Form(pairs) = form.map_err(|e| {
+        ApiError::invalid_request(format!("bad form body: {}", e.body_text()))
+            .with_decision_id(&by.decision_id)
+    })?;
+    let mut tokens = pairs.iter().filter(|(k, _)| k == "token").map(|(_, v)| v);
+    let (Some(token), None) = (tokens.next(), tokens.next()) else {
+        return Err(
+            ApiError::invalid_request("token: send exactly one token to introspect")
+                .with_decision_id(&by.decision_id),
+        );
+    };
+    let answer = if token.len() > MAX_INTROSPECTED {
+        None
+    } else {
+        bridge.introspect(token).await
+    };
+    bridge
+        .metrics()
+        .introspections
+        .with_label_values(&[if answer.is_some() { "true" } else { "false" }])
+        .inc();
+    let body = answer.unwrap_or_else(|| json!({ "active": false }));
+    let mut response = axum::Json(body).into_response();
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    Ok(response)
+}

@@ -1,0 +1,596 @@
+//! Revocation and introspection: a compromised token, caller, issuer or target is refused from
+//! the moment it is revoked, on every replica, across restarts, until the revocation expires;
+//! only callers a rule allows `stsbridge:revoke` / `stsbridge:introspect` may use them.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use stsbridge_e2e::redis::Redis;
+use stsbridge_e2e::{BRIDGE_URL, BridgeProcess, TestIdp};
+
+use crate::{BIN, GRANT, JWT, Setup, Stack};
+
+/// Two JWT targets for services, the built-in targets for one operator, and minted tokens
+/// accepted back for `other`.
+const MAPPINGS: &str = r#"
+version: 1
+targets:
+  - name: api
+    jwt: { audience: billing-api, scopes: [billing:read], lifetime: 5m }
+  - name: other
+    jwt: { audience: other-api, lifetime: 5m }
+rules:
+  - name: services
+    issuer: ci
+    subject: { glob: "svc:*" }
+    allow: [api, other]
+  - name: operators
+    issuer: ci
+    subject: "ops:admin"
+    allow: [stsbridge:revoke, stsbridge:introspect]
+  - name: minted-back
+    issuer: stsbridge
+    subject: { glob: "*" }
+    allow: [other]
+"#;
+
+async fn stack() -> Stack {
+    Stack::start(Setup {
+        mappings: Some(MAPPINGS),
+        extra: "revocations: { file: revocations.json, max_for: 7d }",
+        ..Setup::default()
+    })
+    .await
+}
+
+/// A JSON call with `token` as bearer: status and body.
+async fn call(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = http.request(method, url).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let r = request.send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+impl Stack {
+    fn ops(&self) -> String {
+        self.idp.token("ops:admin", json!({}))
+    }
+
+    async fn revoke(&self, body: Value) -> (u16, Value) {
+        call(
+            &self.http,
+            reqwest::Method::POST,
+            self.bridge.url("/v1/revocations"),
+            &self.ops(),
+            Some(body),
+        )
+        .await
+    }
+
+    async fn unrevoke(&self, id: &str) -> u16 {
+        call(
+            &self.http,
+            reqwest::Method::DELETE,
+            self.bridge.url(&format!("/v1/revocations/{id}")),
+            &self.ops(),
+            None,
+        )
+        .await
+        .0
+    }
+
+    async fn revocation_count(&self) -> usize {
+        let (status, body) = call(
+            &self.http,
+            reqwest::Method::GET,
+            self.bridge.url("/v1/revocations"),
+            &self.ops(),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        body["revocations"].as_array().unwrap().len()
+    }
+
+    async fn api(&self, token: &str) -> (u16, Value) {
+        let (status, body, _) = self.credentials("api", &format!("Bearer {token}")).await;
+        (status, body)
+    }
+
+    async fn other(&self, token: &str) -> (u16, Value) {
+        let (status, body, _) = self.credentials("other", &format!("Bearer {token}")).await;
+        (status, body)
+    }
+
+    async fn introspect(&self, caller: &str, token: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.bridge.url("/oauth2/introspect"))
+            .bearer_auth(caller)
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn assert_revoked(answer: &(u16, Value), id: &str) {
+    assert_eq!(answer.0, 403, "{}", answer.1);
+    assert_eq!(answer.1["error"], "access_denied", "{}", answer.1);
+    let description = answer.1["error_description"].as_str().unwrap();
+    assert!(description.contains(id), "{description}");
+}
+
+#[tokio::test]
+async fn each_kind_refuses_what_it_names_and_spares_the_rest() {
+    let stack = stack().await;
+    let alice = stack.idp.token("svc:alice", json!({}));
+    let bob = stack.idp.token("svc:bob", json!({}));
+    let alice_jti = {
+        let claims: Value = serde_json::from_slice(
+            &base64::Engine::decode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                alice.split('.').nth(1).unwrap(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        claims["jti"].as_str().unwrap().to_owned()
+    };
+    let digest = stsbridge::digest::hex(&stsbridge::digest::sha256(alice.as_bytes()));
+    // kind, issuer, value, whether bob (same issuer, same target) is refused too.
+    // The issuer's comes last: it covers the operator too (same issuer), so it is not removed
+    // but left to expire.
+    let kinds = [
+        ("subject", Some("ci"), "svc:alice".to_owned(), false),
+        ("jti", Some("ci"), alice_jti, false),
+        ("token", None, digest, false),
+        ("target", None, "api".to_owned(), true),
+        ("issuer", None, "ci".to_owned(), true),
+    ];
+    for (kind, issuer, value, bob_too) in kinds {
+        // Granted (and cached) before.
+        assert_eq!(stack.api(&alice).await.0, 200, "{kind}: before");
+        let mut body = json!({ "kind": kind, "value": value, "reason": "compromised in a test" });
+        if let Some(i) = issuer {
+            body["issuer"] = json!(i);
+        }
+        if kind == "issuer" {
+            body["for"] = json!("2s");
+        }
+        let made = Instant::now();
+        let (status, created) = stack.revoke(body).await;
+        assert_eq!(status, 201, "{kind}: {created}");
+        let id = created["id"].as_str().unwrap().to_owned();
+        assert!(id.starts_with("rev_"), "{created}");
+        assert_eq!(created["kind"], kind);
+        assert_eq!(created["by"], "ci:ops:admin");
+        let refused = stack.api(&alice).await;
+        assert_revoked(&refused, &id);
+        // The audit event names the revocation.
+        let event = stack
+            .bridge
+            .audit_event(refused.1["decision_id"].as_str().unwrap())
+            .await;
+        assert_eq!(event["reason"], "revoked", "{event}");
+        assert_eq!(event["revocation"], id.as_str(), "{event}");
+        let spared = stack.api(&bob).await;
+        if bob_too {
+            assert_revoked(&spared, &id);
+        } else {
+            assert_eq!(
+                spared.0, 200,
+                "{kind}: an unrelated caller is not affected: {}",
+                spared.1
+            );
+        }
+        // The other target is unaffected by a target revocation.
+        if kind == "target" {
+            let (status, body, _) = stack.credentials("other", &format!("Bearer {alice}")).await;
+            assert_eq!(status, 200, "{body}");
+        }
+        if kind == "issuer" {
+            // The operator's own token is refused now: revoking an issuer locks out its callers,
+            // the revocation API included.
+            assert_eq!(stack.unrevoke(&id).await, 403);
+            tokio::time::sleep(
+                (made + Duration::from_millis(2_300)).saturating_duration_since(Instant::now()),
+            )
+            .await;
+        } else {
+            assert_eq!(stack.unrevoke(&id).await, 200, "{kind}");
+        }
+        assert_eq!(
+            stack.api(&alice).await.0,
+            200,
+            "{kind}: after removal or expiry"
+        );
+    }
+    // Metrics and audit events of the revocations themselves.
+    let metrics = stack.get_text("/metrics").await;
+    for kind in ["subject", "jti", "token", "issuer", "target"] {
+        let line = format!("stsbridge_revoked_denials_total{{kind=\"{kind}\"}} ");
+        let count: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .unwrap_or_else(|| panic!("no {line} in /metrics"))
+            .parse()
+            .unwrap();
+        assert!(count >= 1, "{kind}: {count}");
+    }
+    let events = stack.bridge.audit_events();
+    let created = events
+        .iter()
+        .filter(|e| e["event"] == "revocation_created")
+        .count();
+    let removed = events
+        .iter()
+        .filter(|e| e["event"] == "revocation_removed")
+        .count();
+    assert_eq!((created, removed), (5, 4));
+    assert!(events.iter().any(|e| e["event"] == "revocation_created"
+        && e["caller"]["subject"] == "ops:admin"
+        && e["revocation"]["reason"] == "compromised in a test"));
+}
+
+#[tokio::test]
+async fn a_minted_token_is_refused_when_its_jti_or_its_subject_is_revoked() {
+    let stack = stack().await;
+    let alice = stack.idp.token("svc:alice", json!({}));
+    let (status, minted) = stack
+        .token_exchange(&[
+            ("grant_type", GRANT),
+            ("subject_token", &alice),
+            ("subject_token_type", JWT),
+            ("audience", "api"),
+        ])
+        .await;
+    assert_eq!(status, 200, "{minted}");
+    let minted = minted["access_token"].as_str().unwrap().to_owned();
+    let ops = stack.ops();
+    let (status, active) = stack.introspect(&ops, &minted).await;
+    assert_eq!(status, 200);
+    assert_eq!(active["active"], true, "{active}");
+    assert_eq!(active["aud"], "billing-api");
+    assert_eq!(active["scope"], "billing:read");
+    assert_eq!(active["token_type"], "Bearer");
+    let jti = active["jti"].as_str().unwrap().to_owned();
+    let sub = active["sub"].as_str().unwrap().to_owned();
+    // Presented back (rule minted-back), it is accepted until revoked.
+    assert_eq!(stack.other(&minted).await.0, 200);
+    for (kind, issuer, value) in [
+        ("minted", None, jti.as_str()),
+        ("subject", Some("stsbridge"), sub.as_str()),
+    ] {
+        let mut body = json!({ "kind": kind, "value": value, "reason": "minted token leaked" });
+        if let Some(i) = issuer {
+            body["issuer"] = json!(i);
+        }
+        let (status, created) = stack.revoke(body).await;
+        assert_eq!(status, 201, "{created}");
+        let id = created["id"].as_str().unwrap();
+        assert_revoked(&stack.other(&minted).await, id);
+        let (status, inactive) = stack.introspect(&ops, &minted).await;
+        assert_eq!((status, inactive), (200, json!({ "active": false })));
+        assert_eq!(stack.unrevoke(id).await, 200);
+        assert_eq!(stack.introspect(&ops, &minted).await.1["active"], true);
+    }
+}
+
+#[tokio::test]
+async fn introspection_says_inactive_for_anything_not_a_live_minted_token() {
+    let stack = stack().await;
+    let ops = stack.ops();
+    let other_idp = TestIdp::start().await;
+    let partner_token = stack.idp.token("svc:alice", json!({}));
+    let cases = [
+        ("garbage", "not-a-token".to_owned()),
+        (
+            "a token of a trusted issuer, not minted here",
+            partner_token,
+        ),
+        (
+            "a token signed by another key under stsbridge's name",
+            other_idp.sign(&json!({
+                "iss": BRIDGE_URL, "sub": "x", "aud": "billing-api", "iat": now(),
+                "exp": now() + 300, "jti": "forged",
+            })),
+        ),
+        ("empty", String::new()),
+    ];
+    for (name, token) in cases {
+        let (status, body) = stack.introspect(&ops, &token).await;
+        assert_eq!((status, body), (200, json!({ "active": false })), "{name}");
+    }
+    // A caller not allowed stsbridge:introspect gets an error, never claims.
+    let minted = {
+        let (_, b) = stack
+            .token_exchange(&[
+                ("grant_type", GRANT),
+                ("subject_token", &stack.idp.token("svc:alice", json!({}))),
+                ("subject_token_type", JWT),
+                ("audience", "api"),
+            ])
+            .await;
+        b["access_token"].as_str().unwrap().to_owned()
+    };
+    let (status, body) = stack
+        .introspect(&stack.idp.token("svc:bob", json!({})), &minted)
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.get("active").is_none() && body.get("sub").is_none(),
+        "{body}"
+    );
+    let r = stack
+        .http
+        .post(stack.bridge.url("/oauth2/introspect"))
+        .form(&[("token", minted.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let metrics = stack.get_text("/metrics").await;
+    assert!(
+        metrics.contains("stsbridge_introspections_total{active=\"false\"} 4"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn only_a_caller_allowed_stsbridge_revoke_may_create_list_or_delete() {
+    let stack = stack().await;
+    let (status, created) = stack
+        .revoke(json!({ "kind": "subject", "issuer": "ci", "value": "svc:alice", "reason": "r" }))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap();
+    let bob = stack.idp.token("svc:bob", json!({}));
+    for (method, path, request) in [
+        (
+            reqwest::Method::POST,
+            "/v1/revocations".to_owned(),
+            Some(json!({ "kind": "issuer", "value": "ci", "reason": "r" })),
+        ),
+        (reqwest::Method::GET, "/v1/revocations".to_owned(), None),
+        (
+            reqwest::Method::DELETE,
+            format!("/v1/revocations/{id}"),
+            None,
+        ),
+    ] {
+        let (status, body) = call(
+            &stack.http,
+            method.clone(),
+            stack.bridge.url(&path),
+            &bob,
+            request.clone(),
+        )
+        .await;
+        assert_eq!(status, 403, "{method} {path}: {body}");
+        assert_eq!(body["error"], "access_denied");
+        let (status, _) = call(
+            &stack.http,
+            method.clone(),
+            stack.bridge.url(&path),
+            "",
+            request,
+        )
+        .await;
+        assert_eq!(status, 401, "{method} {path} without a token");
+    }
+    assert_eq!(
+        stack.revocation_count().await,
+        1,
+        "nothing created or removed"
+    );
+    // Bad input: 400 naming the field, nothing stored.
+    for (body, field) in [
+        (
+            json!({ "kind": "all", "value": "x", "reason": "r" }),
+            "kind",
+        ),
+        (
+            json!({ "kind": "subject", "issuer": "nobody", "value": "x", "reason": "r" }),
+            "issuer",
+        ),
+        (
+            json!({ "kind": "target", "value": "no-such-target", "reason": "r" }),
+            "value",
+        ),
+        (
+            json!({ "kind": "issuer", "value": "ci", "for": "8d", "reason": "r" }),
+            "for",
+        ),
+        (
+            json!({ "kind": "issuer", "value": "ci", "reason": "r", "extra": 1 }),
+            "body",
+        ),
+        (
+            json!({ "kind": "issuer", "value": "ci", "reason": "x".repeat(20_000) }),
+            "body",
+        ),
+    ] {
+        let (status, answer) = stack.revoke(body).await;
+        assert_eq!(status, 400, "{answer}");
+        assert_eq!(answer["error"], "invalid_request");
+        let description = answer["error_description"].as_str().unwrap();
+        assert!(
+            description.starts_with(&format!("{field}:")),
+            "{description}"
+        );
+    }
+    assert_eq!(stack.revocation_count().await, 1, "nothing stored");
+    assert_eq!(stack.unrevoke("rev_unknown").await, 404);
+}
+
+#[tokio::test]
+async fn a_revocation_survives_a_restart_and_stops_applying_when_it_expires() {
+    let mut stack = stack().await;
+    let alice = stack.idp.token("svc:alice", json!({}));
+    let (status, created) = stack
+        .revoke(json!({ "kind": "subject", "issuer": "ci", "value": "svc:alice", "for": "3s", "reason": "r" }))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let created_at = Instant::now();
+    stack.bridge.stop().await;
+    stack.bridge = BridgeProcess::spawn(
+        BIN,
+        stack.dir.path(),
+        &["serve", "--config", "stsbridge.yaml"],
+        &[],
+    )
+    .await;
+    assert_revoked(&stack.api(&alice).await, &id);
+    let ready = stack.get_json("/readyz").await;
+    assert_eq!(ready["revocations"]["backend"], "file", "{ready}");
+    // Past its `for`, it no longer applies.
+    tokio::time::sleep(
+        (created_at + Duration::from_millis(3_300)).saturating_duration_since(Instant::now()),
+    )
+    .await;
+    assert_eq!(stack.api(&alice).await.0, 200);
+    assert_eq!(stack.revocation_count().await, 0);
+}
+
+/// The sum and count of `stsbridge_revocation_apply_seconds` in `metrics`.
+fn apply_seconds(metrics: &str) -> (f64, u64) {
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    (
+        value("stsbridge_revocation_apply_seconds_sum ")
+            .parse()
+            .unwrap_or(0.0),
+        value("stsbridge_revocation_apply_seconds_count ")
+            .parse()
+            .unwrap_or(0),
+    )
+}
+
+#[tokio::test]
+async fn three_replicas_on_one_redis_apply_a_revocation_within_a_second() {
+    let redis = Redis::start();
+    let idp = TestIdp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    crate::write_config(
+        dir.path(),
+        &idp,
+        &Setup {
+            mappings: Some(MAPPINGS),
+            extra: &format!("shared_state: {{ redis: {{ url: \"{}\" }} }}", redis.url()),
+            ..Setup::default()
+        },
+    );
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(
+            BridgeProcess::spawn(
+                BIN,
+                dir.path(),
+                &["serve", "--config", "stsbridge.yaml"],
+                &[],
+            )
+            .await,
+        );
+    }
+    let http = reqwest::Client::new();
+    let alice = idp.token("svc:alice", json!({}));
+    let urls: Vec<String> = replicas
+        .iter()
+        .map(|r| r.url("/v1/credentials/api"))
+        .collect();
+    let ask = |i: usize| {
+        let (http, url, alice) = (http.clone(), urls[i].clone(), alice.clone());
+        async move {
+            let r = http.get(url).bearer_auth(alice).send().await.unwrap();
+            r.status().as_u16()
+        }
+    };
+    for i in 0..3 {
+        assert_eq!(ask(i).await, 200, "replica {i} before");
+    }
+    // Steady traffic on the other two while the revocation is made on the first.
+    let (status, created) = call(
+        &http,
+        reqwest::Method::POST,
+        replicas[0].url("/v1/revocations"),
+        &idp.token("ops:admin", json!({})),
+        Some(json!({ "kind": "subject", "issuer": "ci", "value": "svc:alice", "reason": "r" })),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let made = Instant::now();
+    let mut seen = [None, None, None];
+    while seen.iter().any(Option::is_none) {
+        for (i, slot) in seen.iter_mut().enumerate() {
+            if slot.is_none() && ask(i).await == 403 {
+                *slot = Some(made.elapsed());
+            }
+        }
+        assert!(
+            made.elapsed() < Duration::from_secs(10),
+            "not applied everywhere: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut largest: f64 = 0.0;
+    for (i, replica) in replicas.iter().enumerate() {
+        let metrics = http
+            .get(replica.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let (sum, count) = apply_seconds(&metrics);
+        assert_eq!(count, 1, "replica {i} applied it once: {metrics}");
+        largest = largest.max(sum);
+        assert!(
+            metrics.contains("stsbridge_revocations_active 1"),
+            "replica {i}"
+        );
+    }
+    println!(
+        "revocation applied: largest stsbridge_revocation_apply_seconds {largest:.4} s; denial seen by the test after {:?}",
+        seen
+    );
+    // A replica restarted later still refuses.
+    replicas[2].stop().await;
+    replicas[2] = BridgeProcess::spawn(
+        BIN,
+        dir.path(),
+        &["serve", "--config", "stsbridge.yaml"],
+        &[],
+    )
+    .await;
+    let r = http
+        .get(replicas[2].url("/v1/credentials/api"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+}
