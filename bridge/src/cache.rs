@@ -138,6 +138,9 @@ pub struct Entry {
     ttl: Duration,
     /// Unix seconds of the last refresh attempt that failed (0: none).
     refresh_failed_at: AtomicU64,
+    /// The reference token (`format: reference`) that stands for this credential, made the first
+    /// time one is asked for.
+    pub reference: tokio::sync::OnceCell<secrecy::SecretString>,
 }
 
 impl Entry {
@@ -153,6 +156,7 @@ impl Entry {
             timing,
             ttl,
             refresh_failed_at: AtomicU64::new(0),
+            reference: tokio::sync::OnceCell::new(),
         }
     }
 

@@ -19,11 +19,13 @@ targets:
     jwt: { audience: billing-api, scopes: [billing:read], lifetime: 5m }
   - name: other
     jwt: { audience: other-api, lifetime: 5m }
+  - name: opaque
+    jwt: { audience: opaque-api, lifetime: 5m, format: reference }
 rules:
   - name: services
     issuer: ci
     subject: { glob: "svc:*" }
-    allow: [api, other]
+    allow: [api, other, opaque]
   - name: operators
     issuer: ci
     subject: "ops:admin"
@@ -121,6 +123,24 @@ impl Stack {
             .unwrap();
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
+}
+
+/// An RFC 8693 exchange of a fresh `sub` token of `idp` for `target`, on `url`: the answer.
+async fn mint_on(http: &reqwest::Client, url: String, idp: &TestIdp, sub: &str, target: &str) -> Value {
+    let subject = idp.token(sub, json!({}));
+    let r = http
+        .post(url)
+        .form(&[
+            ("grant_type", GRANT),
+            ("subject_token", subject.as_str()),
+            ("subject_token_type", JWT),
+            ("audience", target),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    r.json().await.unwrap()
 }
 
 fn now() -> u64 {
@@ -577,6 +597,19 @@ async fn three_replicas_on_one_redis_apply_a_revocation_within_a_second() {
         "revocation applied: largest stsbridge_revocation_apply_seconds {largest:.4} s; denial seen by the test after {:?}",
         seen
     );
+    // A reference token minted on one replica is read on another (its claims live in Redis).
+    let minted = mint_on(&http, replicas[0].url("/oauth2/token"), &idp, "svc:bob", "opaque").await;
+    let reference = minted["access_token"].as_str().unwrap();
+    let r = http
+        .post(replicas[1].url("/oauth2/introspect"))
+        .bearer_auth(idp.token("ops:admin", json!({})))
+        .form(&[("token", reference)])
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["active"], true, "{body}");
+    assert_eq!(body["sub"], "ci:svc:bob");
     // A replica restarted later still refuses.
     replicas[2].stop().await;
     replicas[2] = BridgeProcess::spawn(
@@ -593,4 +626,36 @@ async fn three_replicas_on_one_redis_apply_a_revocation_within_a_second() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 403);
+}
+
+#[tokio::test]
+async fn a_reference_token_is_opaque_read_by_introspection_and_revocable() {
+    let stack = stack().await;
+    let ops = stack.ops();
+    let answer = mint_on(&stack.http, stack.bridge.url("/oauth2/token"), &stack.idp, "svc:alice", "opaque").await;
+    let reference = answer["access_token"].as_str().unwrap().to_owned();
+    assert!(reference.starts_with("sbr_") && reference.len() == 4 + 43, "{answer}");
+    assert_eq!(answer["issued_token_type"], "urn:ietf:params:oauth:token-type:access_token");
+    let (status, active) = stack.introspect(&ops, &reference).await;
+    assert_eq!(status, 200);
+    assert_eq!(active["active"], true, "{active}");
+    assert_eq!(active["aud"], "opaque-api");
+    assert_eq!(active["sub"], "ci:svc:alice");
+    assert_eq!(active["iss"], BRIDGE_URL);
+    let jti = active["jti"].as_str().unwrap().to_owned();
+    // Anything else that looks like one is unknown.
+    let forged = format!("sbr_{}", "A".repeat(43));
+    assert_eq!(stack.introspect(&ops, &forged).await.1, json!({ "active": false }));
+    // Revoked by its hash (what `stsbridge revoke --presented-token-file` sends) or by its jti:
+    // effective at the next introspection.
+    let digest = stsbridge::digest::hex(&stsbridge::digest::sha256(reference.as_bytes()));
+    for (kind, value) in [("token", digest.as_str()), ("minted", jti.as_str())] {
+        let (status, created) = stack
+            .revoke(json!({ "kind": kind, "value": value, "reason": "reference leaked" }))
+            .await;
+        assert_eq!(status, 201, "{created}");
+        assert_eq!(stack.introspect(&ops, &reference).await.1, json!({ "active": false }), "{kind}");
+        assert_eq!(stack.unrevoke(created["id"].as_str().unwrap()).await, 200);
+        assert_eq!(stack.introspect(&ops, &reference).await.1["active"], true, "{kind}");
+    }
 }

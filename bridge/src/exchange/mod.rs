@@ -38,6 +38,7 @@ use crate::limits::{FailedValidations, PartnerSlots};
 use crate::mapping::delegation::{may_act_allows, prior_chain};
 use crate::mapping::{Decision, Effect, Mappings, RenderError, RenderInput, TargetKind, render};
 use crate::metrics::Metrics;
+use crate::revocation::reference::ReferenceStore;
 use crate::revocation::{Presented, RevocationStore, Revocations};
 use crate::shared::{MemoryState, RedisState, SharedState};
 use crate::token::jwks::{FetchError, JwksManager};
@@ -56,6 +57,8 @@ pub struct Bridge {
     failed_validations: Option<FailedValidations>,
     /// The revocations this replica applies.
     revocations: Arc<Revocations>,
+    /// The claims of the reference tokens handed out.
+    references: ReferenceStore,
     metrics: Arc<Metrics>,
 }
 
@@ -92,34 +95,7 @@ impl Bridge {
                     .map_err(StartError::Provider)?,
             ))
             .jwt(Arc::new(JwtProvider::new(signer)));
-        let (shared, revocation_store): (Arc<dyn SharedState>, RevocationStore) =
-            match &config.shared_state {
-                None => (
-                    Arc::new(MemoryState::new(config.replay_store_entries)),
-                    RevocationStore::local(config.revocations.file.clone())
-                        .map_err(StartError::Revocations)?,
-                ),
-                Some(redis) => {
-                    let password = match &redis.password_file {
-                        None => None,
-                        Some(file) => Some(crate::shared::read_password(file).map_err(|e| {
-                            StartError::SharedState(format!(
-                                "shared_state.redis.password_file {}: {e}",
-                                file.display()
-                            ))
-                        })?),
-                    };
-                    let state = RedisState::connect(
-                        redis,
-                        password,
-                        config.replay_store_entries,
-                        Arc::clone(&metrics),
-                    )
-                    .map_err(StartError::SharedState)?;
-                    let store = RevocationStore::redis(state.handle());
-                    (Arc::new(state), store)
-                }
-            };
+        let (shared, revocation_store, references) = stores(&config, &metrics)?;
         let revocations = Revocations::new(revocation_store, Arc::clone(&metrics))
             .map_err(StartError::Revocations)?;
         let audit = Arc::new(Audit::open(&config.audit.sink).map_err(StartError::Audit)?);
@@ -154,6 +130,7 @@ impl Bridge {
             shared,
             failed_validations: config.failed_validation_limit.map(FailedValidations::new),
             revocations,
+            references,
             config,
             issuer,
             audit,
@@ -605,12 +582,17 @@ impl Bridge {
                 .with_label_values(&[provider.as_str()])
                 .observe(entry.upstream.latency.as_secs_f64());
         }
+        let reference = match &target.kind {
+            TargetKind::Jwt(jwt) if jwt.reference => Some(self.reference_for(&entry, now).await?),
+            _ => None,
+        };
         Ok(Exchanged {
             decision_id: String::new(),
             target: target.name.clone(),
             answer,
             entry,
             cache,
+            reference,
         })
     }
 
@@ -626,4 +608,40 @@ impl Bridge {
             && policy.jwks().all_loaded()
             && self.revocations.snapshot().is_some()
     }
+}
+
+/// Where this replica keeps what must outlive a request: single use and rate limits,
+/// revocations, reference tokens. With `shared_state`, all three in Redis; without it, this
+/// process's memory, and `revocations.file` for the revocations.
+fn stores(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> Result<(Arc<dyn SharedState>, RevocationStore, ReferenceStore), StartError> {
+    let Some(redis) = &config.shared_state else {
+        return Ok((
+            Arc::new(MemoryState::new(config.replay_store_entries)),
+            RevocationStore::local(config.revocations.file.clone())
+                .map_err(StartError::Revocations)?,
+            ReferenceStore::memory(),
+        ));
+    };
+    let password = match &redis.password_file {
+        None => None,
+        Some(file) => Some(crate::shared::read_password(file).map_err(|e| {
+            StartError::SharedState(format!(
+                "shared_state.redis.password_file {}: {e}",
+                file.display()
+            ))
+        })?),
+    };
+    let state = RedisState::connect(
+        redis,
+        password,
+        config.replay_store_entries,
+        Arc::clone(metrics),
+    )
+    .map_err(StartError::SharedState)?;
+    let revocations = RevocationStore::redis(state.handle());
+    let references = ReferenceStore::redis(state.handle());
+    Ok((Arc::new(state), revocations, references))
 }

@@ -330,17 +330,59 @@ impl Bridge {
         Ok(removed)
     }
 
+    /// The reference token of `entry` (a minted JWT), made and stored the first time it is
+    /// asked for: every caller served that cached token is handed the same handle.
+    pub(super) async fn reference_for(
+        &self,
+        entry: &Entry,
+        now: SystemTime,
+    ) -> Result<secrecy::SecretString, ExchangeError> {
+        entry
+            .reference
+            .get_or_try_init(|| async {
+                let stsbridge_providers::Credential::Token(t) = &entry.credential else {
+                    return Err(ExchangeError::InvalidRequest("not a token target".into()));
+                };
+                let claims = crate::token::parse(secrecy::ExposeSecret::expose_secret(&t.token))
+                    .map(|p| serde_json::Value::Object(p.claims))
+                    .map_err(|e| ExchangeError::InvalidRequest(format!("minted token: {e}")))?;
+                self.references
+                    .mint(&claims, t.expires_at, now)
+                    .await
+                    .map_err(|e| {
+                        tracing::error!("no reference token: {}", crate::exit::chain(&e));
+                        ExchangeError::SharedStateUnavailable {
+                            retry_after: Duration::from_secs(1),
+                        }
+                    })
+            })
+            .await
+            .cloned()
+    }
+
     /// RFC 7662's answer for `raw`: its claims when it is a token stsbridge minted, valid now,
     /// and no revocation covers it (its `jti`, subject or a party of its chain); else `None`
     /// (`{"active": false}`), whatever the reason.
     pub async fn introspect(&self, raw: &str) -> Option<serde_json::Value> {
         let now = SystemTime::now();
         let policy = self.policy();
-        let mut caller = Caller::default();
-        let token = self.validate(&policy, raw, now, &mut caller).await.ok()?;
-        if token.trust != OWN_TRUST {
-            return None;
-        }
+        let token = if raw.starts_with(crate::revocation::reference::REFERENCE_PREFIX) {
+            let claims = match self.references.claims(raw, now).await {
+                Ok(c) => c?,
+                Err(e) => {
+                    tracing::warn!("reference token store: {}", crate::exit::chain(&e));
+                    return None;
+                }
+            };
+            Arc::new(reference_token(claims, self.issuer.url(), now)?)
+        } else {
+            let mut caller = Caller::default();
+            let token = self.validate(&policy, raw, now, &mut caller).await.ok()?;
+            if token.trust != OWN_TRUST {
+                return None;
+            }
+            token
+        };
         let chain = prior_chain(&token.claims, true).ok()?;
         let set = self.revocations.snapshot()?;
         let trust_of = |iss: &str| policy.trust_by_iss.get(iss).map(|t| t.name.clone());
@@ -411,4 +453,24 @@ impl Bridge {
             .await
             .map_err(RevokeError::Store)
     }
+}
+
+/// The token a reference stands for, from its stored claims: stsbridge's own, unexpired at `now`.
+fn reference_token(claims: serde_json::Value, own_url: &str, now: SystemTime) -> Option<ValidatedToken> {
+    let serde_json::Value::Object(claims) = claims else {
+        return None;
+    };
+    let text = |k: &str| claims.get(k).and_then(serde_json::Value::as_str).map(str::to_owned);
+    let expires_at = claims.get("exp").and_then(serde_json::Value::as_u64)?;
+    if text("iss").as_deref() != Some(own_url) || crate::token::unix_seconds(now) >= expires_at {
+        return None;
+    }
+    Some(ValidatedToken {
+        trust: OWN_TRUST.to_owned(),
+        issuer: own_url.to_owned(),
+        subject: text("sub")?,
+        jti: text("jti"),
+        expires_at,
+        claims,
+    })
 }

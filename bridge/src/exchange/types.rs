@@ -93,4 +93,6 @@ pub struct Exchanged {
     pub entry: Arc<Entry>,
     /// How the cache served it.
     pub cache: CacheEvent,
+    /// For a `format: reference` target: the handle handed out instead of the token.
+    pub reference: Option<secrecy::SecretString>,
 }

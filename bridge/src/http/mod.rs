@@ -33,6 +33,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// A request taking longer than this is answered 503 (upstream calls have their own, shorter,
 /// timeouts).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// RFC 8693's token type of an opaque access token (what a reference token is).
+const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 /// Subject and actor token types accepted: every one of them must be a JWT.
 const ACCEPTED_TOKEN_TYPES: [&str; 3] = [
@@ -221,9 +223,14 @@ fn token_body(exchanged: &Exchanged) -> serde_json::Value {
             "client_id": client_id,
         }),
         Answer::Jwt | Answer::Aws => {
+            // A reference token stands for the JWT: an opaque access token, read by introspection.
+            let (token, issued) = match &exchanged.reference {
+                Some(r) => (r.expose_secret(), ACCESS_TOKEN_TYPE),
+                None => (t.token.expose_secret(), t.issued_token_type.as_str()),
+            };
             let mut body = json!({
-                "access_token": t.token.expose_secret(),
-                "issued_token_type": t.issued_token_type,
+                "access_token": token,
+                "issued_token_type": issued,
                 "token_type": t.token_type,
                 "expires_in": expires_in,
             });

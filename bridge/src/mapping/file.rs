@@ -146,6 +146,9 @@ pub struct JwtTargetFile {
     pub lifetime: Option<ConfigDuration>,
     /// Template for `sub` (default `{{ subject }}`).
     pub subject: Option<String>,
+    /// `jwt` (default): the signed token; `reference`: an opaque handle (`sbr_...`) whose claims
+    /// resource servers read by introspection.
+    pub format: Option<String>,
 }
 
 /// One rule.

@@ -217,6 +217,8 @@ pub struct JwtTarget {
     /// `None`: the caller's subject qualified by its trust name, `<trust>:<sub>` (a token
     /// stsbridge minted keeps its `sub`, already qualified).
     subject: Option<Template>,
+    /// Handed out as a reference token (`format: reference`) rather than the JWT itself.
+    pub reference: bool,
 }
 
 /// What a rule does when it matches.

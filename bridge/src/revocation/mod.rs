@@ -3,9 +3,11 @@
 //!
 //! Rooms: this file (the model, the checks of a new revocation, the set an exchange consults),
 //! `store` (where revocations are kept: Redis with shared state, else a local file or memory),
-//! `live` (the set this replica applies, re-read when the store says it changed).
+//! `live` (the set this replica applies, re-read when the store says it changed), `reference`
+//! (reference tokens: opaque handles for minted tokens, read back by introspection).
 
 mod live;
+pub mod reference;
 mod store;
 
 pub use live::{Applied, CreateError, REREAD, Revocations};

@@ -35,6 +35,18 @@ impl Builder {
                 ),
             );
         }
+        let reference = match j.format.as_deref() {
+            None | Some("jwt") => false,
+            Some("reference") => true,
+            Some(other) => {
+                self.err(
+                    file,
+                    format!("{at}.format"),
+                    format!("{other:?} is not a format; use jwt (default) or reference"),
+                );
+                false
+            }
+        };
         let subject = j
             .subject
             .as_deref()
@@ -50,6 +62,7 @@ impl Builder {
             scopes,
             lifetime,
             subject: subject.flatten(),
+            reference,
         })
     }
 }
