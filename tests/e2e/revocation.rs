@@ -659,3 +659,116 @@ async fn a_reference_token_is_opaque_read_by_introspection_and_revocable() {
         assert_eq!(stack.introspect(&ops, &reference).await.1["active"], true, "{kind}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compromised_ci_token_walkthrough_runs_as_written() {
+    // 0. Dev mode, in a copy of the repository's mappings.
+    let dir = tempfile::tempdir().unwrap();
+    crate::copy_dir(&crate::repo().join("mappings"), &dir.path().join("mappings"));
+    let service = BridgeProcess::spawn(BIN, dir.path(), &["serve", "--listen", "127.0.0.1:0"], &[]).await;
+    let http = reqwest::Client::new();
+    let dev_token = |sub: &'static str| {
+        let (http, url) = (http.clone(), service.url("/dev/token"));
+        async move {
+            let r = http.post(url).form(&[("sub", sub)]).send().await.unwrap();
+            r.text().await.unwrap().trim().to_owned()
+        }
+    };
+    let hello = |token: String| {
+        let (http, url) = (http.clone(), service.url("/v1/credentials/hello-api"));
+        async move {
+            let r = http.get(url).bearer_auth(token).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    // 1. The CI job's token works.
+    let ci = dev_token("dev:ci-runner").await;
+    std::fs::write(dir.path().join("ci.token"), &ci).unwrap();
+    assert_eq!(hello(ci.clone()).await.0, 200);
+    // 2. Revoke exactly that token, by its hash, as the dev operator.
+    std::fs::write(dir.path().join("operator.token"), dev_token("dev:operator").await).unwrap();
+    let (code, out, err) = crate::cli::run(
+        dir.path(),
+        &[
+            "revoke", "--bridge", &service.base, "--token-file", "operator.token",
+            "--presented-token-file", "ci.token", "--for", "24h",
+            "--reason", "CI token printed in build 4711's log",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let created: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(created["kind"], "token");
+    assert_eq!(created["by"], "dev:dev:operator");
+    let digest = stsbridge::digest::hex(&stsbridge::digest::sha256(ci.as_bytes()));
+    assert_eq!(created["value"], digest.as_str(), "only the hash was sent");
+    assert!(!out.contains(&ci) && !err.contains(&ci));
+    assert!(err.contains("runbook"), "{err}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    // 3. The denials: in the answer, the audit log, /metrics.
+    let (status, body) = hello(ci.clone()).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["error_description"].as_str().unwrap().contains(&id));
+    let event = service.audit_event(body["decision_id"].as_str().unwrap()).await;
+    assert_eq!((event["reason"].as_str(), event["revocation"].as_str()), (Some("revoked"), Some(id.as_str())));
+    assert!(service.audit_events().iter().any(|e| e["event"] == "revocation_created"
+        && e["revocation"]["reason"] == "CI token printed in build 4711's log"));
+    let metrics = http.get(service.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("stsbridge_revoked_denials_total{kind=\"token\"} 1"), "{metrics}");
+    assert!(metrics.contains("stsbridge_revocations_active 1"), "{metrics}");
+    // 4. Rotate: a fresh token of the same runner is not covered.
+    assert_eq!(hello(dev_token("dev:ci-runner").await).await.0, 200);
+    // 5. List, and delete.
+    let args = ["--bridge", service.base.as_str(), "--token-file", "operator.token"];
+    let (code, out, err) = crate::cli::run(dir.path(), &[&["revoke", "list"][..], &args].concat());
+    assert_eq!(code, 0, "{err}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed["revocations"][0]["id"], id.as_str());
+    let (code, _, err) = crate::cli::run(dir.path(), &[&["revoke", "delete", &id][..], &args].concat());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(hello(ci).await.0, 200);
+    // A caller without stsbridge:revoke is refused by the CLI's call (exit 1, the service's error).
+    std::fs::write(dir.path().join("ci.token"), dev_token("dev:ci-runner").await).unwrap();
+    let (code, _, err) = crate::cli::run(
+        dir.path(),
+        &["revoke", "list", "--bridge", &service.base, "--token-file", "ci.token"],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("403 access_denied"), "{err}");
+    // Bad arguments: exit 64 before any call.
+    let (code, _, err) = crate::cli::run(
+        dir.path(),
+        &["revoke", "--bridge", &service.base, "--token-file", "operator.token", "--subject", "no-colon", "--reason", "r"],
+    );
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("TRUST:VALUE"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_an_aws_target_prints_the_policy_that_ends_older_sessions() {
+    let stack = Stack::start(Setup {
+        mappings: Some(&format!(
+            "{MAPPINGS}  - name: operators-revoke\n    issuer: ci\n    subject: \"ops:admin\"\n    allow: [stsbridge:revoke]\n"
+        ).replace("targets:\n", "targets:\n  - name: deploy\n    aws:\n      role_arn: arn:aws:iam::111111111111:role/deploy\n      chain:\n        - role_arn: arn:aws:iam::222222222222:role/deployer\n")),
+        ..Setup::default()
+    })
+    .await;
+    std::fs::write(stack.dir.path().join("ops.token"), stack.ops()).unwrap();
+    let (code, out, err) = crate::cli::run(
+        stack.dir.path(),
+        &["revoke", "--bridge", &stack.bridge.base, "--token-file", "ops.token", "--target", "deploy", "--reason", "role misused"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let created: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        created["aws"]["roles"],
+        json!(["arn:aws:iam::111111111111:role/deploy", "arn:aws:iam::222222222222:role/deployer"])
+    );
+    let statement = &created["aws"]["policy"]["Statement"][0];
+    assert_eq!(statement["Effect"], "Deny");
+    assert_eq!(
+        statement["Condition"]["DateLessThan"]["aws:TokenIssueTime"],
+        created["created"],
+        "sessions issued before the revocation"
+    );
+    assert!(err.contains("arn:aws:iam::222222222222:role/deployer") && err.contains("aws:TokenIssueTime"), "{err}");
+}
