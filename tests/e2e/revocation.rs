@@ -126,7 +126,13 @@ impl Stack {
 }
 
 /// An RFC 8693 exchange of a fresh `sub` token of `idp` for `target`, on `url`: the answer.
-async fn mint_on(http: &reqwest::Client, url: String, idp: &TestIdp, sub: &str, target: &str) -> Value {
+async fn mint_on(
+    http: &reqwest::Client,
+    url: String,
+    idp: &TestIdp,
+    sub: &str,
+    target: &str,
+) -> Value {
     let subject = idp.token(sub, json!({}));
     let r = http
         .post(url)
@@ -598,7 +604,14 @@ async fn three_replicas_on_one_redis_apply_a_revocation_within_a_second() {
         seen
     );
     // A reference token minted on one replica is read on another (its claims live in Redis).
-    let minted = mint_on(&http, replicas[0].url("/oauth2/token"), &idp, "svc:bob", "opaque").await;
+    let minted = mint_on(
+        &http,
+        replicas[0].url("/oauth2/token"),
+        &idp,
+        "svc:bob",
+        "opaque",
+    )
+    .await;
     let reference = minted["access_token"].as_str().unwrap();
     let r = http
         .post(replicas[1].url("/oauth2/introspect"))
@@ -632,10 +645,23 @@ async fn three_replicas_on_one_redis_apply_a_revocation_within_a_second() {
 async fn a_reference_token_is_opaque_read_by_introspection_and_revocable() {
     let stack = stack().await;
     let ops = stack.ops();
-    let answer = mint_on(&stack.http, stack.bridge.url("/oauth2/token"), &stack.idp, "svc:alice", "opaque").await;
+    let answer = mint_on(
+        &stack.http,
+        stack.bridge.url("/oauth2/token"),
+        &stack.idp,
+        "svc:alice",
+        "opaque",
+    )
+    .await;
     let reference = answer["access_token"].as_str().unwrap().to_owned();
-    assert!(reference.starts_with("sbr_") && reference.len() == 4 + 43, "{answer}");
-    assert_eq!(answer["issued_token_type"], "urn:ietf:params:oauth:token-type:access_token");
+    assert!(
+        reference.starts_with("sbr_") && reference.len() == 4 + 43,
+        "{answer}"
+    );
+    assert_eq!(
+        answer["issued_token_type"],
+        "urn:ietf:params:oauth:token-type:access_token"
+    );
     let (status, active) = stack.introspect(&ops, &reference).await;
     assert_eq!(status, 200);
     assert_eq!(active["active"], true, "{active}");
@@ -645,7 +671,10 @@ async fn a_reference_token_is_opaque_read_by_introspection_and_revocable() {
     let jti = active["jti"].as_str().unwrap().to_owned();
     // Anything else that looks like one is unknown.
     let forged = format!("sbr_{}", "A".repeat(43));
-    assert_eq!(stack.introspect(&ops, &forged).await.1, json!({ "active": false }));
+    assert_eq!(
+        stack.introspect(&ops, &forged).await.1,
+        json!({ "active": false })
+    );
     // Revoked by its hash (what `stsbridge revoke --presented-token-file` sends) or by its jti:
     // effective at the next introspection.
     let digest = stsbridge::digest::hex(&stsbridge::digest::sha256(reference.as_bytes()));
@@ -654,9 +683,17 @@ async fn a_reference_token_is_opaque_read_by_introspection_and_revocable() {
             .revoke(json!({ "kind": kind, "value": value, "reason": "reference leaked" }))
             .await;
         assert_eq!(status, 201, "{created}");
-        assert_eq!(stack.introspect(&ops, &reference).await.1, json!({ "active": false }), "{kind}");
+        assert_eq!(
+            stack.introspect(&ops, &reference).await.1,
+            json!({ "active": false }),
+            "{kind}"
+        );
         assert_eq!(stack.unrevoke(created["id"].as_str().unwrap()).await, 200);
-        assert_eq!(stack.introspect(&ops, &reference).await.1["active"], true, "{kind}");
+        assert_eq!(
+            stack.introspect(&ops, &reference).await.1["active"],
+            true,
+            "{kind}"
+        );
     }
 }
 
@@ -664,8 +701,12 @@ async fn a_reference_token_is_opaque_read_by_introspection_and_revocable() {
 async fn the_compromised_ci_token_walkthrough_runs_as_written() {
     // 0. Dev mode, in a copy of the repository's mappings.
     let dir = tempfile::tempdir().unwrap();
-    crate::copy_dir(&crate::repo().join("mappings"), &dir.path().join("mappings"));
-    let service = BridgeProcess::spawn(BIN, dir.path(), &["serve", "--listen", "127.0.0.1:0"], &[]).await;
+    crate::copy_dir(
+        &crate::repo().join("mappings"),
+        &dir.path().join("mappings"),
+    );
+    let service =
+        BridgeProcess::spawn(BIN, dir.path(), &["serve", "--listen", "127.0.0.1:0"], &[]).await;
     let http = reqwest::Client::new();
     let dev_token = |sub: &'static str| {
         let (http, url) = (http.clone(), service.url("/dev/token"));
@@ -686,13 +727,25 @@ async fn the_compromised_ci_token_walkthrough_runs_as_written() {
     std::fs::write(dir.path().join("ci.token"), &ci).unwrap();
     assert_eq!(hello(ci.clone()).await.0, 200);
     // 2. Revoke exactly that token, by its hash, as the dev operator.
-    std::fs::write(dir.path().join("operator.token"), dev_token("dev:operator").await).unwrap();
+    std::fs::write(
+        dir.path().join("operator.token"),
+        dev_token("dev:operator").await,
+    )
+    .unwrap();
     let (code, out, err) = crate::cli::run(
         dir.path(),
         &[
-            "revoke", "--bridge", &service.base, "--token-file", "operator.token",
-            "--presented-token-file", "ci.token", "--for", "24h",
-            "--reason", "CI token printed in build 4711's log",
+            "revoke",
+            "--bridge",
+            &service.base,
+            "--token-file",
+            "operator.token",
+            "--presented-token-file",
+            "ci.token",
+            "--for",
+            "24h",
+            "--reason",
+            "CI token printed in build 4711's log",
         ],
     );
     assert_eq!(code, 0, "{out}{err}");
@@ -708,36 +761,88 @@ async fn the_compromised_ci_token_walkthrough_runs_as_written() {
     let (status, body) = hello(ci.clone()).await;
     assert_eq!(status, 403, "{body}");
     assert!(body["error_description"].as_str().unwrap().contains(&id));
-    let event = service.audit_event(body["decision_id"].as_str().unwrap()).await;
-    assert_eq!((event["reason"].as_str(), event["revocation"].as_str()), (Some("revoked"), Some(id.as_str())));
-    assert!(service.audit_events().iter().any(|e| e["event"] == "revocation_created"
-        && e["revocation"]["reason"] == "CI token printed in build 4711's log"));
-    let metrics = http.get(service.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("stsbridge_revoked_denials_total{kind=\"token\"} 1"), "{metrics}");
-    assert!(metrics.contains("stsbridge_revocations_active 1"), "{metrics}");
+    let event = service
+        .audit_event(body["decision_id"].as_str().unwrap())
+        .await;
+    assert_eq!(
+        (event["reason"].as_str(), event["revocation"].as_str()),
+        (Some("revoked"), Some(id.as_str()))
+    );
+    assert!(
+        service
+            .audit_events()
+            .iter()
+            .any(|e| e["event"] == "revocation_created"
+                && e["revocation"]["reason"] == "CI token printed in build 4711's log")
+    );
+    let metrics = http
+        .get(service.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("stsbridge_revoked_denials_total{kind=\"token\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("stsbridge_revocations_active 1"),
+        "{metrics}"
+    );
     // 4. Rotate: a fresh token of the same runner is not covered.
     assert_eq!(hello(dev_token("dev:ci-runner").await).await.0, 200);
     // 5. List, and delete.
-    let args = ["--bridge", service.base.as_str(), "--token-file", "operator.token"];
+    let args = [
+        "--bridge",
+        service.base.as_str(),
+        "--token-file",
+        "operator.token",
+    ];
     let (code, out, err) = crate::cli::run(dir.path(), &[&["revoke", "list"][..], &args].concat());
     assert_eq!(code, 0, "{err}");
     let listed: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(listed["revocations"][0]["id"], id.as_str());
-    let (code, _, err) = crate::cli::run(dir.path(), &[&["revoke", "delete", &id][..], &args].concat());
+    let (code, _, err) = crate::cli::run(
+        dir.path(),
+        &[&["revoke", "delete", &id][..], &args].concat(),
+    );
     assert_eq!(code, 0, "{err}");
     assert_eq!(hello(ci).await.0, 200);
     // A caller without stsbridge:revoke is refused by the CLI's call (exit 1, the service's error).
-    std::fs::write(dir.path().join("ci.token"), dev_token("dev:ci-runner").await).unwrap();
+    std::fs::write(
+        dir.path().join("ci.token"),
+        dev_token("dev:ci-runner").await,
+    )
+    .unwrap();
     let (code, _, err) = crate::cli::run(
         dir.path(),
-        &["revoke", "list", "--bridge", &service.base, "--token-file", "ci.token"],
+        &[
+            "revoke",
+            "list",
+            "--bridge",
+            &service.base,
+            "--token-file",
+            "ci.token",
+        ],
     );
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("403 access_denied"), "{err}");
     // Bad arguments: exit 64 before any call.
     let (code, _, err) = crate::cli::run(
         dir.path(),
-        &["revoke", "--bridge", &service.base, "--token-file", "operator.token", "--subject", "no-colon", "--reason", "r"],
+        &[
+            "revoke",
+            "--bridge",
+            &service.base,
+            "--token-file",
+            "operator.token",
+            "--subject",
+            "no-colon",
+            "--reason",
+            "r",
+        ],
     );
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("TRUST:VALUE"), "{err}");
@@ -755,20 +860,120 @@ async fn revoking_an_aws_target_prints_the_policy_that_ends_older_sessions() {
     std::fs::write(stack.dir.path().join("ops.token"), stack.ops()).unwrap();
     let (code, out, err) = crate::cli::run(
         stack.dir.path(),
-        &["revoke", "--bridge", &stack.bridge.base, "--token-file", "ops.token", "--target", "deploy", "--reason", "role misused"],
+        &[
+            "revoke",
+            "--bridge",
+            &stack.bridge.base,
+            "--token-file",
+            "ops.token",
+            "--target",
+            "deploy",
+            "--reason",
+            "role misused",
+        ],
     );
     assert_eq!(code, 0, "{out}{err}");
     let created: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
         created["aws"]["roles"],
-        json!(["arn:aws:iam::111111111111:role/deploy", "arn:aws:iam::222222222222:role/deployer"])
+        json!([
+            "arn:aws:iam::111111111111:role/deploy",
+            "arn:aws:iam::222222222222:role/deployer"
+        ])
     );
     let statement = &created["aws"]["policy"]["Statement"][0];
     assert_eq!(statement["Effect"], "Deny");
     assert_eq!(
-        statement["Condition"]["DateLessThan"]["aws:TokenIssueTime"],
-        created["created"],
+        statement["Condition"]["DateLessThan"]["aws:TokenIssueTime"], created["created"],
         "sessions issued before the revocation"
     );
-    assert!(err.contains("arn:aws:iam::222222222222:role/deployer") && err.contains("aws:TokenIssueTime"), "{err}");
+    assert!(
+        err.contains("arn:aws:iam::222222222222:role/deployer")
+            && err.contains("aws:TokenIssueTime"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_caller_gets_nothing_through_the_service_or_an_agent() {
+    let sts = wiremock::MockServer::start().await;
+    let expiration =
+        stsbridge::audit::rfc3339(std::time::SystemTime::now() + Duration::from_secs(3600));
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_string(
+            stsbridge_e2e::sts::web_identity_success(
+                "arn:aws:sts::111111111111:assumed-role/deploy/gh-42",
+                "ASIAREVOKED000000001",
+                "revocation-secret-000000000000000000000",
+                "revocation-session-0000000000000000000000000",
+                &expiration,
+            ),
+        ))
+        .mount(&sts)
+        .await;
+    let stack = Stack::start(Setup {
+        sts: Some(&sts.uri()),
+        mappings: Some(&format!(
+            "{}  - name: operators-revoke\n    issuer: ci\n    subject: \"ops:admin\"\n    allow: [stsbridge:revoke]\n",
+            crate::MAPPINGS
+        )),
+        ..Setup::default()
+    })
+    .await;
+    let main = stack.main_token();
+    // Granted, and cached, before the revocation.
+    let (status, body, _) = stack.credentials("deploy", &format!("Bearer {main}")).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, created) = stack
+        .revoke(json!({ "kind": "subject", "issuer": "ci", "value": "repo:acme/app:ref:refs/heads/main", "reason": "runner compromised" }))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    // The service refuses it, cached credential or not.
+    let (status, body, _) = stack.credentials("deploy", &format!("Bearer {main}")).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        sts.received_requests().await.unwrap().len(),
+        1,
+        "no new upstream call either"
+    );
+    // An agent holding that token gets nothing to hand its SDK.
+    let token_file = stack.dir.path().join("workload-token");
+    std::fs::write(&token_file, &main).unwrap();
+    let state = stack.dir.path().join("agent-state");
+    let agent = BridgeProcess::spawn(
+        BIN,
+        stack.dir.path(),
+        &[
+            "agent",
+            "--bridge",
+            &stack.bridge.base,
+            "--token-file",
+            token_file.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--aws-target",
+            "deploy",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    let secret = std::fs::read_to_string(state.join("aws-container-authorization-token")).unwrap();
+    let r = stack
+        .http
+        .get(agent.url("/aws/credentials"))
+        .header("Authorization", secret.trim())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    assert_ne!(status, 200, "{text}");
+    assert!(!text.contains("ASIAREVOKED"), "{text}");
+    assert!(
+        text.contains("revoked") || agent.stderr().contains("revoked"),
+        "{text}\n{}",
+        agent.stderr()
+    );
 }

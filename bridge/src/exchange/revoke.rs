@@ -456,11 +456,20 @@ impl Bridge {
 }
 
 /// The token a reference stands for, from its stored claims: stsbridge's own, unexpired at `now`.
-fn reference_token(claims: serde_json::Value, own_url: &str, now: SystemTime) -> Option<ValidatedToken> {
+fn reference_token(
+    claims: serde_json::Value,
+    own_url: &str,
+    now: SystemTime,
+) -> Option<ValidatedToken> {
     let serde_json::Value::Object(claims) = claims else {
         return None;
     };
-    let text = |k: &str| claims.get(k).and_then(serde_json::Value::as_str).map(str::to_owned);
+    let text = |k: &str| {
+        claims
+            .get(k)
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    };
     let expires_at = claims.get("exp").and_then(serde_json::Value::as_u64)?;
     if text("iss").as_deref() != Some(own_url) || crate::token::unix_seconds(now) >= expires_at {
         return None;

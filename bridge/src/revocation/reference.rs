@@ -73,16 +73,23 @@ impl ReferenceStore {
                 let mut connection = redis.connection.clone();
                 let name = redis_key(redis, &key);
                 let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-                timed(redis.timeout, connection.pset_ex::<_, _, ()>(name, text, ms))
-                    .await
-                    .map_err(MintError::Store)?;
+                timed(
+                    redis.timeout,
+                    connection.pset_ex::<_, _, ()>(name, text, ms),
+                )
+                .await
+                .map_err(MintError::Store)?;
             }
         }
         Ok(handle)
     }
 
     /// The claims of `handle` while it is unexpired at `now`; `None` for anything else.
-    pub async fn claims(&self, handle: &str, now: SystemTime) -> Result<Option<serde_json::Value>, StoreError> {
+    pub async fn claims(
+        &self,
+        handle: &str,
+        now: SystemTime,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
         if !handle.starts_with(REFERENCE_PREFIX) || handle.len() > 128 {
             return Ok(None);
         }
