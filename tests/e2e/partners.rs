@@ -52,7 +52,7 @@ cases:
     .unwrap();
     let (code, out, _) = run(dir.path(), &["test"]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("29 passed, 2 failed"), "{out}");
+    assert!(out.contains("32 passed, 2 failed"), "{out}");
     assert!(
         out.contains("FAIL  a feature branch deploys prod (wrong)")
             && out.contains("expected allow, but no allow rule matches"),
@@ -110,7 +110,7 @@ fn partner_init_writes_a_partner_file_whose_tests_pass_and_that_check_accepts() 
     );
     let (code, out, err) = run(dir.path(), &["test"]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("30 passed, 0 failed, in 6 file(s)"), "{out}");
+    assert!(out.contains("33 passed, 0 failed, in 6 file(s)"), "{out}");
 
     // The production config picks the partner up with no edit of its own.
     copy_dir(

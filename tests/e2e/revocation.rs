@@ -21,11 +21,15 @@ targets:
     jwt: { audience: other-api, lifetime: 5m }
   - name: opaque
     jwt: { audience: opaque-api, lifetime: 5m, format: reference }
+  - name: brief
+    jwt: { audience: brief-api, lifetime: 30s }
+  - name: brief-opaque
+    jwt: { audience: brief-opaque-api, lifetime: 30s, format: reference }
 rules:
   - name: services
     issuer: ci
     subject: { glob: "svc:*" }
-    allow: [api, other, opaque]
+    allow: [api, other, opaque, brief, brief-opaque]
   - name: operators
     issuer: ci
     subject: "ops:admin"
@@ -226,8 +230,19 @@ async fn each_kind_refuses_what_it_names_and_spares_the_rest() {
                 spared.1
             );
         }
-        // The other target is unaffected by a target revocation.
+        // The other target is unaffected by a target revocation, and the revoked one's cached
+        // credential (alice's, from before) is dropped.
         if kind == "target" {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            // alice's and bob's (both granted before): the count is whatever was cached.
+            while !stack
+                .bridge
+                .stderr()
+                .contains("cached credentials of a revoked target dropped target=api dropped=")
+            {
+                assert!(Instant::now() < deadline, "{}", stack.bridge.stderr());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             let (status, body, _) = stack.credentials("other", &format!("Bearer {alice}")).await;
             assert_eq!(status, 200, "{body}");
         }
@@ -976,4 +991,32 @@ async fn a_revoked_caller_gets_nothing_through_the_service_or_an_agent() {
         "{text}\n{}",
         agent.stderr()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minted_token_and_a_reference_token_are_inactive_once_expired() {
+    let stack = stack().await;
+    let ops = stack.ops();
+    let url = stack.bridge.url("/oauth2/token");
+    let jwt = mint_on(&stack.http, url.clone(), &stack.idp, "svc:alice", "brief").await;
+    let reference = mint_on(&stack.http, url, &stack.idp, "svc:alice", "brief-opaque").await;
+    let minted = Instant::now();
+    let tokens = [
+        jwt["access_token"].as_str().unwrap(),
+        reference["access_token"].as_str().unwrap(),
+    ];
+    for t in tokens {
+        assert_eq!(stack.introspect(&ops, t).await.1["active"], true);
+    }
+    // 30 s lifetime, and exp is whole seconds: a second more and both are past it.
+    tokio::time::sleep(
+        (minted + Duration::from_secs(32)).saturating_duration_since(Instant::now()),
+    )
+    .await;
+    for t in tokens {
+        assert_eq!(
+            stack.introspect(&ops, t).await.1,
+            json!({ "active": false })
+        );
+    }
 }

@@ -56,6 +56,22 @@ impl Replicas {
         files: &[(&str, &str)],
         env: &[(&str, &str)],
     ) -> Replicas {
+        Self::launch(n, shared_state, files, env, true).await
+    }
+
+    /// Replicas that are not expected to become ready (their shared state never answers, so they
+    /// never read the revocations): started, waited for only until they listen.
+    async fn start_unready(n: usize, shared_state: &str) -> Replicas {
+        Self::launch(n, Some(shared_state), &[], &[], false).await
+    }
+
+    async fn launch(
+        n: usize,
+        shared_state: Option<&str>,
+        files: &[(&str, &str)],
+        env: &[(&str, &str)],
+        ready: bool,
+    ) -> Replicas {
         let (ci, partner) = (TestIdp::start().await, TestIdp::start().await);
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("mappings")).unwrap();
@@ -92,15 +108,12 @@ audit: {{ sink: stdout }}
         let mut bridges = Vec::new();
         // One after another: the first creates the signing key the others load.
         for _ in 0..n {
-            bridges.push(
-                BridgeProcess::spawn(
-                    BIN,
-                    dir.path(),
-                    &["serve", "--config", "stsbridge.yaml"],
-                    env,
-                )
-                .await,
-            );
+            let args = ["serve", "--config", "stsbridge.yaml"];
+            bridges.push(if ready {
+                BridgeProcess::spawn(BIN, dir.path(), &args, env).await
+            } else {
+                BridgeProcess::spawn_listening(BIN, dir.path(), &args, env).await
+            });
         }
         Replicas {
             ci,
@@ -165,11 +178,17 @@ audit: {{ sink: stdout }}
     /// Waits until every replica's `/readyz` reports its shared state `status` (bounded: the
     /// watcher pings twice a second).
     async fn until_shared_state(&self, status: &str) {
+        self.until_shared_state_with(status, 200).await;
+    }
+
+    /// As [`Replicas::until_shared_state`], with `/readyz` answering `code` (503 for a replica
+    /// that never read its revocations).
+    async fn until_shared_state_with(&self, status: &str, code: u16) {
         let deadline = Instant::now() + Duration::from_secs(15);
         for i in 0..self.bridges.len() {
             loop {
-                let (code, body) = self.readyz(i).await;
-                assert_eq!(code, 200, "{body}");
+                let (answered, body) = self.readyz(i).await;
+                assert_eq!(answered, code, "{body}");
                 if body["shared_state"]["status"] == status {
                     break;
                 }
@@ -447,6 +466,10 @@ async fn redis_down_refuses_single_use_serves_the_rest_and_recovers_without_rest
     assert_eq!(count(&answers, 200), 1, "{answers:?}");
 }
 
+/// A replica whose Redis has never answered (or only garbage) has never read the revocations, so
+/// it serves nothing at all, single use or not, and is not ready: like an issuer whose keys were
+/// never fetched. (A replica that read them and then loses Redis keeps serving on the last set:
+/// `redis_down_refuses_single_use_serves_the_rest_and_recovers_without_restart`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_that_never_answers_or_answers_garbage_never_admits_a_single_use_token() {
     for (what, fake) in [
@@ -454,7 +477,7 @@ async fn a_redis_that_never_answers_or_answers_garbage_never_admits_a_single_use
         ("garbage", FakeRedis::answering(b":1\r\n")),
     ] {
         let shared = format!("{{ redis: {{ url: \"{}\", timeout: 200ms }} }}", fake.url());
-        let replicas = Replicas::start(3, Some(&shared), &[]).await;
+        let replicas = Replicas::start_unready(3, &shared).await;
         let started = Instant::now();
         let mut answers = Vec::new();
         for _ in 0..6 {
@@ -466,14 +489,26 @@ async fn a_redis_that_never_answers_or_answers_garbage_never_admits_a_single_use
             answers.len(),
             started.elapsed()
         );
-        // Every request finished: single use refused, the partner served on local buckets.
+        // Every request finished, and none was granted: the revocations were never read.
         assert_eq!(answers.len(), 12);
         for (i, (status, body, _)) in answers.iter().enumerate() {
-            let want = if i % 2 == 0 { 503 } else { 200 };
-            assert_eq!(*status, want, "{what} #{i}: {body}");
+            assert_eq!(*status, 503, "{what} #{i}: {body}");
+            let description = body["error_description"].as_str().unwrap();
+            assert!(
+                description.contains("revocations_unavailable"),
+                "{what} #{i}: {body}"
+            );
         }
         assert!(fake.accepted() >= 1, "{what}: stsbridge never connected");
-        replicas.until_shared_state("degraded").await;
+        replicas.until_shared_state_with("degraded", 503).await;
+        let (_, ready) = replicas.readyz(0).await;
+        assert!(
+            ready["problems"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("revocations not loaded")),
+            "{ready}"
+        );
     }
 }
 
@@ -502,8 +537,8 @@ async fn rediss_is_used_when_its_certificate_is_trusted_and_never_when_it_is_not
     assert_eq!(redis.cli(&["--tls", "--insecure", "DBSIZE"]).trim(), "1");
 
     // A certificate no root vouches for: the connection is refused, so is single use.
-    let untrusted = Replicas::start(1, Some(&shared), &[]).await;
+    let untrusted = Replicas::start_unready(1, &shared).await;
     let (status, body, _) = untrusted.ask(&untrusted.ci_token()).await;
     assert_eq!(status, 503, "{body}");
-    untrusted.until_shared_state("degraded").await;
+    untrusted.until_shared_state_with("degraded", 503).await;
 }

@@ -65,6 +65,19 @@ impl BridgeProcess {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> BridgeProcess {
+        let process = Self::spawn_listening(binary, dir, args, env).await;
+        process.wait_ready().await;
+        process
+    }
+
+    /// As [`BridgeProcess::spawn`], waiting only until it listens (for a process that is not
+    /// meant to become ready).
+    pub async fn spawn_listening(
+        binary: &str,
+        dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> BridgeProcess {
         let mut cmd = Command::new(binary);
         cmd.args(args)
             .current_dir(dir)
@@ -111,16 +124,14 @@ impl BridgeProcess {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        let process = BridgeProcess {
+        BridgeProcess {
             child,
             base: addr,
             stdout,
             stderr,
             readers,
             dir: dir.to_path_buf(),
-        };
-        process.wait_ready().await;
-        process
+        }
     }
 
     async fn wait_ready(&self) {

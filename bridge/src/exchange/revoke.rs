@@ -383,6 +383,11 @@ impl Bridge {
             }
             token
         };
+        // stsbridge issued it, so no clock skew to allow for: inactive from the second of `exp`
+        // (validation alone would allow the trust entry's leeway).
+        if crate::token::unix_seconds(now) >= token.expires_at {
+            return None;
+        }
         let chain = prior_chain(&token.claims, true).ok()?;
         let set = self.revocations.snapshot()?;
         let trust_of = |iss: &str| policy.trust_by_iss.get(iss).map(|t| t.name.clone());

@@ -931,3 +931,60 @@ fn referenced_issuers_include_actors_and_leave_out_the_built_in_one() {
         .collect();
     assert_eq!(names, ["gateway", "github"]);
 }
+
+#[test]
+fn built_in_targets_are_granted_only_by_name_and_refused_by_any_deny() {
+    let m = load(&[(
+        "a.yaml",
+        r#"
+version: 1
+targets:
+  - name: api
+    jwt: { audience: api }
+rules:
+  - name: everything
+    issuer: dev
+    subject: { glob: "dev:*" }
+    allow: ["*"]
+  - name: operator
+    issuer: dev
+    subject: "dev:operator"
+    allow: [stsbridge:revoke]
+  - name: blocked
+    issuer: dev
+    subject: "dev:mallory"
+    deny: ["*"]
+  - name: mallory-operator
+    issuer: dev
+    subject: "dev:mallory"
+    allow: [stsbridge:revoke, stsbridge:introspect]
+"#,
+    )])
+    .unwrap();
+    let alice = token("dev", json!({ "sub": "dev:alice" }));
+    let operator = token("dev", json!({ "sub": "dev:operator" }));
+    let mallory = token("dev", json!({ "sub": "dev:mallory" }));
+    // "*" covers every mapping target, never a built-in one.
+    assert!(allowed(&m, &alice, "api"));
+    assert!(matches!(m.permits(&alice, &[], REVOKE_TARGET), Err(None)));
+    assert!(matches!(
+        m.permits(&operator, &[], REVOKE_TARGET),
+        Ok(r) if r.name == "operator"
+    ));
+    assert!(m.permits(&operator, &[], INTROSPECT_TARGET).is_err());
+    // A deny rule with "*" wins over a rule naming the built-in target.
+    assert!(matches!(
+        m.permits(&mallory, &[], REVOKE_TARGET),
+        Err(Some(r)) if r.name == "blocked"
+    ));
+    // Other names under the reserved prefix are refused at load.
+    let errs = errors(&[(
+        "b.yaml",
+        "version: 1\ntargets: []\nrules:\n  - name: r\n    issuer: dev\n    subject: x\n    allow: [stsbridge:admin]\n",
+    )]);
+    assert!(
+        errs.iter()
+            .any(|e| e.to_string().contains("not a built-in target")),
+        "{errs:?}"
+    );
+}
