@@ -107,6 +107,34 @@ pub struct RevocationEvent<'a> {
     pub request_id: Option<&'a str>,
 }
 
+impl AuditEvent {
+    /// The event of a request as it arrives, before anything is decided: its time, decision
+    /// id, endpoint, target, client address and certificate, and request id.
+    pub fn opened(
+        now: std::time::SystemTime,
+        decision_id: &str,
+        endpoint: &'static str,
+        target: &str,
+        client: Option<std::net::SocketAddr>,
+        client_names: &[String],
+        request_id: Option<&str>,
+    ) -> AuditEvent {
+        AuditEvent {
+            time: rfc3339(now),
+            decision_id: decision_id.to_owned(),
+            endpoint,
+            target: Some(target.to_owned()),
+            caller: Caller {
+                client_addr: client.map(|a| a.to_string()),
+                client_certificate: client_names.first().cloned(),
+                ..Caller::default()
+            },
+            request_id: request_id.map(str::to_owned),
+            ..AuditEvent::default()
+        }
+    }
+}
+
 /// An audit-mode rule that matched.
 #[derive(Debug, Clone, Serialize)]
 pub struct Shadow {

@@ -272,19 +272,15 @@ impl Bridge {
                 error: e.into(),
             }
         })?;
-        let mut event = AuditEvent {
-            time: rfc3339(now),
-            decision_id: decision_id.clone(),
-            endpoint: req.endpoint.as_str(),
-            target: Some(req.target.to_owned()),
-            caller: Caller {
-                client_addr: req.client.map(|a| a.to_string()),
-                client_certificate: req.client_names.first().cloned(),
-                ..Caller::default()
-            },
-            request_id: req.request_id.map(str::to_owned),
-            ..AuditEvent::default()
-        };
+        let mut event = AuditEvent::opened(
+            now,
+            &decision_id,
+            req.endpoint.as_str(),
+            req.target,
+            req.client,
+            req.client_names,
+            req.request_id,
+        );
         let client_ip = req.client.map(|a| a.ip());
         let admitted = match &self.failed_validations {
             Some(budget) => budget.admit(client_ip, now),

@@ -165,19 +165,15 @@ impl Bridge {
             decision_id: None,
             error: e.into(),
         })?;
-        let mut event = AuditEvent {
-            time: rfc3339(now),
-            decision_id: decision_id.clone(),
-            endpoint: req.endpoint,
-            target: Some(req.target.to_owned()),
-            caller: Caller {
-                client_addr: req.client.map(|a| a.to_string()),
-                client_certificate: req.client_names.first().cloned(),
-                ..Caller::default()
-            },
-            request_id: req.request_id.map(str::to_owned),
-            ..AuditEvent::default()
-        };
+        let mut event = AuditEvent::opened(
+            now,
+            &decision_id,
+            req.endpoint,
+            req.target,
+            req.client,
+            req.client_names,
+            req.request_id,
+        );
         let result = self.authorize_in(&policy, &req, now, &mut event).await;
         match result {
             Ok(token) => Ok(Authorized {

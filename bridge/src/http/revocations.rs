@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::FormRejection;
-use axum::extract::{ConnectInfo, Form, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, Form, FromRequestParts, Path, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -22,30 +23,58 @@ use crate::tls::ClientIdentity;
 /// Longest token introspected: what the exchange accepts.
 const MAX_INTROSPECTED: usize = crate::token::MAX_TOKEN_BYTES;
 
-async fn authorize(
-    bridge: &Bridge,
-    target: &'static str,
-    endpoint: &'static str,
-    client: SocketAddr,
-    request_id: &str,
-    identity: Option<&ClientIdentity>,
-    headers: &HeaderMap,
-) -> Result<Authorized, ApiError> {
-    let token = bearer(headers);
-    if token.is_none() {
-        return Err(ApiError::missing_token());
+/// A caller a rule allows the built-in target `T::TARGET`, authorized before the handler runs
+/// (its refusal is the response).
+pub(super) struct Operator<T>(Authorized, std::marker::PhantomData<T>);
+
+/// Which built-in target an [`Operator`] was authorized for.
+pub(super) trait Builtin {
+    /// The built-in target.
+    const TARGET: &'static str;
+    /// The endpoint's name in the audit event.
+    const ENDPOINT: &'static str;
+}
+
+/// `stsbridge:revoke`.
+pub(super) struct Revoke;
+impl Builtin for Revoke {
+    const TARGET: &'static str = REVOKE_TARGET;
+    const ENDPOINT: &'static str = "revocations";
+}
+
+/// `stsbridge:introspect`.
+pub(super) struct Introspect;
+impl Builtin for Introspect {
+    const TARGET: &'static str = INTROSPECT_TARGET;
+    const ENDPOINT: &'static str = "introspect";
+}
+
+impl<T: Builtin> FromRequestParts<Arc<Bridge>> for Operator<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, bridge: &Arc<Bridge>) -> Result<Self, ApiError> {
+        let token = bearer(&parts.headers).ok_or_else(ApiError::missing_token)?;
+        let client = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.as_str());
+        let names = parts
+            .extensions
+            .get::<ClientIdentity>()
+            .map_or(&[][..], |i| &i.names[..]);
+        let authorized = bridge
+            .authorize(BuiltinRequest {
+                token: Some(token),
+                target: T::TARGET,
+                endpoint: T::ENDPOINT,
+                client,
+                client_names: names,
+                request_id,
+            })
+            .await?;
+        Ok(Operator(authorized, std::marker::PhantomData))
     }
-    let names = identity.map_or(&[][..], |i| &i.names[..]);
-    Ok(bridge
-        .authorize(BuiltinRequest {
-            token,
-            target,
-            endpoint,
-            client: Some(client),
-            client_names: names,
-            request_id: Some(request_id),
-        })
-        .await?)
 }
 
 fn revoke_error(e: RevokeError, decision_id: &str) -> ApiError {
@@ -76,22 +105,9 @@ fn revoke_error(e: RevokeError, decision_id: &str) -> ApiError {
 /// `POST /v1/revocations`: JSON `{kind, issuer?, value, for?, reason}` -> 201 with the revocation.
 pub(super) async fn create(
     State(bridge): State<Arc<Bridge>>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
-    axum::Extension(RequestId(request_id)): axum::Extension<RequestId>,
-    identity: Option<axum::Extension<ClientIdentity>>,
-    headers: HeaderMap,
+    Operator(by, _): Operator<Revoke>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let by = authorize(
-        &bridge,
-        REVOKE_TARGET,
-        "revocations",
-        client,
-        &request_id,
-        identity.as_deref(),
-        &headers,
-    )
-    .await?;
     if body.len() > MAX_BODY_BYTES {
         return Err(
             ApiError::invalid_request(format!("body: larger than {MAX_BODY_BYTES} bytes"))
@@ -118,21 +134,8 @@ pub(super) async fn create(
 /// `GET /v1/revocations`: `{"revocations": [...]}`, oldest first.
 pub(super) async fn list(
     State(bridge): State<Arc<Bridge>>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
-    axum::Extension(RequestId(request_id)): axum::Extension<RequestId>,
-    identity: Option<axum::Extension<ClientIdentity>>,
-    headers: HeaderMap,
+    Operator(by, _): Operator<Revoke>,
 ) -> Result<Response, ApiError> {
-    let by = authorize(
-        &bridge,
-        REVOKE_TARGET,
-        "revocations",
-        client,
-        &request_id,
-        identity.as_deref(),
-        &headers,
-    )
-    .await?;
     let list = bridge
         .list_revocations()
         .await
@@ -147,22 +150,9 @@ pub(super) async fn list(
 /// `DELETE /v1/revocations/{id}`: 200 with the removed revocation, 404 when there is none.
 pub(super) async fn delete(
     State(bridge): State<Arc<Bridge>>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
-    axum::Extension(RequestId(request_id)): axum::Extension<RequestId>,
-    identity: Option<axum::Extension<ClientIdentity>>,
+    Operator(by, _): Operator<Revoke>,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let by = authorize(
-        &bridge,
-        REVOKE_TARGET,
-        "revocations",
-        client,
-        &request_id,
-        identity.as_deref(),
-        &headers,
-    )
-    .await?;
     let removed = bridge
         .unrevoke(&by, &id)
         .await
@@ -174,22 +164,9 @@ pub(super) async fn delete(
 /// `{"active": false}` for anything not an active token stsbridge minted, never saying why.
 pub(super) async fn introspect(
     State(bridge): State<Arc<Bridge>>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
-    axum::Extension(RequestId(request_id)): axum::Extension<RequestId>,
-    identity: Option<axum::Extension<ClientIdentity>>,
-    headers: HeaderMap,
+    Operator(by, _): Operator<Introspect>,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Result<Response, ApiError> {
-    let by = authorize(
-        &bridge,
-        INTROSPECT_TARGET,
-        "introspect",
-        client,
-        &request_id,
-        identity.as_deref(),
-        &headers,
-    )
-    .await?;
     let Form(pairs) = form.map_err(|e| {
         ApiError::invalid_request(format!("bad form body: {}", e.body_text()))
             .with_decision_id(&by.decision_id)
