@@ -344,6 +344,7 @@ fn exchange(c: &mut Criterion) {
         actor_token: None,
         request_id: Some("bench-request"),
         client_names: &[],
+        client_thumbprint: None,
     };
     rt.block_on(bridge.exchange(request()))
         .expect("the first exchange is granted");

@@ -64,12 +64,16 @@ pub fn server_config(config: &TlsConfig) -> Result<Arc<ServerConfig>, String> {
             if roots.is_empty() {
                 return Err(format!("{}: holds no certificate", ca.display()));
             }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            let mut verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
                 provider,
-            )
-            .build()
-            .map_err(|e| format!("{}: {e}", ca.display()))?;
+            );
+            if config.client_auth_optional {
+                verifier = verifier.allow_unauthenticated();
+            }
+            let verifier = verifier
+                .build()
+                .map_err(|e| format!("{}: {e}", ca.display()))?;
             builder.with_client_cert_verifier(verifier)
         }
     };
@@ -85,11 +89,14 @@ pub fn server_config(config: &TlsConfig) -> Result<Arc<ServerConfig>, String> {
 }
 
 /// The verified identity of a caller's client certificate (mTLS): the DNS names of its subject
-/// alternative names. Present on a request only when the listener requires client certificates.
+/// alternative names, and the certificate's own thumbprint. Present on a request only when the
+/// caller presented a certificate the listener verified.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientIdentity {
     /// The certificate's DNS names.
     pub names: Vec<String>,
+    /// RFC 8705's `x5t#S256`: the base64url SHA-256 of the certificate's DER.
+    pub thumbprint: String,
 }
 
 impl ClientIdentity {
@@ -99,8 +106,17 @@ impl ClientIdentity {
         let cert = webpki::EndEntityCert::try_from(leaf).ok()?;
         Some(ClientIdentity {
             names: cert.valid_dns_names().map(str::to_owned).collect(),
+            thumbprint: certificate_thumbprint(leaf),
         })
     }
+}
+
+/// RFC 8705's `x5t#S256` of a DER certificate: base64url (no padding) of its SHA-256.
+pub fn certificate_thumbprint(der: &[u8]) -> String {
+    base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        crate::digest::sha256(der),
+    )
 }
 
 /// The certificates of a PEM CA bundle, for a client that must trust a private CA.

@@ -47,6 +47,14 @@ impl JwtProvider {
                 })?;
             extra.insert("act".into(), act);
         }
+        if let Some(cnf) = &request.cnf {
+            let cnf: serde_json::Value =
+                serde_json::from_str(cnf).map_err(|_| ProviderError::InvalidResponse {
+                    provider: ProviderKind::Jwt,
+                    detail: "the cnf claim is not valid JSON".into(),
+                })?;
+            extra.insert("cnf".into(), cnf);
+        }
         let minted = self.signer.mint(
             MintSpec {
                 subject: &request.subject,

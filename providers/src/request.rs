@@ -248,4 +248,7 @@ pub struct JwtRequest {
     pub lifetime: Duration,
     /// The `act` claim (canonical JSON) when a caller acts for the subject.
     pub act: Option<String>,
+    /// The `cnf` claim (canonical JSON) when the token is bound to its caller's key (RFC 8705's
+    /// `x5t#S256`): part of the cache key, so each certificate gets its own token.
+    pub cnf: Option<String>,
 }

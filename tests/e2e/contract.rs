@@ -582,6 +582,7 @@ impl Upstream for JwtUpstream {
     }
     fn request(&self) -> ProviderRequest {
         ProviderRequest::Jwt(JwtRequest {
+            cnf: None,
             target: "contract".into(),
             audience: "contract-api".into(),
             subject: "svc:contract".into(),

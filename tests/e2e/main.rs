@@ -13,6 +13,7 @@
 mod access;
 mod attacks;
 mod aws;
+mod binding;
 mod cli;
 mod clouds;
 mod contract;

@@ -91,6 +91,7 @@ impl Provider<JwtRequest> for Counting {
 
 fn key(target: &str) -> Key {
     Arc::new(ProviderRequest::Jwt(JwtRequest {
+        cnf: None,
         target: target.into(),
         audience: "a".into(),
         subject: "s".into(),

@@ -28,10 +28,31 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
         SocketAddr::from(([127, 0, 0, 1], 0))
     });
 
-    let tls = raw.tls.map(|t| TlsConfig {
-        cert_file: base.join(t.cert_file),
-        key_file: base.join(t.key_file),
-        client_ca_file: t.client_ca_file.map(|f| base.join(f)),
+    let tls = raw.tls.map(|t| {
+        let client_auth_optional = match (t.client_auth.as_deref(), &t.client_ca_file) {
+            (None | Some("required"), _) => false,
+            (Some("optional"), Some(_)) => true,
+            (Some("optional"), None) => {
+                err(
+                    "tls.client_auth",
+                    "optional needs client_ca_file (the CA that issues the certificates callers may present)".into(),
+                );
+                false
+            }
+            (Some(other), _) => {
+                err(
+                    "tls.client_auth",
+                    format!("{other:?} is not a mode; use required (default) or optional"),
+                );
+                false
+            }
+        };
+        TlsConfig {
+            cert_file: base.join(t.cert_file),
+            key_file: base.join(t.key_file),
+            client_ca_file: t.client_ca_file.map(|f| base.join(f)),
+            client_auth_optional,
+        }
     });
 
     // stsbridge's own issuer.

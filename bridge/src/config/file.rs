@@ -60,6 +60,9 @@ pub struct TlsFile {
     pub key_file: PathBuf,
     /// CA bundle for client certificates (turns on mTLS).
     pub client_ca_file: Option<PathBuf>,
+    /// `required` (default with a CA bundle): no TLS session without a certificate;
+    /// `optional`: callers without one are served too (targets with `bind: mtls` refuse them).
+    pub client_auth: Option<String>,
 }
 
 /// `issuer:`.

@@ -164,6 +164,9 @@ pub struct TlsConfig {
     /// CA bundle for client certificates: when set, every caller must present a certificate it
     /// issued (mTLS), and rules can require the certificate's names.
     pub client_ca_file: Option<PathBuf>,
+    /// With `client_ca_file`: whether callers without a certificate are served too
+    /// (`client_auth: optional`); a certificate they do present must still verify.
+    pub client_auth_optional: bool,
 }
 
 /// stsbridge's own issuer.

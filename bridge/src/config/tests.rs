@@ -349,3 +349,61 @@ fn shared_state_is_checked_naming_field_and_value() {
         assert!(check_redis_url(ok).is_ok(), "{ok}");
     }
 }
+
+#[test]
+fn optional_client_certificates_need_a_client_ca() {
+    let tls =
+        |extra: &str| format!("{MINIMAL}tls: {{ cert_file: c.pem, key_file: k.pem{extra} }}\n");
+    let errs = errors_of(&tls(", client_auth: optional"));
+    assert!(
+        errs.iter()
+            .any(|e| e.to_string().contains("tls.client_auth")
+                && e.to_string().contains("client_ca_file")),
+        "{errs:?}"
+    );
+    let errs = errors_of(&tls(", client_ca_file: ca.pem, client_auth: sometimes"));
+    assert!(
+        errs.iter()
+            .any(|e| e.to_string().contains("\"sometimes\" is not a mode")),
+        "{errs:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = load(&write(
+        dir.path(),
+        &tls(", client_ca_file: ca.pem, client_auth: optional"),
+    ))
+    .unwrap();
+    assert!(config.tls.unwrap().client_auth_optional);
+}
+
+#[test]
+fn revocations_take_a_file_and_a_longest_length_but_not_beside_shared_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = load(&write(
+        dir.path(),
+        &format!("{MINIMAL}revocations: {{ file: state/revocations.json, max_for: 7d }}\n"),
+    ))
+    .unwrap();
+    assert_eq!(
+        config.revocations.file,
+        Some(dir.path().join("state/revocations.json"))
+    );
+    assert_eq!(
+        config.revocations.max_for,
+        Duration::from_secs(7 * 24 * 3600)
+    );
+    let errs = errors_of(&format!("{MINIMAL}revocations: {{ max_for: 1h }}\n"));
+    assert!(
+        errs.iter()
+            .any(|e| e.to_string().contains("revocations.max_for")),
+        "{errs:?}"
+    );
+    let errs = errors_of(&format!(
+        "{MINIMAL}revocations: {{ file: r.json }}\nshared_state: {{ redis: {{ url: \"redis://127.0.0.1:6379\" }} }}\n"
+    ));
+    assert!(
+        errs.iter()
+            .any(|e| e.to_string().contains("revocations.file")),
+        "{errs:?}"
+    );
+}

@@ -15,6 +15,9 @@ pub enum ExchangeError {
     /// The actor token was refused (400).
     #[error("actor token: {0}")]
     ActorToken(TokenError),
+    /// The actor token is bound to a key (`cnf`) this request does not prove (401).
+    #[error("actor token: the token is bound to a key this request does not prove (cnf)")]
+    ActorBinding,
     /// The issuer's keys cannot be fetched and were never loaded (503).
     #[error("the keys of the token's issuer could not be fetched")]
     KeysUnavailable,
@@ -122,6 +125,7 @@ impl ExchangeError {
         match self {
             ExchangeError::InvalidRequest(_) => "invalid_request".into(),
             ExchangeError::Token(e) | ExchangeError::ActorToken(e) => e.code().into(),
+            ExchangeError::ActorBinding => TokenError::BindingMismatch.code().into(),
             ExchangeError::KeysUnavailable => "jwks_unavailable".into(),
             ExchangeError::UnknownTarget(_) => "unknown_target".into(),
             ExchangeError::Denied { rule: Some(_), .. } => "deny_rule".into(),

@@ -381,6 +381,10 @@ impl Bridge {
                 TokenError::KeysUnavailable => ExchangeError::KeysUnavailable,
                 e => ExchangeError::Token(e),
             })?;
+        // A token bound to a key (`cnf`) is good only with its proof on this request.
+        if !token::binding_holds(&token.claims, req.client_thumbprint) {
+            return Err(ExchangeError::Token(TokenError::BindingMismatch));
+        }
         let trust = policy.trust_by_iss.get(&token.issuer);
         // The subject's own delegation chain, carried on only where its issuer is trusted to
         // assert one (stsbridge itself, or `accept_act: true`).
@@ -398,10 +402,20 @@ impl Bridge {
                 event.actor = Some(actor_caller);
                 // Keys that cannot be fetched are the service's trouble, not a bad request: the
                 // caller retries, as it would for the subject.
-                Some(validated.map_err(|e| match e {
-                    TokenError::KeysUnavailable => ExchangeError::KeysUnavailable,
-                    e => ExchangeError::ActorToken(e),
-                }))
+                Some(
+                    validated
+                        .map_err(|e| match e {
+                            TokenError::KeysUnavailable => ExchangeError::KeysUnavailable,
+                            e => ExchangeError::ActorToken(e),
+                        })
+                        .and_then(|a| {
+                            if token::binding_holds(&a.claims, req.client_thumbprint) {
+                                Ok(a)
+                            } else {
+                                Err(ExchangeError::ActorBinding)
+                            }
+                        }),
+                )
             }
             _ => None,
         };
@@ -552,12 +566,13 @@ impl Bridge {
             actor: actor.as_deref(),
             prior_act: &prior_act,
         };
-        let request = tracing::debug_span!("render", target = %target.name)
+        let mut request = tracing::debug_span!("render", target = %target.name)
             .in_scope(|| render(&target, &input))
             .map_err(|e| match e {
                 RenderError::ScopeNotAvailable(_) => ExchangeError::Scope(e),
                 e => ExchangeError::Render(e),
             })?;
+        bind(&mut request, &target, req.client_thumbprint)?;
         let provider = request.kind();
         let answer = Answer::of(&request);
         let upstream =
@@ -640,4 +655,30 @@ fn stores(
     let revocations = RevocationStore::redis(state.handle());
     let references = ReferenceStore::redis(state.handle());
     Ok((Arc::new(state), revocations, references))
+}
+
+/// Binds a minted token to its caller as its target asks (`bind: mtls`: `cnf.x5t#S256` of the
+/// caller's TLS client certificate, which is then part of the cache key); a caller without a
+/// certificate is refused (400).
+fn bind(
+    request: &mut ProviderRequest,
+    target: &crate::mapping::Target,
+    thumbprint: Option<&str>,
+) -> Result<(), ExchangeError> {
+    let (ProviderRequest::Jwt(jwt_request), TargetKind::Jwt(jwt)) = (request, &target.kind) else {
+        return Ok(());
+    };
+    match jwt.bind {
+        None => Ok(()),
+        Some(crate::mapping::Binding::Mtls) => {
+            let Some(thumbprint) = thumbprint else {
+                return Err(ExchangeError::InvalidRequest(format!(
+                    "{} needs a client certificate: its tokens are bound to the caller's TLS client certificate (bind: mtls); connect with one",
+                    target.name
+                )));
+            };
+            jwt_request.cnf = Some(serde_json::json!({ "x5t#S256": thumbprint }).to_string());
+            Ok(())
+        }
+    }
 }

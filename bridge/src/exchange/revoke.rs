@@ -63,6 +63,8 @@ pub struct BuiltinRequest<'a> {
     pub client_names: &'a [String],
     /// The HTTP request id.
     pub request_id: Option<&'a str>,
+    /// RFC 8705's `x5t#S256` of the caller's client certificate, if it presented one.
+    pub client_thumbprint: Option<&'a str>,
 }
 
 impl Bridge {
@@ -230,6 +232,10 @@ impl Bridge {
                 return Err(ExchangeError::Token(e));
             }
         };
+        // A bound caller proves its key here too.
+        if !crate::token::binding_holds(&token.claims, req.client_thumbprint) {
+            return Err(ExchangeError::Token(TokenError::BindingMismatch));
+        }
         let chain = match prior_chain(
             &token.claims,
             policy

@@ -40,6 +40,8 @@ pub struct ExchangeRequest<'a> {
     pub request_id: Option<&'a str>,
     /// The DNS names of the caller's verified client certificate (mTLS); empty without one.
     pub client_names: &'a [String],
+    /// RFC 8705's `x5t#S256` of the caller's verified client certificate, if it presented one.
+    pub client_thumbprint: Option<&'a str>,
 }
 
 /// How a granted credential is shown to its caller: its target's native shape, with what that

@@ -97,6 +97,11 @@ impl From<Failure> for ApiError {
                 "invalid_token",
                 format!("{} ({})", t, t.code()),
             ),
+            ExchangeError::ActorBinding => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                format!("{e} ({})", crate::token::TokenError::BindingMismatch.code()),
+            ),
             ExchangeError::ActorToken(t) => (
                 StatusCode::BAD_REQUEST,
                 "invalid_request",

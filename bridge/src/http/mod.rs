@@ -160,6 +160,10 @@ async fn credentials(
         actor_token: None,
         request_id: Some(&request_id),
         client_names: identity.as_ref().map_or(&[][..], |i| &i.0.names),
+        client_thumbprint: identity
+            .as_ref()
+            .map(|i| i.0.thumbprint.as_str())
+            .filter(|t| !t.is_empty()),
     };
     let exchanged = bridge.exchange(request).await?;
     let body = match (&exchanged.entry.credential, credential_process) {
@@ -336,6 +340,10 @@ async fn token_exchange(
         actor_token,
         request_id: Some(&request_id),
         client_names: identity.as_ref().map_or(&[][..], |i| &i.0.names),
+        client_thumbprint: identity
+            .as_ref()
+            .map(|i| i.0.thumbprint.as_str())
+            .filter(|t| !t.is_empty()),
     };
     let exchanged = bridge.exchange(request).await?;
     Ok(credential_response(

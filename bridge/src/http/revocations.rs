@@ -59,10 +59,11 @@ impl<T: Builtin> FromRequestParts<Arc<Bridge>> for Operator<T> {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0);
         let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.as_str());
-        let names = parts
-            .extensions
-            .get::<ClientIdentity>()
-            .map_or(&[][..], |i| &i.names[..]);
+        let identity = parts.extensions.get::<ClientIdentity>();
+        let names = identity.map_or(&[][..], |i| &i.names[..]);
+        let thumbprint = identity
+            .map(|i| i.thumbprint.as_str())
+            .filter(|t| !t.is_empty());
         let authorized = bridge
             .authorize(BuiltinRequest {
                 token: Some(token),
@@ -71,6 +72,7 @@ impl<T: Builtin> FromRequestParts<Arc<Bridge>> for Operator<T> {
                 client,
                 client_names: names,
                 request_id,
+                client_thumbprint: thumbprint,
             })
             .await?;
         Ok(Operator(authorized, std::marker::PhantomData))

@@ -219,6 +219,15 @@ pub struct JwtTarget {
     subject: Option<Template>,
     /// Handed out as a reference token (`format: reference`) rather than the JWT itself.
     pub reference: bool,
+    /// What the minted token is bound to (`bind:`), if anything.
+    pub bind: Option<Binding>,
+}
+
+/// What a minted token is bound to (its `cnf` claim).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    /// The caller's TLS client certificate (RFC 8705, `cnf.x5t#S256`).
+    Mtls,
 }
 
 /// What a rule does when it matches.

@@ -141,6 +141,8 @@ pub fn render(target: &Target, input: &RenderInput<'_>) -> Result<ProviderReques
                 scopes,
                 lifetime: jwt.lifetime,
                 act: act.map(|a| a.to_string()),
+                // Bound to the connection by the exchange, which knows it.
+                cnf: None,
             }))
         }
     }

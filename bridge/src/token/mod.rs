@@ -121,6 +121,10 @@ pub enum TokenError {
     /// The `jti` was seen before.
     #[error("the token was already used")]
     Replayed,
+    /// The token carries `cnf` (it is bound to a key) and the request does not prove that key:
+    /// not the same TLS client certificate, or a binding this service cannot check.
+    #[error("the token is bound to a key this request does not prove (cnf)")]
+    BindingMismatch,
 }
 
 impl TokenError {
@@ -151,6 +155,7 @@ impl TokenError {
             TokenError::IssuedInFuture => "issued_in_future",
             TokenError::LifetimeTooLong => "lifetime_too_long",
             TokenError::MissingIat => "missing_iat",
+            TokenError::BindingMismatch => "binding_mismatch",
             TokenError::MissingAudience => "missing_aud",
             TokenError::AudienceMismatch => "audience_mismatch",
             TokenError::MissingSubject => "missing_sub",
@@ -450,3 +455,23 @@ fn numeric_date(
 
 #[cfg(test)]
 mod tests;
+
+/// Whether `claims` are proven by a request over a connection whose client certificate has
+/// `thumbprint` (RFC 8705): `true` for a token without `cnf`; for one with `cnf`, only when every
+/// binding it names is one this request proves (today `x5t#S256` equal to the certificate's).
+/// A `cnf` this service cannot check (`jkt` without DPoP, `jwk`, `kid`, anything else) fails.
+pub fn binding_holds(claims: &Map<String, Value>, thumbprint: Option<&str>) -> bool {
+    let Some(cnf) = claims.get("cnf") else {
+        return true;
+    };
+    let Value::Object(members) = cnf else {
+        return false;
+    };
+    !members.is_empty()
+        && members.iter().all(|(name, value)| match name.as_str() {
+            "x5t#S256" => thumbprint
+                .filter(|t| !t.is_empty())
+                .is_some_and(|t| value.as_str() == Some(t)),
+            _ => false,
+        })
+}

@@ -543,6 +543,7 @@ fn every_error_has_its_own_code() {
         TokenError::MissingSubject,
         TokenError::MissingJti,
         TokenError::Replayed,
+        TokenError::BindingMismatch,
     ];
     let codes: std::collections::HashSet<&str> = all.iter().map(TokenError::code).collect();
     assert_eq!(codes.len(), all.len());
@@ -623,4 +624,27 @@ fn an_rsa_key_verifies_each_algorithm_with_its_own_parsed_form_and_nothing_else(
     assert!(!k.verify(Algorithm::ES256, message, &signature));
     assert!(!k.verify(Algorithm::RS256, b"header.other", &signature));
     assert!(k.verify(Algorithm::RS256, message, &signature));
+}
+
+#[test]
+fn a_bound_token_holds_only_with_its_certificate() {
+    let claims = |v: serde_json::Value| v.as_object().unwrap().clone();
+    let bound = claims(json!({ "sub": "x", "cnf": { "x5t#S256": "abc" } }));
+    assert!(binding_holds(&claims(json!({ "sub": "x" })), None));
+    assert!(binding_holds(&bound, Some("abc")));
+    assert!(!binding_holds(&bound, Some("abd")));
+    assert!(!binding_holds(&bound, None));
+    assert!(!binding_holds(&bound, Some("")));
+    // Anything this service cannot check fails: other members, an empty or non-object cnf.
+    for cnf in [
+        json!({ "x5t#S256": "abc", "jkt": "k" }),
+        json!({ "jkt": "k" }),
+        json!({}),
+        json!("abc"),
+    ] {
+        assert!(
+            !binding_holds(&claims(json!({ "sub": "x", "cnf": cnf })), Some("abc")),
+            "{cnf}"
+        );
+    }
 }

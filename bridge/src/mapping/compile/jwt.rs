@@ -47,6 +47,20 @@ impl Builder {
                 false
             }
         };
+        let bind = match j.bind.as_deref() {
+            None => None,
+            Some("mtls") => Some(Binding::Mtls),
+            Some(other) => {
+                self.err(
+                    file,
+                    format!("{at}.bind"),
+                    format!(
+                        "{other:?} is not a binding; use mtls (the caller's TLS client certificate)"
+                    ),
+                );
+                None
+            }
+        };
         let subject = j
             .subject
             .as_deref()
@@ -63,6 +77,7 @@ impl Builder {
             lifetime,
             subject: subject.flatten(),
             reference,
+            bind,
         })
     }
 }

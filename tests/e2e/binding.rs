@@ -1,0 +1,243 @@
+//! Sender-constrained tokens: a token minted for a `bind: mtls` target carries the caller's TLS
+//! client certificate (RFC 8705 `cnf.x5t#S256`), and any token carrying `cnf` is accepted only
+//! over a connection that proves it.
+
+use serde_json::{Value, json};
+use stsbridge_e2e::tls::{client_pki, localhost_pki};
+
+use crate::{GRANT, JWT, Setup, Stack};
+
+/// `api` for services, `bound` (mTLS-bound) for them too, and minted tokens accepted back for
+/// `api`; the operator may introspect.
+const MAPPINGS: &str = r#"
+version: 1
+targets:
+  - name: api
+    jwt: { audience: billing-api, lifetime: 5m }
+  - name: bound
+    jwt: { audience: vault, lifetime: 5m, bind: mtls }
+rules:
+  - name: services
+    issuer: ci
+    subject: { glob: "svc:*" }
+    allow: [api, bound]
+  - name: minted-back
+    issuer: stsbridge
+    subject: { glob: "*" }
+    allow: [api]
+  - name: operators
+    issuer: ci
+    subject: "ops:admin"
+    allow: [stsbridge:introspect]
+"#;
+
+/// The base64url SHA-256 of a PEM certificate's DER, by the openssl command line (not stsbridge's
+/// code).
+fn openssl_thumbprint(cert_pem: &str) -> String {
+    use std::io::Write as _;
+    let mut der = std::process::Command::new("openssl")
+        .args(["x509", "-outform", "DER"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl");
+    der.stdin
+        .take()
+        .unwrap()
+        .write_all(cert_pem.as_bytes())
+        .unwrap();
+    let der = der.wait_with_output().unwrap();
+    assert!(der.status.success());
+    let mut digest = std::process::Command::new("openssl")
+        .args(["dgst", "-sha256", "-binary"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    digest.stdin.take().unwrap().write_all(&der.stdout).unwrap();
+    let digest = digest.wait_with_output().unwrap();
+    base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        digest.stdout,
+    )
+}
+
+fn claims(jwt: &str) -> Value {
+    let payload = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mtls_bound_token_names_its_certificate_and_works_only_over_it() {
+    let server = localhost_pki();
+    let clients = client_pki(&["runner-a.ci.internal", "runner-b.ci.internal"]);
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    let tls = format!(
+        "tls: {{ cert_file: \"{}\", key_file: \"{}\", client_ca_file: \"{}\", client_auth: optional }}",
+        write("cert.pem", &server.cert_pem),
+        write("key.pem", &server.key_pem),
+        write("client-ca.pem", &clients.ca_pem)
+    );
+    let stack = Stack::start(Setup {
+        extra: &tls,
+        mappings: Some(MAPPINGS),
+        ..Setup::default()
+    })
+    .await;
+    let server_ca = reqwest::Certificate::from_pem(server.ca_pem.as_bytes()).unwrap();
+    let client = |identity: Option<&str>| {
+        let mut b = reqwest::Client::builder().tls_certs_only([server_ca.clone()]);
+        if let Some(pem) = identity {
+            b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+        }
+        b.build().unwrap()
+    };
+    let (a, b, none) = (
+        client(Some(&clients.identities[0])),
+        client(Some(&clients.identities[1])),
+        client(None),
+    );
+    let exchange = |c: reqwest::Client, target: &'static str| {
+        let url = stack.bridge.url("/oauth2/token");
+        let subject = stack.idp.token("svc:runner", json!({}));
+        async move {
+            let r = c
+                .post(url)
+                .form(&[
+                    ("grant_type", GRANT),
+                    ("subject_token", subject.as_str()),
+                    ("subject_token_type", JWT),
+                    ("audience", target),
+                ])
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+
+    // Minted over certificate A: cnf names A, as openssl computes it.
+    let (status, minted) = exchange(a.clone(), "bound").await;
+    assert_eq!(status, 200, "{minted}");
+    let token = minted["access_token"].as_str().unwrap().to_owned();
+    let cert_a = clients.identities[0]
+        .split("-----BEGIN PRIVATE KEY-----")
+        .next()
+        .unwrap();
+    assert_eq!(
+        claims(&token)["cnf"],
+        json!({ "x5t#S256": openssl_thumbprint(cert_a) })
+    );
+    // A caller over B gets its own token (the binding is part of the cache key).
+    let (status, other) = exchange(b.clone(), "bound").await;
+    assert_eq!(status, 200, "{other}");
+    assert_ne!(
+        claims(other["access_token"].as_str().unwrap())["cnf"],
+        claims(&token)["cnf"]
+    );
+    // Without a certificate: refused, saying why. Unbound targets still work without one.
+    let (status, body) = exchange(none.clone(), "bound").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "invalid_request");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("needs a client certificate"),
+        "{body}"
+    );
+    assert_eq!(exchange(none.clone(), "api").await.0, 200);
+
+    // Presented back as a subject token: only over certificate A.
+    let present = |c: reqwest::Client| {
+        let url = stack.bridge.url("/v1/credentials/api");
+        let token = token.clone();
+        async move {
+            let r = c.get(url).bearer_auth(token).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    for (who, c) in [
+        ("certificate B", b.clone()),
+        ("no certificate", none.clone()),
+    ] {
+        let (status, body) = present(c).await;
+        assert_eq!(status, 401, "{who}: {body}");
+        assert_eq!(body["error"], "invalid_token");
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .ends_with("(binding_mismatch)"),
+            "{who}: {body}"
+        );
+        let event = stack
+            .bridge
+            .audit_event(body["decision_id"].as_str().unwrap())
+            .await;
+        assert_eq!(event["reason"], "binding_mismatch", "{who}");
+    }
+    let (status, body) = present(a.clone()).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Introspection shows the binding.
+    let r = none
+        .post(stack.bridge.url("/oauth2/introspect"))
+        .bearer_auth(stack.idp.token("ops:admin", json!({})))
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["active"], true, "{body}");
+    assert_eq!(body["cnf"], claims(&token)["cnf"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_token_carrying_cnf_needs_its_proof() {
+    let stack = Stack::start(Setup::default()).await;
+    // A partner token bound to a certificate, presented without one; and a binding this
+    // service cannot check (a DPoP key thumbprint with no proof).
+    for cnf in [
+        json!({ "x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2" }),
+        json!({ "jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I" }),
+        json!("not an object"),
+    ] {
+        let token = stack.idp.token("svc:alice", json!({ "cnf": cnf }));
+        let (status, body, _) = stack.credentials("api", &format!("Bearer {token}")).await;
+        assert_eq!(status, 401, "{cnf}: {body}");
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .ends_with("(binding_mismatch)"),
+            "{body}"
+        );
+        // As an actor token too.
+        let subject = stack.idp.token("svc:alice", json!({}));
+        let (status, body) = stack.exchange_for(&subject, "api", &token).await;
+        assert_eq!(status, 401, "{cnf} as actor: {body}");
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .starts_with("actor token:"),
+            "{body}"
+        );
+    }
+    // The same partner token without cnf is fine.
+    let token = stack.idp.token("svc:alice", json!({}));
+    assert_eq!(
+        stack.credentials("api", &format!("Bearer {token}")).await.0,
+        200
+    );
+}
