@@ -39,21 +39,16 @@ impl JwtProvider {
         if let Some(scope) = &scope {
             extra.insert("scope".into(), serde_json::Value::String(scope.clone()));
         }
-        if let Some(act) = &request.act {
-            let act: serde_json::Value =
-                serde_json::from_str(act).map_err(|_| ProviderError::InvalidResponse {
-                    provider: ProviderKind::Jwt,
-                    detail: "the act claim is not valid JSON".into(),
-                })?;
-            extra.insert("act".into(), act);
-        }
-        if let Some(cnf) = &request.cnf {
-            let cnf: serde_json::Value =
-                serde_json::from_str(cnf).map_err(|_| ProviderError::InvalidResponse {
-                    provider: ProviderKind::Jwt,
-                    detail: "the cnf claim is not valid JSON".into(),
-                })?;
-            extra.insert("cnf".into(), cnf);
+        // Claims the request carries as canonical JSON (so that it can be a cache key).
+        for (name, text) in [("act", &request.act), ("cnf", &request.cnf)] {
+            if let Some(text) = text {
+                let value: serde_json::Value =
+                    serde_json::from_str(text).map_err(|_| ProviderError::InvalidResponse {
+                        provider: ProviderKind::Jwt,
+                        detail: format!("the {name} claim is not valid JSON"),
+                    })?;
+                extra.insert(name.into(), value);
+            }
         }
         let minted = self.signer.mint(
             MintSpec {

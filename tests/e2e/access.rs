@@ -282,22 +282,12 @@ async fn a_target_over_its_rate_gets_429_whoever_asks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_mtls_callers_need_a_certificate_and_rules_can_require_its_name() {
-    use stsbridge_e2e::tls::{client_pki, localhost_pki};
+    use stsbridge_e2e::tls::{client_pki, https_client, localhost_pki, tls_config};
     let server = localhost_pki();
     let clients = client_pki(&["deployer.acme.internal", "other.acme.internal"]);
     let rogue = client_pki(&["deployer.acme.internal"]);
     let dir = tempfile::tempdir().unwrap();
-    let write = |name: &str, text: &str| {
-        let p = dir.path().join(name);
-        std::fs::write(&p, text).unwrap();
-        p.to_str().unwrap().to_owned()
-    };
-    let tls = format!(
-        "tls: {{ cert_file: \"{}\", key_file: \"{}\", client_ca_file: \"{}\" }}",
-        write("cert.pem", &server.cert_pem),
-        write("key.pem", &server.key_pem),
-        write("client-ca.pem", &clients.ca_pem)
-    );
+    let tls = tls_config(dir.path(), &server, &clients.ca_pem, "");
     // A high-risk target only a caller holding the deployer certificate may obtain.
     let mappings = crate::MAPPINGS.replace(
         "targets:\n",
@@ -309,14 +299,7 @@ async fn with_mtls_callers_need_a_certificate_and_rules_can_require_its_name() {
         ..Setup::default()
     })
     .await;
-    let server_ca = reqwest::Certificate::from_pem(server.ca_pem.as_bytes()).unwrap();
-    let client = |identity: Option<&str>| {
-        let mut b = reqwest::Client::builder().tls_certs_only([server_ca.clone()]);
-        if let Some(pem) = identity {
-            b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
-        }
-        b.build().unwrap()
-    };
+    let client = |identity: Option<&str>| https_client(&server, identity);
     let token = stack.idp.token("svc:alice", json!({}));
     let get = |c: reqwest::Client, target: &'static str| {
         let url = stack.bridge.url(&format!("/v1/credentials/{target}"));

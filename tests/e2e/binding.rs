@@ -3,7 +3,7 @@
 //! over a connection that proves it.
 
 use serde_json::{Value, json};
-use stsbridge_e2e::tls::{client_pki, localhost_pki};
+use stsbridge_e2e::tls::{client_pki, https_client, localhost_pki, tls_config};
 
 use crate::{GRANT, JWT, Setup, Stack};
 
@@ -76,16 +76,11 @@ async fn an_mtls_bound_token_names_its_certificate_and_works_only_over_it() {
     let server = localhost_pki();
     let clients = client_pki(&["runner-a.ci.internal", "runner-b.ci.internal"]);
     let dir = tempfile::tempdir().unwrap();
-    let write = |name: &str, text: &str| {
-        let p = dir.path().join(name);
-        std::fs::write(&p, text).unwrap();
-        p.to_str().unwrap().to_owned()
-    };
-    let tls = format!(
-        "tls: {{ cert_file: \"{}\", key_file: \"{}\", client_ca_file: \"{}\", client_auth: optional }}",
-        write("cert.pem", &server.cert_pem),
-        write("key.pem", &server.key_pem),
-        write("client-ca.pem", &clients.ca_pem)
+    let tls = tls_config(
+        dir.path(),
+        &server,
+        &clients.ca_pem,
+        ", client_auth: optional",
     );
     let stack = Stack::start(Setup {
         extra: &tls,
@@ -93,18 +88,10 @@ async fn an_mtls_bound_token_names_its_certificate_and_works_only_over_it() {
         ..Setup::default()
     })
     .await;
-    let server_ca = reqwest::Certificate::from_pem(server.ca_pem.as_bytes()).unwrap();
-    let client = |identity: Option<&str>| {
-        let mut b = reqwest::Client::builder().tls_certs_only([server_ca.clone()]);
-        if let Some(pem) = identity {
-            b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
-        }
-        b.build().unwrap()
-    };
     let (a, b, none) = (
-        client(Some(&clients.identities[0])),
-        client(Some(&clients.identities[1])),
-        client(None),
+        https_client(&server, Some(&clients.identities[0])),
+        https_client(&server, Some(&clients.identities[1])),
+        https_client(&server, None),
     );
     let exchange = |c: reqwest::Client, target: &'static str| {
         let url = stack.bridge.url("/oauth2/token");

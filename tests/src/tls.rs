@@ -71,3 +71,36 @@ pub fn client_pki(names: &[&str]) -> ClientPki {
         identities,
     }
 }
+
+/// The `tls:` line of a config that serves `server` and verifies client certificates issued by
+/// `client_ca_pem`, with `extra` (`, client_auth: optional`) inside; the PEM files are written
+/// to `dir`.
+pub fn tls_config(
+    dir: &std::path::Path,
+    server: &TestPki,
+    client_ca_pem: &str,
+    extra: &str,
+) -> String {
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    format!(
+        "tls: {{ cert_file: \"{}\", key_file: \"{}\", client_ca_file: \"{}\"{extra} }}",
+        write("cert.pem", &server.cert_pem),
+        write("key.pem", &server.key_pem),
+        write("client-ca.pem", client_ca_pem)
+    )
+}
+
+/// An HTTPS client that trusts only `server`'s CA and presents `identity` (a certificate and key
+/// PEM, as [`ClientPki::identities`] holds them), if given.
+pub fn https_client(server: &TestPki, identity: Option<&str>) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(server.ca_pem.as_bytes()).unwrap();
+    let mut builder = reqwest::Client::builder().tls_certs_only([ca]);
+    if let Some(pem) = identity {
+        builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+    }
+    builder.build().unwrap()
+}
