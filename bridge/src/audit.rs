@@ -126,7 +126,14 @@ impl AuditEvent {
             target: Some(target.to_owned()),
             caller: Caller {
                 client_addr: client.map(|a| a.to_string()),
-                client_certificate: client_names.first().cloned(),
+                client_certificate: client_names
+                    .iter()
+                    .find(|n| !n.starts_with(crate::tls::SPIFFE_SCHEME))
+                    .cloned(),
+                client_spiffe_id: client_names
+                    .iter()
+                    .find(|n| n.starts_with(crate::tls::SPIFFE_SCHEME))
+                    .cloned(),
                 ..Caller::default()
             },
             request_id: request_id.map(str::to_owned),
@@ -158,6 +165,9 @@ pub struct Caller {
     /// The first DNS name of the caller's verified client certificate (mTLS).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_certificate: Option<String>,
+    /// The SPIFFE ID of the caller's verified client certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_spiffe_id: Option<String>,
     /// Whether the token passed validation; when false, `subject` and `jti_hash` are what an
     /// unverified token claimed.
     pub verified: bool,

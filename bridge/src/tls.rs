@@ -89,12 +89,15 @@ pub fn server_config(config: &TlsConfig) -> Result<Arc<ServerConfig>, String> {
 }
 
 /// The verified identity of a caller's client certificate (mTLS): the DNS names of its subject
-/// alternative names, and the certificate's own thumbprint. Present on a request only when the
-/// caller presented a certificate the listener verified.
+/// alternative names, its SPIFFE ID, and the certificate's own thumbprint. Present on a request
+/// only when the caller presented a certificate the listener verified.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientIdentity {
-    /// The certificate's DNS names.
+    /// What rules match (`client_certificate:`, `client_spiffe_id:`): the certificate's DNS
+    /// names, then its SPIFFE ID when it has one (it starts `spiffe://`, which no DNS name does).
     pub names: Vec<String>,
+    /// The SPIFFE ID: the certificate's only URI SAN, when that is a `spiffe://` URI.
+    pub spiffe_id: Option<String>,
     /// RFC 8705's `x5t#S256`: the base64url SHA-256 of the certificate's DER.
     pub thumbprint: String,
 }
@@ -104,11 +107,60 @@ impl ClientIdentity {
     pub fn from_chain(chain: Option<&[CertificateDer<'_>]>) -> Option<ClientIdentity> {
         let leaf = chain?.first()?;
         let cert = webpki::EndEntityCert::try_from(leaf).ok()?;
+        let mut names: Vec<String> = cert.valid_dns_names().map(str::to_owned).collect();
+        let spiffe_id = spiffe_id(leaf);
+        names.extend(spiffe_id.clone());
         Some(ClientIdentity {
-            names: cert.valid_dns_names().map(str::to_owned).collect(),
+            names,
+            spiffe_id,
             thumbprint: certificate_thumbprint(leaf),
         })
     }
+}
+
+/// The prefix of a SPIFFE ID.
+pub const SPIFFE_SCHEME: &str = "spiffe://";
+
+/// The SPIFFE ID of a DER certificate: its URI SAN when it has exactly one and that one is a
+/// well-formed `spiffe://trust-domain/path` (X.509-SVID); `None` otherwise.
+fn spiffe_id(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    let mut uris = san.value.general_names.iter().filter_map(|n| match n {
+        x509_parser::extensions::GeneralName::URI(u) => Some(*u),
+        _ => None,
+    });
+    let (Some(uri), None) = (uris.next(), uris.next()) else {
+        return None;
+    };
+    valid_spiffe_id(uri).then(|| uri.to_owned())
+}
+
+/// Whether `id` is a SPIFFE ID: `spiffe://`, a trust domain of lower-case letters, digits, `.`,
+/// `-` and `_`, then an optional path of non-empty segments of letters, digits, `.`, `-`, `_`
+/// (no `.` or `..` segment), no query, fragment, port or user info; at most 2048 bytes.
+pub fn valid_spiffe_id(id: &str) -> bool {
+    let Some(rest) = id.strip_prefix(SPIFFE_SCHEME) else {
+        return false;
+    };
+    let (domain, path) = rest
+        .split_once('/')
+        .map_or((rest, None), |(d, p)| (d, Some(p)));
+    let domain_ok = !domain.is_empty()
+        && domain
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b));
+    let path_ok = path.is_none_or(|p| {
+        p.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        })
+    });
+    id.len() <= 2048 && domain_ok && path_ok
 }
 
 /// RFC 8705's `x5t#S256` of a DER certificate: base64url (no padding) of its SHA-256.

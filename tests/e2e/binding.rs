@@ -228,3 +228,56 @@ async fn a_partner_token_carrying_cnf_needs_its_proof() {
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_can_name_the_spiffe_id_of_the_callers_certificate() {
+    use rcgen::SanType;
+    let uri = |u: &str| SanType::URI(u.try_into().unwrap());
+    let server = localhost_pki();
+    let clients = stsbridge_e2e::tls::client_pki_sans(&[
+        vec![uri("spiffe://acme.test/ns/payments/sa/api")],
+        vec![uri("spiffe://acme.test/ns/payments/sa/batch")],
+        vec![SanType::DnsName(
+            "api.payments.acme.test".try_into().unwrap(),
+        )],
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let tls = tls_config(dir.path(), &server, &clients.ca_pem, "");
+    let mappings = crate::MAPPINGS.replace(
+        "targets:\n",
+        "targets:\n  - name: ledger\n    jwt: { audience: ledger, lifetime: 5m }\n",
+    ) + "  - name: payments-api-workload\n    issuer: ci\n    subject: { glob: \"svc:*\" }\n    client_spiffe_id: { glob: \"spiffe://acme.test/ns/payments/sa/api\" }\n    allow: [ledger]\n";
+    let stack = Stack::start(Setup {
+        extra: &tls,
+        mappings: Some(&mappings),
+        ..Setup::default()
+    })
+    .await;
+    let token = stack.idp.token("svc:payments", json!({}));
+    let ask = |identity: &str| {
+        let c = https_client(&server, Some(identity));
+        let url = stack.bridge.url("/v1/credentials/ledger");
+        let token = token.clone();
+        async move {
+            let r = c.get(url).bearer_auth(token).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = ask(&clients.identities[0]).await;
+    assert_eq!(status, 200, "{body}");
+    for (who, identity) in [
+        ("another SPIFFE ID", &clients.identities[1]),
+        ("DNS names only", &clients.identities[2]),
+    ] {
+        let (status, body) = ask(identity).await;
+        assert_eq!(status, 403, "{who}: {body}");
+    }
+    // The audit event carries the SPIFFE ID.
+    let events = stack.bridge.audit_events();
+    assert!(
+        events.iter().any(|e| e["caller"]["client_spiffe_id"]
+            == "spiffe://acme.test/ns/payments/sa/api"
+            && e["outcome"] == "allow"),
+        "{events:?}"
+    );
+}

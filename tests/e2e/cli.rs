@@ -179,5 +179,5 @@ async fn the_production_example_config_checks_clean() {
         &["check", "--config", "examples/production/stsbridge.yaml"],
     );
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("4 trusted issuer(s)"), "{out}");
+    assert!(out.contains("5 trusted issuer(s)"), "{out}");
 }

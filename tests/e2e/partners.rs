@@ -20,7 +20,7 @@ use crate::{BIN, MAPPINGS, Setup, Stack, copy_dir, repo};
 fn mapping_tests_pass_on_the_shipped_mappings_and_explain_a_wrong_expectation() {
     let (code, out, err) = run(&repo(), &["test"]);
     assert_eq!(code, 0, "{out}\n{err}");
-    assert!(out.contains(" 0 failed, in 5 file(s)"), "{out}");
+    assert!(out.contains(" 0 failed, in 6 file(s)"), "{out}");
     assert!(!out.contains("FAIL"), "{out}");
     // The production-shaped config runs the same tests against its own trust list.
     let (code, out, err) = run(
@@ -52,7 +52,7 @@ cases:
     .unwrap();
     let (code, out, _) = run(dir.path(), &["test"]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("32 passed, 2 failed"), "{out}");
+    assert!(out.contains("36 passed, 2 failed"), "{out}");
     assert!(
         out.contains("FAIL  a feature branch deploys prod (wrong)")
             && out.contains("expected allow, but no allow rule matches"),
@@ -110,7 +110,7 @@ fn partner_init_writes_a_partner_file_whose_tests_pass_and_that_check_accepts() 
     );
     let (code, out, err) = run(dir.path(), &["test"]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("33 passed, 0 failed, in 6 file(s)"), "{out}");
+    assert!(out.contains("37 passed, 0 failed, in 7 file(s)"), "{out}");
 
     // The production config picks the partner up with no edit of its own.
     copy_dir(
@@ -122,7 +122,7 @@ fn partner_init_writes_a_partner_file_whose_tests_pass_and_that_check_accepts() 
         &["check", "--config", "examples/production/stsbridge.yaml"],
     );
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("5 trusted issuer(s)"), "{out}");
+    assert!(out.contains("6 trusted issuer(s)"), "{out}");
 
     // Onboarding twice, or the same issuer under another name, is refused and leaves nothing.
     let (code, _, err) = run(

@@ -82,7 +82,7 @@ fn shipped_mappings(dir: &Path, globex: &TestIdp) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terraform_trust_admits_exactly_the_assertions_stsbridge_mints_for_every_shipped_target() {
     let mut idps = BTreeMap::new();
-    for name in ["dev", "github", "kubernetes", "partner-globex"] {
+    for name in ["dev", "github", "kubernetes", "partner-globex", "spire"] {
         idps.insert(name, TestIdp::start().await);
     }
     let sts = RecordingProxy::start(&moto().endpoint).await;
@@ -109,7 +109,7 @@ async fn terraform_trust_admits_exactly_the_assertions_stsbridge_mints_for_every
 
     let dir = tempfile::tempdir().unwrap();
     shipped_mappings(dir.path(), &idps["partner-globex"]);
-    let trust: String = ["dev", "github", "kubernetes"]
+    let trust: String = ["dev", "github", "kubernetes", "spire"]
         .iter()
         .map(|name| {
             format!(
@@ -196,7 +196,10 @@ audit: {{ sink: stdout }}
             let Some(expected) = vars["targets"].get(&case.target) else {
                 continue; // a JWT target: no cloud trust to check
             };
-            if !matches!(case.expect, Expect::Allow) || !case.client_certificate.is_empty() {
+            if !matches!(case.expect, Expect::Allow)
+                || !case.client_certificate.is_empty()
+                || case.client_spiffe_id.is_some()
+            {
                 continue;
             }
             let idp = &idps[case.issuer.as_str()];

@@ -48,6 +48,16 @@ pub struct ClientPki {
 
 /// Issues a client CA and one client certificate per name in `names`.
 pub fn client_pki(names: &[&str]) -> ClientPki {
+    let sans: Vec<Vec<rcgen::SanType>> = names
+        .iter()
+        .map(|n| vec![rcgen::SanType::DnsName((*n).try_into().unwrap())])
+        .collect();
+    client_pki_sans(&sans)
+}
+
+/// Issues a client CA and one client certificate per entry of `sans`, with exactly those subject
+/// alternative names (`SanType::URI` for a SPIFFE ID).
+pub fn client_pki_sans(sans: &[Vec<rcgen::SanType>]) -> ClientPki {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
@@ -55,12 +65,15 @@ pub fn client_pki(names: &[&str]) -> ClientPki {
         .push(DnType::CommonName, "stsbridge test client CA");
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let identities = names
+    let identities = sans
         .iter()
-        .map(|name| {
+        .map(|names| {
             let key = KeyPair::generate().unwrap();
-            let mut params = CertificateParams::new(vec![(*name).to_owned()]).unwrap();
-            params.distinguished_name.push(DnType::CommonName, *name);
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.subject_alt_names = names.clone();
+            params
+                .distinguished_name
+                .push(DnType::CommonName, "stsbridge test client");
             params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
             let cert = params.signed_by(&key, &ca).unwrap();
             format!("{}{}", cert.pem(), key.serialize_pem())

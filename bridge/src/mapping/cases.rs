@@ -18,6 +18,16 @@ use crate::token::ValidatedToken;
 /// Format version of a test file.
 pub const CASES_VERSION: u32 = 1;
 
+impl Case {
+    /// What the service would know of the caller's certificate: its DNS names, then its SPIFFE
+    /// ID.
+    fn certificate_names(&self) -> Vec<String> {
+        let mut names = self.client_certificate.clone();
+        names.extend(self.client_spiffe_id.clone());
+        names
+    }
+}
+
 /// A test file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,6 +67,8 @@ pub struct Case {
     /// DNS names of the caller's client certificate (mTLS rules).
     #[serde(default)]
     pub client_certificate: Vec<String>,
+    /// The SPIFFE ID of the caller's client certificate (`client_spiffe_id:` rules).
+    pub client_spiffe_id: Option<String>,
     /// Expected AWS `RoleSessionName` of the rendered request.
     pub session_name: Option<String>,
     /// Expected AWS session tags (all of them).
@@ -234,7 +246,7 @@ pub fn run_case(
         failures.push(format!("the request is refused (invalid_request): {e}"));
         PriorAct::Absent
     });
-    let names = &case.client_certificate;
+    let names = &case.certificate_names();
     let decision = match &actor {
         Some(a) if !may_act_allows(&token.claims, a) => {
             match mappings.decide_for(&token, names, &case.target) {
@@ -343,7 +355,7 @@ fn builtin_case(
     builtin: &str,
 ) -> CaseResult {
     let mut failures = Vec::new();
-    match (mappings.permits(token, &case.client_certificate, builtin), case.expect) {
+    match (mappings.permits(token, &case.certificate_names(), builtin), case.expect) {
         (Ok(rule), Expect::Allow) => {
             if let Some(want) = &case.rule
                 && *want != rule.name

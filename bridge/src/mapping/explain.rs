@@ -34,14 +34,25 @@ impl Mappings {
                         check: c.check(&token.claims),
                     })
                     .collect();
-                if let (Some(check), Some(m)) =
-                    (rule.client_check(client_names), &rule.client_certificate)
-                {
-                    conditions.push(ConditionExplanation {
-                        claim: "client certificate".into(),
-                        test: m.describe(),
-                        check,
-                    });
+                for (claim, check, m) in [
+                    (
+                        "client certificate",
+                        rule.dns_check(client_names),
+                        &rule.client_certificate,
+                    ),
+                    (
+                        "client SPIFFE ID",
+                        rule.spiffe_check(client_names),
+                        &rule.client_spiffe_id,
+                    ),
+                ] {
+                    if let (Some(check), Some(m)) = (check, m) {
+                        conditions.push(ConditionExplanation {
+                            claim: claim.into(),
+                            test: m.describe(),
+                            check,
+                        });
+                    }
                 }
                 let matched = subject.pass && conditions.iter().all(|c| c.check.pass);
                 RuleExplanation {

@@ -171,6 +171,9 @@ pub struct RuleFile {
     /// Names the caller's client certificate must have (mTLS listeners only): exact, `{glob}`,
     /// `{regex}` or `{one_of}` over its DNS names.
     pub client_certificate: Option<Yaml>,
+    /// The SPIFFE ID the caller's client certificate must have (its `spiffe://` URI SAN): exact,
+    /// `{glob}`, `{regex}` or `{one_of}`.
+    pub client_spiffe_id: Option<Yaml>,
     /// Targets granted.
     pub allow: Option<Vec<String>>,
     /// Targets refused (wins over any allow).

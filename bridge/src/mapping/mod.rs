@@ -276,6 +276,8 @@ pub struct Rule {
     pub targets: Option<HashSet<String>>,
     /// Names the caller's client certificate (mTLS) must have one of, when the rule says.
     pub client_certificate: Option<Matcher>,
+    /// The SPIFFE ID the caller's client certificate must have, when the rule says.
+    pub client_spiffe_id: Option<Matcher>,
     /// Who may act for the subject (RFC 8693 `actor_token`) under this allow rule; none when
     /// empty.
     pub actors: Vec<ActorMatcher>,
@@ -329,13 +331,46 @@ impl Rule {
         }
     }
 
-    fn client_check(&self, client_names: &[String]) -> Option<Check> {
+    /// `client_certificate:` over the certificate's DNS names (`client_names` less its SPIFFE
+    /// ID).
+    fn dns_check(&self, client_names: &[String]) -> Option<Check> {
         let m = self.client_certificate.as_ref()?;
-        let pass = client_names.iter().any(|n| m.matches_str(n));
+        let dns: Vec<&str> = client_names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !n.starts_with(crate::tls::SPIFFE_SCHEME))
+            .collect();
         Some(Check {
-            pass,
-            actual: (!client_names.is_empty()).then(|| client_names.join(",")),
+            pass: dns.iter().any(|n| m.matches_str(n)),
+            actual: (!dns.is_empty()).then(|| dns.join(",")),
         })
+    }
+
+    /// `client_spiffe_id:` over the certificate's SPIFFE ID (the `spiffe://` entry of
+    /// `client_names`).
+    fn spiffe_check(&self, client_names: &[String]) -> Option<Check> {
+        let m = self.client_spiffe_id.as_ref()?;
+        let id = client_names
+            .iter()
+            .find(|n| n.starts_with(crate::tls::SPIFFE_SCHEME));
+        Some(Check {
+            pass: id.is_some_and(|id| m.matches_str(id)),
+            actual: id.cloned(),
+        })
+    }
+
+    /// Both certificate requirements together; `None` when the rule has neither.
+    fn client_check(&self, client_names: &[String]) -> Option<Check> {
+        match (
+            self.dns_check(client_names),
+            self.spiffe_check(client_names),
+        ) {
+            (None, None) => None,
+            (dns, spiffe) => Some(Check {
+                pass: dns.as_ref().is_none_or(|c| c.pass) && spiffe.as_ref().is_none_or(|c| c.pass),
+                actual: (!client_names.is_empty()).then(|| client_names.join(",")),
+            }),
+        }
     }
 
     fn conditions_pass(&self, claims: &serde_json::Map<String, Value>) -> bool {

@@ -6,7 +6,7 @@ use super::delegation::PriorAct;
 use super::*;
 
 fn trust_names() -> HashSet<String> {
-    ["dev", "github", "kubernetes", "partner-globex"]
+    ["dev", "github", "kubernetes", "partner-globex", "spire"]
         .iter()
         .map(|s| s.to_string())
         .collect()

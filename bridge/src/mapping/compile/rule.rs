@@ -30,24 +30,26 @@ impl Builder {
         }
         let (subject, conditions) =
             self.subject_and_claims(file, &format!("rules[{i}]"), r.subject.as_ref(), &r.claims);
-        let client_certificate = match &r.client_certificate {
+        let mut certificate = |field: &str, spec: Option<&Yaml>| match spec {
             None => None,
             Some(spec) => match compile_matcher(spec, true) {
                 Ok(Matcher::NotOneOf(_)) => {
                     self.err(
                         file,
-                        at("client_certificate"),
+                        at(field),
                         "not_one_of would admit any certificate; use a deny rule".into(),
                     );
                     None
                 }
                 Ok(m) => Some(m),
                 Err(m) => {
-                    self.err(file, at("client_certificate"), m);
+                    self.err(file, at(field), m);
                     None
                 }
             },
         };
+        let client_certificate = certificate("client_certificate", r.client_certificate.as_ref());
+        let client_spiffe_id = certificate("client_spiffe_id", r.client_spiffe_id.as_ref());
         let mut actors = Vec::with_capacity(r.actors.len());
         for (k, a) in r.actors.iter().enumerate() {
             let at = format!("rules[{i}].actors[{k}]");
@@ -151,6 +153,7 @@ impl Builder {
                 effect,
                 targets,
                 client_certificate,
+                client_spiffe_id,
                 actors,
                 mode,
             });

@@ -46,6 +46,7 @@ fn shipped_mappings_give_each_cloud_target_its_exact_sub_and_aud() {
             "orders-fn-blob",
             "orders-fn-gcs",
             "partner-dropbox",
+            "payments-ledger-aws",
             "payments-prod-deploy",
             "payments-staging-deploy",
             "sandbox-aws"
