@@ -171,6 +171,28 @@ pub fn certificate_thumbprint(der: &[u8]) -> String {
     )
 }
 
+/// A client certificate (PEM chain, leaf first) and its PEM private key, as a client presents
+/// them over mTLS. The key is read into memory that is wiped when dropped; errors name the files,
+/// never their contents.
+pub fn client_identity(cert: &Path, key: &Path) -> Result<reqwest::Identity, String> {
+    let mut pem = zeroize::Zeroizing::new(read_pem(cert)?);
+    if CertificateDer::pem_slice_iter(&pem).next().is_none() {
+        return Err(format!("{}: holds no PEM certificate", cert.display()));
+    }
+    let key_pem = zeroize::Zeroizing::new(read_pem(key)?);
+    PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| format!("{}: not a PEM private key: {e}", key.display()))?;
+    pem.push(b'\n');
+    pem.extend_from_slice(&key_pem);
+    reqwest::Identity::from_pem(&pem).map_err(|e| {
+        format!(
+            "{} and {} do not make a client certificate: {e}",
+            cert.display(),
+            key.display()
+        )
+    })
+}
+
 /// The certificates of a PEM CA bundle, for a client that must trust a private CA.
 pub fn ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
     let pem = read_pem(path)?;

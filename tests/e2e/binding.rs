@@ -281,3 +281,115 @@ async fn a_rule_can_name_the_spiffe_id_of_the_callers_certificate() {
         "{events:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credential_process_and_the_agent_present_a_client_certificate() {
+    let sts = wiremock::MockServer::start().await;
+    let expiration = stsbridge::audit::rfc3339(
+        std::time::SystemTime::now() + std::time::Duration::from_secs(3600),
+    );
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_string(
+            stsbridge_e2e::sts::web_identity_success(
+                "arn:aws:sts::111111111111:assumed-role/deploy/gh-42",
+                "ASIAMTLSCLIENT000001",
+                "mtls-client-secret-00000000000000000000",
+                "mtls-client-session-000000000000000000000000",
+                &expiration,
+            ),
+        ))
+        .mount(&sts)
+        .await;
+    let server = localhost_pki();
+    let clients = client_pki(&["deployer.acme.internal"]);
+    let dir = tempfile::tempdir().unwrap();
+    let tls = tls_config(dir.path(), &server, &clients.ca_pem, "");
+    let stack = Stack::start(Setup {
+        sts: Some(&sts.uri()),
+        extra: &tls,
+        ..Setup::default()
+    })
+    .await;
+    let files = stack.dir.path();
+    let (cert, key) = clients.identities[0]
+        .split_once("-----BEGIN PRIVATE KEY-----")
+        .unwrap();
+    std::fs::write(files.join("client.pem"), cert).unwrap();
+    std::fs::write(
+        files.join("client.key"),
+        format!("-----BEGIN PRIVATE KEY-----{key}"),
+    )
+    .unwrap();
+    std::fs::write(files.join("server-ca.pem"), &server.ca_pem).unwrap();
+    std::fs::write(files.join("token"), stack.main_token()).unwrap();
+    let base = [
+        "credential-process",
+        "--bridge",
+        &stack.bridge.base,
+        "--target",
+        "deploy",
+        "--token-file",
+        "token",
+        "--ca-file",
+        "server-ca.pem",
+    ];
+    let (code, out, err) = crate::cli::run(
+        files,
+        &[
+            &base[..],
+            &["--client-cert", "client.pem", "--client-key", "client.key"],
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let creds: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(creds["AccessKeyId"], "ASIAMTLSCLIENT000001");
+    // Without the certificate the listener refuses the TLS session.
+    let (code, out, err) = crate::cli::run(files, &base);
+    assert_eq!(code, 1, "{out}");
+    assert!(err.contains("cannot reach stsbridge"), "{err}");
+    // A certificate without its key is a usage error.
+    let (code, _, err) = crate::cli::run(
+        files,
+        &[&base[..], &["--client-cert", "client.pem"]].concat(),
+    );
+    assert_eq!(code, 2, "{err}");
+
+    // The agent, with the same certificate, serves the AWS SDK's container credentials.
+    let state = files.join("agent-state");
+    let agent = stsbridge_e2e::BridgeProcess::spawn(
+        crate::BIN,
+        files,
+        &[
+            "agent",
+            "--bridge",
+            &stack.bridge.base,
+            "--token-file",
+            "token",
+            "--listen",
+            "127.0.0.1:0",
+            "--aws-target",
+            "deploy",
+            "--ca-file",
+            "server-ca.pem",
+            "--client-cert",
+            "client.pem",
+            "--client-key",
+            "client.key",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    let secret = std::fs::read_to_string(state.join("aws-container-authorization-token")).unwrap();
+    let r = reqwest::Client::new()
+        .get(agent.url("/aws/credentials"))
+        .header("Authorization", secret.trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let creds: Value = r.json().await.unwrap();
+    assert_eq!(creds["AccessKeyId"], "ASIAMTLSCLIENT000001");
+}

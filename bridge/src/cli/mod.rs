@@ -74,9 +74,8 @@ enum Command {
         /// A file holding the subject token (re-read on every call).
         #[arg(long)]
         token_file: PathBuf,
-        /// A PEM CA bundle to trust for an HTTPS service with a private CA.
-        #[arg(long)]
-        ca_file: Option<PathBuf>,
+        #[command(flatten)]
+        tls: crate::client::ClientTls,
     },
     /// Run the loopback sidecar that serves each cloud SDK's own local credential protocol.
     Agent {
@@ -98,9 +97,8 @@ enum Command {
         /// Target served as the Azure App Service managed identity endpoint.
         #[arg(long)]
         azure_target: Option<String>,
-        /// A PEM CA bundle to trust for an HTTPS service with a private CA.
-        #[arg(long)]
-        ca_file: Option<PathBuf>,
+        #[command(flatten)]
+        tls: crate::client::ClientTls,
         /// Directory for the AWS authorization token file (default: a new private temp directory).
         #[arg(long)]
         state_dir: Option<PathBuf>,
@@ -245,8 +243,8 @@ pub fn main() -> ExitCode {
             bridge,
             target,
             token_file,
-            ca_file,
-        } => credential_process(&bridge, &target, &token_file, ca_file.as_deref()),
+            tls,
+        } => credential_process(&bridge, &target, &token_file, &tls),
         Command::Agent {
             bridge,
             token_file,
@@ -254,7 +252,7 @@ pub fn main() -> ExitCode {
             aws_target,
             gcp_target,
             azure_target,
-            ca_file,
+            tls,
             state_dir,
             gcp_project,
             azure_identity_header_file,
@@ -265,7 +263,7 @@ pub fn main() -> ExitCode {
             aws_target,
             gcp_target,
             azure_target,
-            ca_file,
+            tls,
             state_dir,
             gcp_project,
             azure_identity_header_file,
@@ -323,7 +321,7 @@ fn credential_process(
     bridge: &str,
     target: &str,
     token_file: &Path,
-    ca_file: Option<&Path>,
+    tls: &crate::client::ClientTls,
 ) -> ExitCode {
     use secrecy::ExposeSecret;
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -337,7 +335,7 @@ fn credential_process(
         }
     };
     let result = rt.block_on(async {
-        let client = crate::client::BridgeClient::new(bridge, ca_file)?;
+        let client = crate::client::BridgeClient::new(bridge, tls)?;
         let token = crate::client::read_token(token_file)?;
         client.credentials(target, &token, true).await
     });

@@ -145,7 +145,11 @@ pub(super) fn revoke(args: RevokeArgs) -> ExitCode {
         Ok(t) => t,
         Err(e) => return usage(&e.to_string()),
     };
-    let client = match BridgeClient::new(bridge, args.ca_file.as_deref()) {
+    let tls = crate::client::ClientTls {
+        ca_file: args.ca_file.clone(),
+        ..Default::default()
+    };
+    let client = match BridgeClient::new(bridge, &tls) {
         Ok(c) => c,
         Err(e) => return usage(&e.to_string()),
     };

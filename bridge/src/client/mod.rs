@@ -56,6 +56,21 @@ pub enum ClientError {
     Setup(String),
 }
 
+/// How a client reaches an HTTPS service: a private CA to trust, and a client certificate to
+/// present (for a listener that requires one, rules that name its certificate, or bound tokens).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClientTls {
+    /// A PEM CA bundle to trust for an HTTPS service with a private CA.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// A PEM client certificate (leaf first) to present over mTLS.
+    #[arg(long, requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's PEM private key.
+    #[arg(long, requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+}
+
 /// Reads a subject token: whitespace around it (a trailing newline) is dropped.
 pub fn read_token(path: &Path) -> Result<SecretString, ClientError> {
     let fail = |detail: String| ClientError::TokenFile {
@@ -84,16 +99,20 @@ pub struct BridgeClient {
 
 impl BridgeClient {
     /// A client of the service at `base` (`https://...`, or `http://` to loopback), trusting the
-    /// system roots plus the CA bundle at `ca_file`.
-    pub fn new(base: &str, ca_file: Option<&Path>) -> Result<Self, ClientError> {
+    /// system roots plus `tls.ca_file`, presenting `tls.client_cert` when given.
+    pub fn new(base: &str, tls: &ClientTls) -> Result<Self, ClientError> {
         crate::config::check_url(base, true).map_err(ClientError::Setup)?;
         let mut builder = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("stsbridge-client/", env!("CARGO_PKG_VERSION")));
-        if let Some(ca) = ca_file {
+        if let Some(ca) = &tls.ca_file {
             builder = builder.tls_certs_merge(ca_bundle(ca).map_err(ClientError::Setup)?);
+        }
+        if let (Some(cert), Some(key)) = (&tls.client_cert, &tls.client_key) {
+            builder = builder
+                .identity(crate::tls::client_identity(cert, key).map_err(ClientError::Setup)?);
         }
         let http = builder
             .build()

@@ -64,8 +64,8 @@ pub struct AgentOptions {
     pub gcp_target: Option<String>,
     /// Target served as the App Service managed identity.
     pub azure_target: Option<String>,
-    /// CA bundle for an HTTPS service with a private CA.
-    pub ca_file: Option<PathBuf>,
+    /// A private CA to trust, a client certificate to present.
+    pub tls: super::ClientTls,
     /// Where the AWS authorization token file goes (default: a new private temporary directory).
     pub state_dir: Option<PathBuf>,
     /// Project id the metadata server reports.
@@ -154,7 +154,7 @@ impl Agent {
         }
         // Fail now, not at the first request, when the token file cannot be read.
         read_token(&options.token_file)?;
-        let client = BridgeClient::new(&options.bridge, options.ca_file.as_deref())?;
+        let client = BridgeClient::new(&options.bridge, &options.tls)?;
         let aws_secret = local_secret();
         let azure_secret = match &options.azure_identity_header_file {
             None => local_secret(),

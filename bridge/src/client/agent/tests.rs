@@ -14,7 +14,7 @@ fn options(dir: &Path) -> AgentOptions {
         aws_target: Some("deploy".into()),
         gcp_target: None,
         azure_target: Some("blob".into()),
-        ca_file: None,
+        tls: crate::client::ClientTls::default(),
         state_dir: Some(dir.join("state")),
         gcp_project: None,
         azure_identity_header_file: None,
