@@ -1020,3 +1020,33 @@ async fn a_minted_token_and_a_reference_token_are_inactive_once_expired() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_use_operator_token_calls_the_revocation_api_once() {
+    let stack = Stack::start(Setup {
+        mappings: Some(MAPPINGS),
+        trust_extra: "    replay: reject",
+        ..Setup::default()
+    })
+    .await;
+    let ops = stack.ops();
+    let list = || {
+        call(
+            &stack.http,
+            reqwest::Method::GET,
+            stack.bridge.url("/v1/revocations"),
+            &ops,
+            None,
+        )
+    };
+    assert_eq!(list().await.0, 200);
+    let (status, body) = list().await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .ends_with("(replayed_jti)"),
+        "{body}"
+    );
+}

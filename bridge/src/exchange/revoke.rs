@@ -264,6 +264,16 @@ impl Bridge {
         {
             Ok(rule) => {
                 event.rule = Some(rule.name.clone());
+                // Admitted like an exchange's subject: its limits, and the single use of its
+                // `jti` where its issuer says `replay: reject`.
+                let candidates = super::admission::Candidates {
+                    subject: &token,
+                    actor: None,
+                    target: None,
+                };
+                self.admit(policy, candidates, now)
+                    .await
+                    .map_err(|(_, e)| e)?;
                 Ok(token)
             }
             Err(rule) => {
