@@ -345,6 +345,7 @@ fn exchange(c: &mut Criterion) {
         request_id: Some("bench-request"),
         client_names: &[],
         client_thumbprint: None,
+        dpop: None,
     };
     rt.block_on(bridge.exchange(request()))
         .expect("the first exchange is granted");

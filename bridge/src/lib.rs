@@ -38,6 +38,7 @@ pub mod clock;
 pub mod config;
 pub mod dev;
 pub mod digest;
+pub mod dpop;
 pub mod exchange;
 pub mod exit;
 pub mod http;

@@ -393,3 +393,218 @@ async fn credential_process_and_the_agent_present_a_client_certificate() {
     let creds: Value = r.json().await.unwrap();
     assert_eq!(creds["AccessKeyId"], "ASIAMTLSCLIENT000001");
 }
+
+/// A DPoP proof made by jwcrypto in the test venv (`tests/interop/dpop_proof.py`): `{proof, jkt,
+/// key}`.
+fn dpop(spec: Value) -> Value {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(stsbridge_e2e::moto::python())
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/dpop_proof.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(spec.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+const DPOP_MAPPINGS: &str = r#"
+version: 1
+targets:
+  - name: api
+    jwt: { audience: billing-api, lifetime: 5m }
+  - name: held
+    jwt: { audience: orders-api, lifetime: 5m, bind: dpop }
+rules:
+  - name: services
+    issuer: ci
+    subject: { glob: "svc:*" }
+    allow: [api, held]
+  - name: minted-back
+    issuer: stsbridge
+    subject: { glob: "*" }
+    allow: [api]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dpop_proofs_bind_minted_tokens_and_every_bad_proof_is_refused_with_its_reason() {
+    let stack = Stack::start(Setup {
+        mappings: Some(DPOP_MAPPINGS),
+        ..Setup::default()
+    })
+    .await;
+    let token_url = stack.bridge.url("/oauth2/token");
+    let exchange = |target: &'static str, proof: Option<String>| {
+        let (http, url) = (stack.http.clone(), token_url.clone());
+        let subject = stack.idp.token("svc:runner", json!({}));
+        async move {
+            let mut r = http.post(url).form(&[
+                ("grant_type", GRANT),
+                ("subject_token", subject.as_str()),
+                ("subject_token_type", JWT),
+                ("audience", target),
+            ]);
+            if let Some(p) = proof {
+                r = r.header("DPoP", p);
+            }
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let proof_for = |extra: Value| {
+        let mut spec = json!({ "htm": "POST", "htu": token_url });
+        for (k, v) in extra.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        dpop(spec)
+    };
+
+    // A valid proof: the token is bound to its key, and says so.
+    let made = proof_for(json!({}));
+    let (status, minted) = exchange("held", Some(made["proof"].as_str().unwrap().into())).await;
+    assert_eq!(status, 200, "{minted}");
+    assert_eq!(minted["token_type"], "DPoP");
+    let held = minted["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(claims(&held)["cnf"], json!({ "jkt": made["jkt"] }));
+    // No proof where the target needs one.
+    let (status, body) = exchange("held", None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_dpop_proof")),
+        "{body}"
+    );
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("needs a DPoP proof")
+    );
+
+    // Every bad proof: 400 invalid_dpop_proof, saying what was wrong.
+    let reused = proof_for(json!({ "jti": "used-once" }))["proof"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(exchange("api", Some(reused.clone())).await.0, 200);
+    let cases = [
+        (
+            "wrong htm",
+            proof_for(json!({ "htm": "GET" }))["proof"].clone(),
+            "htm must be POST",
+        ),
+        (
+            "wrong htu",
+            proof_for(json!({ "htu": stack.bridge.url("/oauth2/other") }))["proof"].clone(),
+            "htu must be",
+        ),
+        (
+            "stale iat",
+            proof_for(json!({ "iat_offset": -3600 }))["proof"].clone(),
+            "iat is older",
+        ),
+        (
+            "future iat",
+            proof_for(json!({ "iat_offset": 3600 }))["proof"].clone(),
+            "iat is in the future",
+        ),
+        ("reused jti", json!(reused), "already used"),
+        (
+            "alg none",
+            proof_for(json!({ "alg": "none" }))["proof"].clone(),
+            "alg \"none\" is not allowed",
+        ),
+        (
+            "HMAC",
+            proof_for(json!({ "alg": "HS256" }))["proof"].clone(),
+            "alg \"HS256\" is not allowed",
+        ),
+        (
+            "private key in jwk",
+            proof_for(json!({ "private_jwk": true }))["proof"].clone(),
+            "private key material",
+        ),
+        (
+            "another key signed it",
+            proof_for(json!({ "signer": "other" }))["proof"].clone(),
+            "does not verify",
+        ),
+        (
+            "wrong typ",
+            proof_for(json!({ "typ": "JWT" }))["proof"].clone(),
+            "typ must be dpop+jwt",
+        ),
+        (
+            "wrong ath",
+            proof_for(json!({ "ath": "not-the-hash" }))["proof"].clone(),
+            "ath is not the hash",
+        ),
+        ("not a JWS", json!("garbage"), "not a compact JWS"),
+    ];
+    for (what, proof, reason) in cases {
+        let (status, body) = exchange("held", Some(proof.as_str().unwrap().into())).await;
+        assert_eq!(status, 400, "{what}: {body}");
+        assert_eq!(body["error"], "invalid_dpop_proof", "{what}");
+        let description = body["error_description"].as_str().unwrap();
+        assert!(description.contains(reason), "{what}: {description}");
+    }
+
+    // The bound token presented back: only with a proof by its key covering it (ath).
+    let credentials_url = stack.bridge.url("/v1/credentials/api");
+    let present = |proof: Option<Value>| {
+        let (http, url, token) = (stack.http.clone(), credentials_url.clone(), held.clone());
+        async move {
+            let mut r = http
+                .get(url)
+                .header("Authorization", format!("DPoP {token}"));
+            if let Some(p) = proof {
+                r = r.header("DPoP", p["proof"].as_str().unwrap());
+            }
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let same_key = |ath: Option<&str>| {
+        let mut spec = json!({ "htm": "GET", "htu": credentials_url, "key": made["key"] });
+        if let Some(t) = ath {
+            spec["ath_token"] = json!(t);
+        }
+        dpop(spec)
+    };
+    let (status, body) = present(Some(same_key(Some(&held)))).await;
+    assert_eq!(status, 200, "{body}");
+    let other_key = dpop(json!({ "htm": "GET", "htu": credentials_url, "ath_token": held }));
+    for (what, proof, status_want, reason) in [
+        ("no proof", None, 401, "binding_mismatch"),
+        (
+            "a proof by another key",
+            Some(other_key),
+            401,
+            "binding_mismatch",
+        ),
+        (
+            "a proof without ath",
+            Some(same_key(None)),
+            400,
+            "ath is missing",
+        ),
+    ] {
+        let (status, body) = present(proof).await;
+        assert_eq!(status, status_want, "{what}: {body}");
+        assert!(
+            body["error_description"].as_str().unwrap().contains(reason),
+            "{what}: {body}"
+        );
+    }
+}

@@ -353,6 +353,20 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
         }
     };
 
+    let dpop_max_age = raw
+        .dpop
+        .and_then(|d| d.max_age)
+        .map_or(DEFAULT_DPOP_MAX_AGE, |d| d.0);
+    if dpop_max_age.is_zero() || dpop_max_age > Duration::from_secs(600) {
+        err(
+            "dpop.max_age",
+            format!(
+                "{} is out of range; use between 1s and 10m",
+                format_duration(dpop_max_age)
+            ),
+        );
+    }
+
     errors.extend(trust_errors);
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
@@ -375,6 +389,7 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
         audit: AuditConfig { sink, fail_open },
         shared_state,
         revocations,
+        dpop_max_age,
     })
 }
 

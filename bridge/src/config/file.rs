@@ -37,6 +37,16 @@ pub struct ConfigFile {
     pub shared_state: Option<SharedStateFile>,
     /// Revocations: where a single replica keeps them, and the longest one accepted.
     pub revocations: Option<RevocationsFile>,
+    /// DPoP proofs (RFC 9449).
+    pub dpop: Option<DpopFile>,
+}
+
+/// `dpop:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpopFile {
+    /// The oldest proof accepted, by its `iat` (default 60s).
+    pub max_age: Option<ConfigDuration>,
 }
 
 /// `revocations:`.

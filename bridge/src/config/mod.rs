@@ -114,7 +114,13 @@ pub struct Config {
     pub shared_state: Option<SharedStateConfig>,
     /// Where revocations are kept and how long one may last.
     pub revocations: RevocationsConfig,
+    /// The oldest DPoP proof accepted, by its `iat`.
+    pub dpop_max_age: Duration,
 }
+
+/// The oldest DPoP proof accepted, by default: a proof is made for one request, so a minute
+/// covers clock skew and a slow network, not reuse.
+pub const DEFAULT_DPOP_MAX_AGE: Duration = Duration::from_secs(60);
 
 /// `revocations:`.
 #[derive(Debug, Clone, PartialEq, Eq)]

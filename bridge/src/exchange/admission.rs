@@ -27,6 +27,8 @@ enum Purpose<'a> {
     Caller,
     Partner(&'a str),
     SingleUse,
+    /// The single use of the request's DPoP proof.
+    Proof,
     Target(&'a str),
 }
 
@@ -39,6 +41,8 @@ pub(super) struct Candidates<'a> {
     pub subject: &'a ValidatedToken,
     pub actor: Option<&'a ValidatedToken>,
     pub target: Option<&'a str>,
+    /// The request's DPoP proof's `jti`, and until when it must be remembered.
+    pub proof: Option<(&'a str, SystemTime)>,
 }
 
 impl Bridge {
@@ -97,6 +101,12 @@ impl Bridge {
                 purposes.push((stage, Purpose::SingleUse));
             }
         }
+        // A proof is made for one request: its `jti` is recorded like a single-use token's,
+        // under its own namespace, in the same call.
+        if let Some((jti, forget_at)) = candidates.proof {
+            steps.push(Step::first_use("dpop-proof", jti, forget_at));
+            purposes.push((Stage::Subject, Purpose::Proof));
+        }
         if let (Some(rate), Some(target), None) = (
             self.config.target_rate_limit,
             candidates.target,
@@ -147,6 +157,9 @@ impl Bridge {
                     },
                 }
             }
+            (Refusal::Replayed { .. }, Purpose::Proof) => ExchangeError::Dpop(
+                "the proof's jti was already used; make a fresh proof for each request".into(),
+            ),
             (Refusal::Replayed { .. }, _) if stage == Stage::Actor => {
                 ExchangeError::ActorToken(TokenError::Replayed)
             }

@@ -15,6 +15,10 @@ pub enum ExchangeError {
     /// The actor token was refused (400).
     #[error("actor token: {0}")]
     ActorToken(TokenError),
+    /// The DPoP proof is missing where the target needs one, or was refused (400
+    /// `invalid_dpop_proof`).
+    #[error("{0}")]
+    Dpop(String),
     /// The actor token is bound to a key (`cnf`) this request does not prove (401).
     #[error("actor token: the token is bound to a key this request does not prove (cnf)")]
     ActorBinding,
@@ -126,6 +130,7 @@ impl ExchangeError {
             ExchangeError::InvalidRequest(_) => "invalid_request".into(),
             ExchangeError::Token(e) | ExchangeError::ActorToken(e) => e.code().into(),
             ExchangeError::ActorBinding => TokenError::BindingMismatch.code().into(),
+            ExchangeError::Dpop(_) => "invalid_dpop_proof".into(),
             ExchangeError::KeysUnavailable => "jwks_unavailable".into(),
             ExchangeError::UnknownTarget(_) => "unknown_target".into(),
             ExchangeError::Denied { rule: Some(_), .. } => "deny_rule".into(),

@@ -382,7 +382,7 @@ impl Bridge {
                 e => ExchangeError::Token(e),
             })?;
         // A token bound to a key (`cnf`) is good only with its proof on this request.
-        if !token::binding_holds(&token.claims, req.client_thumbprint) {
+        if !token::binding_holds(&token.claims, req.token, req.possession()) {
             return Err(ExchangeError::Token(TokenError::BindingMismatch));
         }
         let trust = policy.trust_by_iss.get(&token.issuer);
@@ -409,7 +409,7 @@ impl Bridge {
                             e => ExchangeError::ActorToken(e),
                         })
                         .and_then(|a| {
-                            if token::binding_holds(&a.claims, req.client_thumbprint) {
+                            if token::binding_holds(&a.claims, raw, req.possession()) {
                                 Ok(a)
                             } else {
                                 Err(ExchangeError::ActorBinding)
@@ -475,6 +475,9 @@ impl Bridge {
             subject: &token,
             actor: valid_actor.as_deref(),
             target: allowed,
+            proof: req
+                .dpop
+                .map(|p| (p.jti.as_str(), p.forget_at(self.config.dpop_max_age))),
         };
         let mut refused = None;
         // Held until the exchange ends: the trust entries' `max_concurrent` count them.
@@ -572,7 +575,7 @@ impl Bridge {
                 RenderError::ScopeNotAvailable(_) => ExchangeError::Scope(e),
                 e => ExchangeError::Render(e),
             })?;
-        bind(&mut request, &target, req.client_thumbprint)?;
+        bind(&mut request, &target, req)?;
         let provider = request.kind();
         let answer = Answer::of(&request);
         let upstream =
@@ -604,6 +607,7 @@ impl Bridge {
             entry,
             cache,
             reference,
+            dpop_bound: matches!(&target.kind, TargetKind::Jwt(j) if j.bind == Some(crate::mapping::Binding::Dpop)),
         })
     }
 
@@ -658,20 +662,30 @@ fn stores(
 }
 
 /// Binds a minted token to its caller as its target asks (`bind: mtls`: `cnf.x5t#S256` of the
-/// caller's TLS client certificate, which is then part of the cache key); a caller without a
-/// certificate is refused (400).
+/// caller's TLS client certificate; `bind: dpop`: `cnf.jkt` of its DPoP proof's key; either is
+/// then part of the cache key); a caller without one is refused (400).
 fn bind(
     request: &mut ProviderRequest,
     target: &crate::mapping::Target,
-    thumbprint: Option<&str>,
+    req: &ExchangeRequest<'_>,
 ) -> Result<(), ExchangeError> {
     let (ProviderRequest::Jwt(jwt_request), TargetKind::Jwt(jwt)) = (request, &target.kind) else {
         return Ok(());
     };
     match jwt.bind {
         None => Ok(()),
+        Some(crate::mapping::Binding::Dpop) => {
+            let Some(proof) = req.dpop else {
+                return Err(ExchangeError::Dpop(format!(
+                    "{} needs a DPoP proof: its tokens are bound to the key of the caller's proof (bind: dpop); send one in the DPoP header",
+                    target.name
+                )));
+            };
+            jwt_request.cnf = Some(serde_json::json!({ "jkt": proof.jkt }).to_string());
+            Ok(())
+        }
         Some(crate::mapping::Binding::Mtls) => {
-            let Some(thumbprint) = thumbprint else {
+            let Some(thumbprint) = req.client_thumbprint else {
                 return Err(ExchangeError::InvalidRequest(format!(
                     "{} needs a client certificate: its tokens are bound to the caller's TLS client certificate (bind: mtls); connect with one",
                     target.name

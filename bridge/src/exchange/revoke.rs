@@ -233,7 +233,11 @@ impl Bridge {
             }
         };
         // A bound caller proves its key here too.
-        if !crate::token::binding_holds(&token.claims, req.client_thumbprint) {
+        let possession = crate::token::Possession {
+            certificate: req.client_thumbprint,
+            dpop: None,
+        };
+        if !crate::token::binding_holds(&token.claims, raw, possession) {
             return Err(ExchangeError::Token(TokenError::BindingMismatch));
         }
         let chain = match prior_chain(
@@ -270,6 +274,7 @@ impl Bridge {
                     subject: &token,
                     actor: None,
                     target: None,
+                    proof: None,
                 };
                 self.admit(policy, candidates, now)
                     .await

@@ -42,6 +42,18 @@ pub struct ExchangeRequest<'a> {
     pub client_names: &'a [String],
     /// RFC 8705's `x5t#S256` of the caller's verified client certificate, if it presented one.
     pub client_thumbprint: Option<&'a str>,
+    /// The caller's DPoP proof, checked against this request (RFC 9449), if it sent one.
+    pub dpop: Option<&'a crate::dpop::Proof>,
+}
+
+impl ExchangeRequest<'_> {
+    /// What this request proves of its caller's keys.
+    pub fn possession(&self) -> token::Possession<'_> {
+        token::Possession {
+            certificate: self.client_thumbprint,
+            dpop: self.dpop,
+        }
+    }
 }
 
 /// How a granted credential is shown to its caller: its target's native shape, with what that
@@ -97,4 +109,6 @@ pub struct Exchanged {
     pub cache: CacheEvent,
     /// For a `format: reference` target: the handle handed out instead of the token.
     pub reference: Option<secrecy::SecretString>,
+    /// The token is bound to the caller's DPoP key (`token_type: DPoP`).
+    pub dpop_bound: bool,
 }

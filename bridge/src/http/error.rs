@@ -97,6 +97,7 @@ impl From<Failure> for ApiError {
                 "invalid_token",
                 format!("{} ({})", t, t.code()),
             ),
+            ExchangeError::Dpop(m) => (StatusCode::BAD_REQUEST, "invalid_dpop_proof", m.clone()),
             ExchangeError::ActorBinding => (
                 StatusCode::UNAUTHORIZED,
                 "invalid_token",

@@ -114,12 +114,63 @@ async fn request_id(mut request: axum::extract::Request, next: axum::middleware:
     response
 }
 
+/// 400 `invalid_dpop_proof`.
+fn invalid_dpop(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_dpop_proof", message)
+}
+
+/// The request's `DPoP` proof (RFC 9449), checked against this request (its method, and the
+/// URL the caller addressed: this listener's scheme, the Host header, `path`); `None` without
+/// the header. A proof is never logged.
+fn dpop_proof(
+    bridge: &Bridge,
+    headers: &HeaderMap,
+    path: &str,
+    method: &axum::http::Method,
+) -> Result<Option<crate::dpop::Proof>, ApiError> {
+    let mut values = headers.get_all("dpop").iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(invalid_dpop("send exactly one DPoP header"));
+    }
+    let proof = value
+        .to_str()
+        .map_err(|_| invalid_dpop("the DPoP header is not a JWS"))?;
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .ok_or_else(|| invalid_dpop("the request has no Host header to check htu against"))?;
+    let scheme = if bridge.config().tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let url = format!("{scheme}://{host}{path}");
+    crate::dpop::check(
+        proof,
+        &crate::dpop::Expected {
+            method: method.as_str(),
+            url: &url,
+            max_age: bridge.config().dpop_max_age,
+            now: SystemTime::now(),
+        },
+    )
+    .map(Some)
+    .map_err(|e| invalid_dpop(e.0))
+}
+
 /// The subject token from `Authorization`: `Bearer <token>`, or the raw token (what AWS SDKs send
 /// from `AWS_CONTAINER_AUTHORIZATION_TOKEN`).
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
     let token = match value.split_once(' ') {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        Some((scheme, rest))
+            if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("dpop") =>
+        {
+            rest.trim()
+        }
         _ => value,
     };
     (!token.is_empty()).then_some(token)
@@ -137,7 +188,7 @@ async fn credentials(
     identity: Option<axum::Extension<crate::tls::ClientIdentity>>,
     Path(target): Path<String>,
     query: Result<Query<FormatQuery>, QueryRejection>,
-    headers: HeaderMap,
+    parts: axum::http::request::Parts,
 ) -> Result<Response, ApiError> {
     let Query(query) = query
         .map_err(|e| ApiError::invalid_request(format!("bad query string: {}", e.body_text())))?;
@@ -150,7 +201,18 @@ async fn credentials(
             )));
         }
     };
-    let token = bearer(&headers).ok_or_else(ApiError::missing_token)?;
+    let token = bearer(&parts.headers).ok_or_else(ApiError::missing_token)?;
+    // The token rides in Authorization as an access token: a proof sent with it must cover it.
+    let proof = dpop_proof(&bridge, &parts.headers, parts.uri.path(), &parts.method)?;
+    if let Some(p) = &proof
+        && !p.covers(token)
+    {
+        return Err(invalid_dpop(if p.ath.is_none() {
+            "ath is missing: a proof sent with an access token carries its hash"
+        } else {
+            "ath is not the hash of the token in Authorization"
+        }));
+    }
     let request = ExchangeRequest {
         token,
         target: &target,
@@ -164,6 +226,7 @@ async fn credentials(
             .as_ref()
             .map(|i| i.0.thumbprint.as_str())
             .filter(|t| !t.is_empty()),
+        dpop: proof.as_ref(),
     };
     let exchanged = bridge.exchange(request).await?;
     let body = match (&exchanged.entry.credential, credential_process) {
@@ -232,10 +295,15 @@ fn token_body(exchanged: &Exchanged) -> serde_json::Value {
                 Some(r) => (r.expose_secret(), ACCESS_TOKEN_TYPE),
                 None => (t.token.expose_secret(), t.issued_token_type.as_str()),
             };
+            let token_type = if exchanged.dpop_bound {
+                "DPoP"
+            } else {
+                t.token_type.as_str()
+            };
             let mut body = json!({
                 "access_token": token,
                 "issued_token_type": issued,
-                "token_type": t.token_type,
+                "token_type": token_type,
                 "expires_in": expires_in,
             });
             if let Some(scope) = &t.scope {
@@ -273,6 +341,7 @@ async fn token_exchange(
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     axum::Extension(RequestId(request_id)): axum::Extension<RequestId>,
     identity: Option<axum::Extension<crate::tls::ClientIdentity>>,
+    parts: axum::http::request::Parts,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Result<Response, ApiError> {
     let Form(pairs) = form.map_err(|e| {
@@ -331,6 +400,13 @@ async fn token_exchange(
             .map(str::to_owned)
             .collect()
     });
+    let proof = dpop_proof(&bridge, &parts.headers, parts.uri.path(), &parts.method)?;
+    if let Some(p) = &proof
+        && p.ath.is_some()
+        && !p.covers(subject_token)
+    {
+        return Err(invalid_dpop("ath is not the hash of the subject token"));
+    }
     let request = ExchangeRequest {
         token: subject_token,
         target,
@@ -344,6 +420,7 @@ async fn token_exchange(
             .as_ref()
             .map(|i| i.0.thumbprint.as_str())
             .filter(|t| !t.is_empty()),
+        dpop: proof.as_ref(),
     };
     let exchanged = bridge.exchange(request).await?;
     Ok(credential_response(

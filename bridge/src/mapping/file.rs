@@ -149,7 +149,8 @@ pub struct JwtTargetFile {
     /// `jwt` (default): the signed token; `reference`: an opaque handle (`sbr_...`) whose claims
     /// resource servers read by introspection.
     pub format: Option<String>,
-    /// `mtls`: the token is bound to the caller's TLS client certificate (RFC 8705 `cnf`).
+    /// `mtls`: the token is bound to the caller's TLS client certificate (RFC 8705 `cnf`);
+    /// `dpop`: to the key of the caller's DPoP proof (RFC 9449).
     pub bind: Option<String>,
 }
 

@@ -228,6 +228,8 @@ pub struct JwtTarget {
 pub enum Binding {
     /// The caller's TLS client certificate (RFC 8705, `cnf.x5t#S256`).
     Mtls,
+    /// The key of the caller's DPoP proof (RFC 9449, `cnf.jkt`).
+    Dpop,
 }
 
 /// What a rule does when it matches.

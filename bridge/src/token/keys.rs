@@ -229,7 +229,7 @@ pub fn parse_jwks(bytes: &[u8]) -> Result<(KeySet, Vec<String>), JwksError> {
     Ok((KeySet::new(keys), skipped))
 }
 
-fn parse_jwk(jwk: &Value) -> Result<VerifyingKey, String> {
+pub(crate) fn parse_jwk(jwk: &Value) -> Result<VerifyingKey, String> {
     let field = |name: &str| jwk.get(name).and_then(Value::as_str);
     if let Some(usage) = field("use")
         && usage != "sig"

@@ -456,11 +456,22 @@ fn numeric_date(
 #[cfg(test)]
 mod tests;
 
-/// Whether `claims` are proven by a request over a connection whose client certificate has
-/// `thumbprint` (RFC 8705): `true` for a token without `cnf`; for one with `cnf`, only when every
-/// binding it names is one this request proves (today `x5t#S256` equal to the certificate's).
-/// A `cnf` this service cannot check (`jkt` without DPoP, `jwk`, `kid`, anything else) fails.
-pub fn binding_holds(claims: &Map<String, Value>, thumbprint: Option<&str>) -> bool {
+/// What a request proves of its caller's keys: the `x5t#S256` of its TLS client certificate, and
+/// the key of its DPoP proof with the raw token the proof must cover (`ath`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Possession<'a> {
+    /// RFC 8705's thumbprint of the connection's client certificate.
+    pub certificate: Option<&'a str>,
+    /// A checked DPoP proof.
+    pub dpop: Option<&'a crate::dpop::Proof>,
+}
+
+/// Whether `claims` (of token `raw`) are proven by a request that proves `possession`: `true`
+/// for a token without `cnf`; for one with `cnf`, only when every binding it names is proven:
+/// `x5t#S256` equal to the certificate's, `jkt` equal to the DPoP proof's key with the proof's
+/// `ath` the hash of `raw`. A `cnf` this service cannot check (`jwk`, `kid`, anything else) fails.
+pub fn binding_holds(claims: &Map<String, Value>, raw: &str, possession: Possession<'_>) -> bool {
+    let thumbprint = possession.certificate;
     let Some(cnf) = claims.get("cnf") else {
         return true;
     };
@@ -472,6 +483,9 @@ pub fn binding_holds(claims: &Map<String, Value>, thumbprint: Option<&str>) -> b
             "x5t#S256" => thumbprint
                 .filter(|t| !t.is_empty())
                 .is_some_and(|t| value.as_str() == Some(t)),
+            "jkt" => possession
+                .dpop
+                .is_some_and(|p| value.as_str() == Some(p.jkt.as_str()) && p.covers(raw)),
             _ => false,
         })
 }

@@ -630,11 +630,19 @@ fn an_rsa_key_verifies_each_algorithm_with_its_own_parsed_form_and_nothing_else(
 fn a_bound_token_holds_only_with_its_certificate() {
     let claims = |v: serde_json::Value| v.as_object().unwrap().clone();
     let bound = claims(json!({ "sub": "x", "cnf": { "x5t#S256": "abc" } }));
-    assert!(binding_holds(&claims(json!({ "sub": "x" })), None));
-    assert!(binding_holds(&bound, Some("abc")));
-    assert!(!binding_holds(&bound, Some("abd")));
-    assert!(!binding_holds(&bound, None));
-    assert!(!binding_holds(&bound, Some("")));
+    let cert = |t: Option<&'static str>| Possession {
+        certificate: t,
+        dpop: None,
+    };
+    assert!(binding_holds(
+        &claims(json!({ "sub": "x" })),
+        "raw",
+        cert(None)
+    ));
+    assert!(binding_holds(&bound, "raw", cert(Some("abc"))));
+    assert!(!binding_holds(&bound, "raw", cert(Some("abd"))));
+    assert!(!binding_holds(&bound, "raw", cert(None)));
+    assert!(!binding_holds(&bound, "raw", cert(Some(""))));
     // Anything this service cannot check fails: other members, an empty or non-object cnf.
     for cnf in [
         json!({ "x5t#S256": "abc", "jkt": "k" }),
@@ -643,7 +651,11 @@ fn a_bound_token_holds_only_with_its_certificate() {
         json!("abc"),
     ] {
         assert!(
-            !binding_holds(&claims(json!({ "sub": "x", "cnf": cnf })), Some("abc")),
+            !binding_holds(
+                &claims(json!({ "sub": "x", "cnf": cnf })),
+                "raw",
+                cert(Some("abc"))
+            ),
             "{cnf}"
         );
     }

@@ -50,12 +50,13 @@ impl Builder {
         let bind = match j.bind.as_deref() {
             None => None,
             Some("mtls") => Some(Binding::Mtls),
+            Some("dpop") => Some(Binding::Dpop),
             Some(other) => {
                 self.err(
                     file,
                     format!("{at}.bind"),
                     format!(
-                        "{other:?} is not a binding; use mtls (the caller's TLS client certificate)"
+                        "{other:?} is not a binding; use mtls (the caller's TLS client certificate) or dpop (the key of its DPoP proofs)"
                     ),
                 );
                 None
