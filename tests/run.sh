@@ -40,7 +40,7 @@ ensure_redis() {
 ensure_redis
 
 # The clouds' SDKs as clients, and moto's server.
-ensure_venv tests/.venv tests/requirements.txt "moto.server, boto3, google.auth, azure.identity, prometheus_client" aws
+ensure_venv tests/.venv tests/requirements.txt "moto.server, boto3, google.auth, azure.identity, prometheus_client, jwcrypto" aws
 export STSBRIDGE_TEST_PYTHON="$PWD/tests/.venv/bin/python"
 
 # The offline checks of terraform/ have a venv of their own (checkov pins an older boto3): the HCL
