@@ -478,6 +478,14 @@ async fn dpop_proofs_bind_minted_tokens_and_every_bad_proof_is_refused_with_its_
     assert_eq!(minted["token_type"], "DPoP");
     let held = minted["access_token"].as_str().unwrap().to_owned();
     assert_eq!(claims(&held)["cnf"], json!({ "jkt": made["jkt"] }));
+    // Each algorithm of the allowlist.
+    for alg in ["RS256", "EdDSA"] {
+        let made = proof_for(json!({ "alg": alg }));
+        let (status, body) = exchange("held", Some(made["proof"].as_str().unwrap().into())).await;
+        assert_eq!(status, 200, "{alg}: {body}");
+        let token = body["access_token"].as_str().unwrap();
+        assert_eq!(claims(token)["cnf"], json!({ "jkt": made["jkt"] }), "{alg}");
+    }
     // No proof where the target needs one.
     let (status, body) = exchange("held", None).await;
     assert_eq!(
