@@ -181,3 +181,27 @@ async fn the_production_example_config_checks_clean() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("5 trusted issuer(s)"), "{out}");
 }
+
+#[test]
+fn version_names_the_release_the_git_revision_and_the_features() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run(dir.path(), &["--version"]);
+    assert_eq!(code, 0, "{err}");
+    let revision = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(crate::repo())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or_else(
+            || "unknown".to_owned(),
+            |o| String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+        );
+    assert_eq!(
+        out.trim(),
+        format!(
+            "stsbridge {} (git {revision}; features: otlp)",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+}

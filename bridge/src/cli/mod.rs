@@ -30,10 +30,35 @@ use crate::mapping::delegation::prior_chain;
 use crate::mapping::{Decision, Mappings, RenderInput, cases, render};
 use crate::{dev, issuer, server, token};
 
+/// The cargo features this binary was built with, for `--version`.
+#[cfg(feature = "otlp")]
+macro_rules! features {
+    () => {
+        "otlp"
+    };
+}
+#[cfg(not(feature = "otlp"))]
+macro_rules! features {
+    () => {
+        "none"
+    };
+}
+
+/// What `stsbridge --version` prints after the name: the version, the git revision it was built
+/// from, and its cargo features.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("STSBRIDGE_GIT_REVISION"),
+    "; features: ",
+    features!(),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "stsbridge",
-    version,
+    version = VERSION,
     about = "A cloud STS bridge: trade the token you have for short-lived cloud credentials."
 )]
 struct Cli {
