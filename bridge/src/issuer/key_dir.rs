@@ -239,10 +239,24 @@ pub(super) fn write_key_file(path: &Path, der: &[u8]) -> Result<(), IssuerError>
         .map_err(|e| io_error(path, &e))
 }
 
+/// Whether a key file of `mode`, group `gid`, is private enough: readable and writable by its
+/// owner only (0600 or less); or, as PostgreSQL accepts for its key file, also readable (not
+/// writable) by its group when that group is one of this process's own, which is how Kubernetes
+/// mounts a Secret for a pod with `fsGroup` (0440, root:fsGroup).
+fn private_enough(mode: u32, gid: u32) -> bool {
+    mode & 0o077 == 0 || (mode & 0o037 == 0 && process_in_group(gid))
+}
+
+fn process_in_group(gid: u32) -> bool {
+    rustix::process::getegid().as_raw() == gid
+        || rustix::process::getgid().as_raw() == gid
+        || rustix::process::getgroups().is_ok_and(|groups| groups.iter().any(|g| g.as_raw() == gid))
+}
+
 pub(super) fn read_key_file(path: &Path) -> Result<SigningKey, IssuerError> {
     let meta = fs::metadata(path).map_err(|e| io_error(path, &e))?;
     let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
+    if !private_enough(mode, std::os::unix::fs::MetadataExt::gid(&meta)) {
         return Err(IssuerError::Permissions {
             path: path.to_path_buf(),
             mode,

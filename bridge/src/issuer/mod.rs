@@ -59,7 +59,7 @@ pub enum IssuerError {
     },
     /// A key file is readable by others.
     #[error(
-        "{path}: key files must be readable by their owner only (mode is {mode:o}; run chmod 600)"
+        "{path}: key files must be readable by their owner only, or also by a group of this process without write (mode is {mode:o}; run chmod 600)"
     )]
     Permissions {
         /// The file.

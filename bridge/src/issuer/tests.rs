@@ -334,3 +334,26 @@ fn an_id_is_random_bytes_and_a_failing_generator_gives_an_error_never_an_id() {
     assert_ne!(a, b);
     assert_ne!(a, URL_SAFE_NO_PAD.encode([0u8; ID_BYTES]));
 }
+
+#[test]
+fn a_key_file_readable_by_the_processs_own_group_is_accepted_as_kubernetes_mounts_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("keys");
+    Issuer::load(&config(Some(dir.clone()), SigningAlgorithm::Es256)).unwrap();
+    let file = fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+    // The file's group is this process's own (it created it): 0440 and 0640 are fine.
+    for mode in [0o440, 0o640] {
+        fs::set_permissions(&file, fs::Permissions::from_mode(mode)).unwrap();
+        Issuer::load(&config(Some(dir.clone()), SigningAlgorithm::Es256))
+            .unwrap_or_else(|e| panic!("{mode:o}: {e}"));
+    }
+    // Group-writable, or readable by anyone else: refused.
+    for mode in [0o660, 0o604] {
+        fs::set_permissions(&file, fs::Permissions::from_mode(mode)).unwrap();
+        let err = Issuer::load(&config(Some(dir.clone()), SigningAlgorithm::Es256)).unwrap_err();
+        assert!(
+            matches!(err, IssuerError::Permissions { .. }),
+            "{mode:o}: {err}"
+        );
+    }
+}
