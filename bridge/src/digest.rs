@@ -1,5 +1,5 @@
-//! Hashing as stsbridge uses it: SHA-256 (aws-lc-rs) of whole values, and the short hex hash that
-//! audit events carry. The one place for both.
+//! Hashing as stsbridge uses it: SHA-256 (aws-lc-rs) of whole values, in hex or JOSE's base64url,
+//! and the short hex hash that audit events carry. The one place for all of them.
 
 /// SHA-256 of `bytes`.
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
@@ -20,6 +20,15 @@ pub fn sha256_parts(parts: &[&[u8]]) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(digest.finish().as_ref());
     out
+}
+
+/// SHA-256 of `bytes`, base64url without padding: the JOSE form of a hash (RFC 8705's
+/// `x5t#S256`, RFC 7638 thumbprints, RFC 9449's `ath`).
+pub fn sha256_b64url(bytes: &[u8]) -> String {
+    base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        sha256(bytes),
+    )
 }
 
 /// Lower-case hex of `bytes`.

@@ -202,12 +202,12 @@ pub fn thumbprint(jwk: &Map<String, Value>) -> Option<String> {
         canonical.push_str(&Value::String(value.to_owned()).to_string());
     }
     canonical.push('}');
-    Some(URL_SAFE_NO_PAD.encode(crate::digest::sha256(canonical.as_bytes())))
+    Some(crate::digest::sha256_b64url(canonical.as_bytes()))
 }
 
 /// RFC 9449's `ath`: base64url SHA-256 of the access token.
 pub fn token_hash(token: &str) -> String {
-    URL_SAFE_NO_PAD.encode(crate::digest::sha256(token.as_bytes()))
+    crate::digest::sha256_b64url(token.as_bytes())
 }
 
 #[cfg(test)]

@@ -165,10 +165,7 @@ pub fn valid_spiffe_id(id: &str) -> bool {
 
 /// RFC 8705's `x5t#S256` of a DER certificate: base64url (no padding) of its SHA-256.
 pub fn certificate_thumbprint(der: &[u8]) -> String {
-    base64::Engine::encode(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-        crate::digest::sha256(der),
-    )
+    crate::digest::sha256_b64url(der)
 }
 
 /// A client certificate (PEM chain, leaf first) and its PEM private key, as a client presents

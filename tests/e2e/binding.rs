@@ -62,15 +62,6 @@ fn openssl_thumbprint(cert_pem: &str) -> String {
     )
 }
 
-fn claims(jwt: &str) -> Value {
-    let payload = jwt.split('.').nth(1).unwrap();
-    serde_json::from_slice(
-        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
-            .unwrap(),
-    )
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mtls_bound_token_names_its_certificate_and_works_only_over_it() {
     let server = localhost_pki();
@@ -121,15 +112,15 @@ async fn an_mtls_bound_token_names_its_certificate_and_works_only_over_it() {
         .next()
         .unwrap();
     assert_eq!(
-        claims(&token)["cnf"],
+        crate::jwt_claims(&token)["cnf"],
         json!({ "x5t#S256": openssl_thumbprint(cert_a) })
     );
     // A caller over B gets its own token (the binding is part of the cache key).
     let (status, other) = exchange(b.clone(), "bound").await;
     assert_eq!(status, 200, "{other}");
     assert_ne!(
-        claims(other["access_token"].as_str().unwrap())["cnf"],
-        claims(&token)["cnf"]
+        crate::jwt_claims(other["access_token"].as_str().unwrap())["cnf"],
+        crate::jwt_claims(&token)["cnf"]
     );
     // Without a certificate: refused, saying why. Unbound targets still work without one.
     let (status, body) = exchange(none.clone(), "bound").await;
@@ -186,7 +177,7 @@ async fn an_mtls_bound_token_names_its_certificate_and_works_only_over_it() {
         .unwrap();
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["active"], true, "{body}");
-    assert_eq!(body["cnf"], claims(&token)["cnf"]);
+    assert_eq!(body["cnf"], crate::jwt_claims(&token)["cnf"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -477,14 +468,21 @@ async fn dpop_proofs_bind_minted_tokens_and_every_bad_proof_is_refused_with_its_
     assert_eq!(status, 200, "{minted}");
     assert_eq!(minted["token_type"], "DPoP");
     let held = minted["access_token"].as_str().unwrap().to_owned();
-    assert_eq!(claims(&held)["cnf"], json!({ "jkt": made["jkt"] }));
+    assert_eq!(
+        crate::jwt_claims(&held)["cnf"],
+        json!({ "jkt": made["jkt"] })
+    );
     // Each algorithm of the allowlist.
     for alg in ["RS256", "EdDSA"] {
         let made = proof_for(json!({ "alg": alg }));
         let (status, body) = exchange("held", Some(made["proof"].as_str().unwrap().into())).await;
         assert_eq!(status, 200, "{alg}: {body}");
         let token = body["access_token"].as_str().unwrap();
-        assert_eq!(claims(token)["cnf"], json!({ "jkt": made["jkt"] }), "{alg}");
+        assert_eq!(
+            crate::jwt_claims(token)["cnf"],
+            json!({ "jkt": made["jkt"] }),
+            "{alg}"
+        );
     }
     // No proof where the target needs one.
     let (status, body) = exchange("held", None).await;

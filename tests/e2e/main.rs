@@ -100,6 +100,16 @@ rules:
     deny: ["*"]
 "#;
 
+/// The claims of a JWT, read without checking anything (what a test inspects).
+pub fn jwt_claims(jwt: &str) -> Value {
+    let payload = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
 /// The repository's top level (the shipped mappings, terraform/, tests/terraform/).
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -153,13 +153,6 @@ async fn mint_on(
     r.json().await.unwrap()
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 fn assert_revoked(answer: &(u16, Value), id: &str) {
     assert_eq!(answer.0, 403, "{}", answer.1);
     assert_eq!(answer.1["error"], "access_denied", "{}", answer.1);
@@ -172,17 +165,10 @@ async fn each_kind_refuses_what_it_names_and_spares_the_rest() {
     let stack = stack().await;
     let alice = stack.idp.token("svc:alice", json!({}));
     let bob = stack.idp.token("svc:bob", json!({}));
-    let alice_jti = {
-        let claims: Value = serde_json::from_slice(
-            &base64::Engine::decode(
-                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-                alice.split('.').nth(1).unwrap(),
-            )
-            .unwrap(),
-        )
-        .unwrap();
-        claims["jti"].as_str().unwrap().to_owned()
-    };
+    let alice_jti = crate::jwt_claims(&alice)["jti"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let digest = stsbridge::digest::hex(&stsbridge::digest::sha256(alice.as_bytes()));
     // kind, issuer, value, whether bob (same issuer, same target) is refused too.
     // The issuer's comes last: it covers the operator too (same issuer), so it is not removed
@@ -349,8 +335,8 @@ async fn introspection_says_inactive_for_anything_not_a_live_minted_token() {
         (
             "a token signed by another key under stsbridge's name",
             other_idp.sign(&json!({
-                "iss": BRIDGE_URL, "sub": "x", "aud": "billing-api", "iat": now(),
-                "exp": now() + 300, "jti": "forged",
+                "iss": BRIDGE_URL, "sub": "x", "aud": "billing-api", "iat": stsbridge_e2e::idp::unix_now(),
+                "exp": stsbridge_e2e::idp::unix_now() + 300, "jti": "forged",
             })),
         ),
         ("empty", String::new()),
