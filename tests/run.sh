@@ -37,7 +37,21 @@ ensure_redis() {
     || { echo "tests/run.sh: redis-server is still not on PATH after installing" >&2; exit 1; }
 }
 
+# ensure_node_sdks: the Node.js SDKs the interoperability tests run (tests/node/package-lock.json,
+# pinned), installed with the machine's Node.js and npm.
+ensure_node_sdks() {
+  if [ -d tests/node/node_modules/google-auth-library ] && [ -d tests/node/node_modules/@azure/identity ]; then
+    return
+  fi
+  command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 \
+    || { echo "tests/run.sh: the Node.js SDK tests need node and npm on PATH" >&2; exit 1; }
+  echo "tests/run.sh: installing the Node.js SDKs into tests/node/node_modules" >&2
+  npm ci --prefix tests/node --no-audit --no-fund --loglevel=error >/dev/null \
+    || { echo "tests/run.sh: npm could not install tests/node/package-lock.json" >&2; exit 1; }
+}
+
 ensure_redis
+ensure_node_sdks
 
 # The clouds' SDKs as clients, and moto's server.
 ensure_venv tests/.venv tests/requirements.txt "moto.server, boto3, google.auth, azure.identity, prometheus_client, jwcrypto" aws

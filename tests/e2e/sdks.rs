@@ -1,5 +1,5 @@
-//! The clouds' real SDKs as clients: boto3 and the AWS CLI, google-auth, azure-identity, and the
-//! Rust SDKs (aws-config's ECS provider, google-cloud-auth's metadata-server credentials,
+//! The clouds' real SDKs as clients: boto3 and the AWS CLI, google-auth, azure-identity, the
+//! Node.js SDKs (AWS SDK v3, google-auth-library, @azure/identity), and the Rust SDKs (aws-config's ECS provider, google-cloud-auth's metadata-server credentials,
 //! azure_identity's managed identity credential), each against the service or the agent exactly as
 //! a workload is configured, with no hand-written client in their place. AWS calls end with a real
 //! `GetCallerIdentity` against moto's server using the credentials stsbridge vended.
@@ -322,6 +322,79 @@ async fn the_rust_sdks_use_the_agent() {
     assert_eq!(out["token"], "ya29.agent-served-token");
     let out = run_json(probe, &["azure", MGMT], &s.env, home.path());
     assert_eq!(out["token"], "eyJ.entra-agent-token.sig");
+}
+
+/// `tests/node/sdks.mjs` with the pinned Node.js SDKs `tests/run.sh` installs (`npm ci`).
+fn node_sdks() -> (PathBuf, String) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("node");
+    assert!(
+        dir.join("node_modules/google-auth-library").is_dir(),
+        "the Node.js SDKs are not installed: run `npm ci --prefix tests/node` (tests/run.sh does)"
+    );
+    let script = dir.join("sdks.mjs").to_str().unwrap().to_owned();
+    (PathBuf::from("node"), script)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nodejs_sdks_use_the_agent_through_their_default_chains() {
+    let s = agent_stack().await;
+    let home = tempfile::tempdir().unwrap();
+    let (node, script) = node_sdks();
+    let out = run_json(
+        &node,
+        &[&script, "aws", &moto().endpoint],
+        &s.env,
+        home.path(),
+    );
+    assert_eq!(out["arn"], DEPLOY_ARN);
+    assert!(out["expiration"].is_string(), "{out}");
+    // google-auth-library decides it runs on GCE from `GET /computeMetadata/v1/instance`.
+    let out = run_json(&node, &[&script, "gcp"], &s.env, home.path());
+    assert_eq!(out["type"], "Compute", "{out}");
+    assert_eq!(out["project"], "shop-prod");
+    assert_eq!(out["email"], SA);
+    assert_eq!(out["token"], "ya29.agent-served-token");
+    let before = stsbridge::token::unix_seconds(SystemTime::now());
+    let out = run_json(&node, &[&script, "azure", MGMT], &s.env, home.path());
+    assert_eq!(out["token"], "eyJ.entra-agent-token.sig");
+    let expires_on = out["expires_on"].as_u64().unwrap();
+    assert!(
+        (before + 3590..=before + 3610).contains(&expires_on),
+        "{expires_on}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_answers_the_metadata_directories_detection_probes_read() {
+    let s = agent_stack().await;
+    let http = reqwest::Client::new();
+    for path in [
+        "/computeMetadata/v1",
+        "/computeMetadata/v1/",
+        "/computeMetadata/v1/instance",
+        "/computeMetadata/v1/instance/",
+        "/computeMetadata/v1/project/",
+        "/computeMetadata/v1/universe/",
+    ] {
+        let r = http
+            .get(s.agent.url(path))
+            .header("Metadata-Flavor", "Google")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers()["metadata-flavor"], "Google", "{path}");
+        assert!(r.text().await.unwrap().ends_with('\n'), "{path}: a listing");
+        let r = http.get(s.agent.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 403, "{path} without the flavor header");
+    }
+    let r = http
+        .get(s.agent.url("/computeMetadata/v1/instance/"))
+        .header("Metadata-Flavor", "Google")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "service-accounts/\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,6 +25,8 @@ pub fn router(agent: Arc<Agent>) -> Router {
     Router::new()
         .route("/aws/credentials", get(aws))
         .route("/", get(gce_root))
+        .route("/computeMetadata/v1", get(gce_directory))
+        .route("/computeMetadata/v1/", get(gce_directory))
         .route("/computeMetadata/v1/{*path}", get(gce))
         .route("/msi/token", get(msi))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -150,7 +152,17 @@ async fn gce_root(State(agent): State<Arc<Agent>>, headers: HeaderMap) -> Respon
     gce_text(StatusCode::OK, "computeMetadata/\n")
 }
 
-/// `/computeMetadata/v1/...`: the project id and the default service account's email, scopes
+/// `/computeMetadata/v1/`: the directory the metadata server's clients list, or request to find
+/// out whether they run on GCE (google-auth-library for Node.js asks for `instance`).
+async fn gce_directory(State(agent): State<Arc<Agent>>, headers: HeaderMap) -> Response {
+    if let Some(refused) = gce_refused(&agent, &headers) {
+        return refused;
+    }
+    gce_text(StatusCode::OK, "instance/\nproject/\nuniverse/\n")
+}
+
+/// `/computeMetadata/v1/...`: the directories clients probe (`instance`, `project`, `universe`,
+/// with or without the trailing slash), the project id and the default service account's email, scopes
 /// and token.
 async fn gce(
     State(agent): State<Arc<Agent>>,
@@ -162,6 +174,12 @@ async fn gce(
         return refused;
     }
     let path = path.trim_end_matches('/');
+    match path {
+        "instance" => return gce_text(StatusCode::OK, "service-accounts/\n"),
+        "project" => return gce_text(StatusCode::OK, "project-id\n"),
+        "universe" => return gce_text(StatusCode::OK, "universe-domain\n"),
+        _ => {}
+    }
     if path == "project/project-id" {
         return match &agent.gcp_project {
             Some(p) => gce_text(StatusCode::OK, p.clone()),
