@@ -6,18 +6,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# ensure_venv DIR REQUIREMENTS IMPORTS PROGRAM: creates DIR from REQUIREMENTS unless its Python
-# already imports IMPORTS and has bin/PROGRAM.
+# ensure_venv DIR REQUIREMENTS IMPORTS PROGRAMS: creates DIR from REQUIREMENTS unless its Python
+# already imports IMPORTS and has bin/P for each of the space-separated PROGRAMS.
+has_programs() {
+  local dir=$1 program
+  for program in $2; do
+    [ -x "$dir/bin/$program" ] || return 1
+  done
+}
 ensure_venv() {
-  local dir=$1 requirements=$2 imports=$3 program=$4
-  if "$dir/bin/python" -c "import $imports" >/dev/null 2>&1 && [ -x "$dir/bin/$program" ]; then
+  local dir=$1 requirements=$2 imports=$3 programs=$4
+  if "$dir/bin/python" -c "import $imports" >/dev/null 2>&1 && has_programs "$dir" "$programs"; then
     return
   fi
   echo "tests/run.sh: installing $requirements into $dir" >&2
   python3 -m venv "$dir" || { echo "tests/run.sh: cannot create a Python venv (python3 -m venv)" >&2; exit 1; }
   "$dir/bin/pip" install --quiet --disable-pip-version-check -r "$requirements" \
     || { echo "tests/run.sh: pip could not install $requirements" >&2; exit 1; }
-  "$dir/bin/python" -c "import $imports" && [ -x "$dir/bin/$program" ] \
+  "$dir/bin/python" -c "import $imports" && has_programs "$dir" "$programs" \
     || { echo "tests/run.sh: $requirements is still not usable after installing" >&2; exit 1; }
 }
 
@@ -50,11 +56,24 @@ ensure_node_sdks() {
     || { echo "tests/run.sh: npm could not install tests/node/package-lock.json" >&2; exit 1; }
 }
 
+# ensure_kubectl: the shipping tests render examples/kubernetes with `kubectl kustomize`, which
+# needs kustomize v4 or later (components); Debian's kubernetes-client (1.20, kustomize v2) is too
+# old, so this only checks and says what is missing.
+ensure_kubectl() {
+  local version
+  version=$(kubectl version --client 2>/dev/null | sed -n 's/^Kustomize Version: v\([0-9]*\).*/\1/p')
+  if [ -z "$version" ] || [ "$version" -lt 4 ]; then
+    echo "tests/run.sh: the shipping tests need kubectl 1.21 or later (kustomize v4+) on PATH" >&2
+    exit 1
+  fi
+}
+
 ensure_redis
 ensure_node_sdks
+ensure_kubectl
 
 # The clouds' SDKs as clients, and moto's server.
-ensure_venv tests/.venv tests/requirements.txt "moto.server, boto3, google.auth, azure.identity, prometheus_client, jwcrypto" aws
+ensure_venv tests/.venv tests/requirements.txt "moto.server, boto3, google.auth, azure.identity, prometheus_client, jwcrypto, kubernetes_validate" "aws hadolint"
 export STSBRIDGE_TEST_PYTHON="$PWD/tests/.venv/bin/python"
 
 # The offline checks of terraform/ have a venv of their own (checkov pins an older boto3): the HCL

@@ -26,6 +26,7 @@ mod partners;
 mod revocation;
 mod sdks;
 mod shared;
+mod shipping;
 mod terraform;
 mod token_exchange;
 mod trust;

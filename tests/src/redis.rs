@@ -66,12 +66,17 @@ impl Redis {
     /// Starts a server that speaks TLS only, with `cert_pem` and `key_pem` (clients need no
     /// certificate).
     pub fn start_tls(cert_pem: &str, key_pem: &str) -> Redis {
+        Self::start_tls_with(cert_pem, key_pem, None)
+    }
+
+    /// As [`Redis::start_tls`], requiring `password` when given.
+    pub fn start_tls_with(cert_pem: &str, key_pem: &str, password: Option<&str>) -> Redis {
         let dir = tempfile::tempdir().expect("a directory for redis");
         std::fs::write(dir.path().join("cert.pem"), cert_pem).expect("write the certificate");
         std::fs::write(dir.path().join("key.pem"), key_pem).expect("write the key");
         let mut redis = Redis {
             port: free_port(),
-            password: None,
+            password: password.map(str::to_owned),
             tls: true,
             child: None,
             dir,

@@ -134,6 +134,17 @@ enum Command {
         #[arg(long)]
         azure_identity_header_file: Option<PathBuf>,
     },
+    /// GET a health URL (`/healthz`, `/readyz` of the service or the agent); exit 0 on a 2xx,
+    /// 1 otherwise. The exec probe of an image with no shell or curl.
+    Probe {
+        /// The URL (`https://...`, or `http://` to loopback).
+        url: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 2)]
+        timeout: u64,
+        #[command(flatten)]
+        tls: crate::client::ClientTls,
+    },
     /// stsbridge's own issuer.
     Issuer {
         #[command(subcommand)]
@@ -264,6 +275,7 @@ pub fn main() -> ExitCode {
                 },
         } => partner_init(&name, &issuer, &audiences, &dir),
         Command::Revoke(args) => revoke::revoke(args),
+        Command::Probe { url, timeout, tls } => probe(&url, timeout, &tls),
         Command::CredentialProcess {
             bridge,
             target,
@@ -342,6 +354,36 @@ fn agent(options: crate::client::agent::AgentOptions) -> ExitCode {
 
 /// `credential-process`: stdout gets the Version 1 JSON and nothing else; every failure is one
 /// line on stderr and a non-zero exit, which the AWS SDKs report to the user.
+/// The one-thread runtime of a short client command.
+fn small_runtime(command: &str) -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("stsbridge {command}: cannot start: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        })
+}
+
+fn probe(url: &str, timeout: u64, tls: &crate::client::ClientTls) -> ExitCode {
+    let rt = match small_runtime("probe") {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let result = rt.block_on(async {
+        crate::client::BridgeClient::new(url, tls)?
+            .probe(std::time::Duration::from_secs(timeout.clamp(1, 60)))
+            .await
+    });
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stsbridge probe: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
 fn credential_process(
     bridge: &str,
     target: &str,
@@ -349,15 +391,9 @@ fn credential_process(
     tls: &crate::client::ClientTls,
 ) -> ExitCode {
     use secrecy::ExposeSecret;
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match small_runtime("credential-process") {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("stsbridge credential-process: cannot start: {e}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
+        Err(code) => return code,
     };
     let result = rt.block_on(async {
         let client = crate::client::BridgeClient::new(bridge, tls)?;

@@ -138,6 +138,41 @@ impl BridgeClient {
         self.send(self.http.get(&url), token).await
     }
 
+    /// `GET` of the client's own URL with no credential, within `timeout`: `Ok` with the first
+    /// line of the body on a 2xx, else why not (`stsbridge probe`, the exec probe of images
+    /// with no shell).
+    pub async fn probe(&self, timeout: Duration) -> Result<String, ClientError> {
+        let unreachable = |detail: String| ClientError::Unreachable {
+            url: self.base.clone(),
+            detail,
+        };
+        let answer = async {
+            let response = self.http.get(&self.base).send().await?;
+            let status = response.status();
+            Ok::<_, reqwest::Error>((status, response.text().await?))
+        };
+        let (status, body) = tokio::time::timeout(timeout, answer)
+            .await
+            .map_err(|_| unreachable(format!("no answer within {timeout:?}")))?
+            .map_err(|e| unreachable(describe(&e)))?;
+        let first_line: String = body
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .take(200)
+            .collect();
+        if status.is_success() {
+            return Ok(first_line);
+        }
+        Err(ClientError::Refused {
+            status: status.as_u16(),
+            code: status.canonical_reason().unwrap_or("error").to_owned(),
+            description: first_line,
+            decision_id: None,
+        })
+    }
+
     /// A JSON call to the service's API (`/v1/revocations`...) with the caller's own `token`:
     /// the answer's JSON, or the refusal.
     pub async fn api(
