@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: installs what the interoperability tests need (a Python
-# venv with moto's server and boto3), what the shared-state tests need (Debian's redis-server) and
+# venv with moto's server and boto3, the Node.js SDKs), what the shared-state and monitoring tests
+# need (Debian's redis-server and prometheus, with promtool) and
 # what the offline Terraform checks need (a second venv), runs those checks, then every Rust test
 # in the workspace. Fails loudly when anything cannot be installed.
 set -euo pipefail
@@ -27,20 +28,20 @@ ensure_venv() {
     || { echo "tests/run.sh: $requirements is still not usable after installing" >&2; exit 1; }
 }
 
-# ensure_redis: the shared-state tests start their own Redis servers (Debian's redis-server) on
-# free loopback ports; installs the package when no redis-server is on PATH.
-ensure_redis() {
-  if command -v redis-server >/dev/null 2>&1; then
+# ensure_debian PROGRAM PACKAGE WHY: installs Debian's PACKAGE when PROGRAM is not on PATH.
+ensure_debian() {
+  local program=$1 package=$2 why=$3
+  if command -v "$program" >/dev/null 2>&1; then
     return
   fi
-  echo "tests/run.sh: installing Debian's redis-server" >&2
+  echo "tests/run.sh: installing Debian's $package ($why)" >&2
   command -v apt-get >/dev/null 2>&1 \
-    || { echo "tests/run.sh: no redis-server and no apt-get to install it" >&2; exit 1; }
-  apt-get update -qq \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null \
-    || { echo "tests/run.sh: apt-get could not install redis-server" >&2; exit 1; }
-  command -v redis-server >/dev/null 2>&1 \
-    || { echo "tests/run.sh: redis-server is still not on PATH after installing" >&2; exit 1; }
+    || { echo "tests/run.sh: no $program and no apt-get to install $package" >&2; exit 1; }
+  { apt-get update -qq \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$package" >/dev/null; } \
+    || { echo "tests/run.sh: apt-get could not install $package" >&2; exit 1; }
+  command -v "$program" >/dev/null 2>&1 \
+    || { echo "tests/run.sh: $program is still not on PATH after installing $package" >&2; exit 1; }
 }
 
 # ensure_node_sdks: the Node.js SDKs the interoperability tests run (tests/node/package-lock.json,
@@ -68,7 +69,11 @@ ensure_kubectl() {
   fi
 }
 
-ensure_redis
+# The shared-state tests start their own Redis servers on free loopback ports; the monitoring
+# tests run promtool on the rules and a real Prometheus server scraping stsbridge.
+ensure_debian redis-server redis-server "the shared-state tests"
+ensure_debian prometheus prometheus "the monitoring tests"
+ensure_debian promtool prometheus "the monitoring tests"
 ensure_node_sdks
 ensure_kubectl
 

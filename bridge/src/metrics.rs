@@ -60,6 +60,15 @@ pub struct Metrics {
     pub revocation_apply: Histogram,
     /// `stsbridge_introspections_total{active}`: introspection answers, `true` or `false`.
     pub introspections: IntCounterVec,
+    /// `stsbridge_refusals_total{reason,status}`: exchanges answered with an error, by reason
+    /// code and HTTP status (the SLIs tell the caller's mistakes, 4xx, from failures, 5xx).
+    pub refusals: IntCounterVec,
+    /// `stsbridge_signing_key_created_timestamp_seconds`: when the key that signs now was
+    /// created (key rotation health).
+    pub signing_key_created: IntGauge,
+    /// `stsbridge_signing_keys_published`: keys in the JWKS (the signing one, staged and
+    /// retiring ones).
+    pub signing_keys_published: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -190,6 +199,21 @@ impl Metrics {
             "Introspection answers, by whether the token was active.",
             &["active"],
         )?;
+        let refusals = counter_vec(
+            "stsbridge_refusals_total",
+            "Exchanges answered with an error, by reason code and HTTP status.",
+            &["reason", "status"],
+        )?;
+        let signing_key_created = IntGauge::new(
+            "stsbridge_signing_key_created_timestamp_seconds",
+            "Unix time the signing key in use was created.",
+        )?;
+        registry.register(Box::new(signing_key_created.clone()))?;
+        let signing_keys_published = IntGauge::new(
+            "stsbridge_signing_keys_published",
+            "Keys published in the JWKS.",
+        )?;
+        registry.register(Box::new(signing_keys_published.clone()))?;
         for kind in crate::revocation::Kind::ALL {
             revoked_denials.with_label_values(&[kind.as_str()]);
         }
@@ -223,6 +247,9 @@ impl Metrics {
             revoked_denials,
             revocation_apply,
             introspections,
+            refusals,
+            signing_key_created,
+            signing_keys_published,
         })
     }
 

@@ -21,6 +21,7 @@ mod errors;
 mod keys;
 mod leaks;
 mod limits;
+mod monitoring;
 mod operations;
 mod partners;
 mod revocation;

@@ -156,6 +156,17 @@ impl ExchangeError {
         }
     }
 
+    /// [`reason`](Self::reason) as a metric label: bounded, so a cloud's own error code (which
+    /// the upstream chooses) is counted as `upstream_rejected`.
+    pub fn metric_reason(&self) -> String {
+        match self {
+            ExchangeError::Provider(e) if matches!(**e, ProviderError::Rejected { .. }) => {
+                "upstream_rejected".into()
+            }
+            _ => self.reason(),
+        }
+    }
+
     pub(super) fn outcome(&self) -> &'static str {
         match self {
             ExchangeError::Denied { .. }

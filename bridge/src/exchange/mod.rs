@@ -248,6 +248,19 @@ impl Bridge {
         Arc::clone(&self.policy().mappings)
     }
 
+    /// Sets the signing key gauges from the issuer's keys now (before each scrape).
+    pub fn update_key_metrics(&self) {
+        let issuer = self.issuer();
+        if let Some(created) = issuer.active_created() {
+            self.metrics
+                .signing_key_created
+                .set(crate::token::unix_seconds(created) as i64);
+        }
+        self.metrics
+            .signing_keys_published
+            .set(issuer.published_kids().len() as i64);
+    }
+
     /// The metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics

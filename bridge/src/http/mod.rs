@@ -25,7 +25,7 @@ use stsbridge_providers::Credential;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::audit::rfc3339;
-use crate::exchange::{Answer, Bridge, Endpoint, ExchangeRequest, Exchanged};
+use crate::exchange::{Answer, Bridge, Endpoint, ExchangeRequest, Exchanged, Failure};
 use error::ApiError;
 
 /// Largest request body (a token exchange form with two tokens fits many times over).
@@ -228,7 +228,10 @@ async fn credentials(
             .filter(|t| !t.is_empty()),
         dpop: proof.as_ref(),
     };
-    let exchanged = bridge.exchange(request).await?;
+    let exchanged = bridge
+        .exchange(request)
+        .await
+        .map_err(|f| refused(&bridge, f))?;
     let body = match (&exchanged.entry.credential, credential_process) {
         (Credential::Aws(c), false) => {
             // The hot path: written straight from the credential, without a JSON tree.
@@ -422,7 +425,10 @@ async fn token_exchange(
             .filter(|t| !t.is_empty()),
         dpop: proof.as_ref(),
     };
-    let exchanged = bridge.exchange(request).await?;
+    let exchanged = bridge
+        .exchange(request)
+        .await
+        .map_err(|f| refused(&bridge, f))?;
     Ok(credential_response(
         token_body(&exchanged),
         &exchanged.decision_id,
@@ -462,11 +468,25 @@ async fn jwks(State(bridge): State<Arc<Bridge>>) -> Response {
     json_document(bridge.issuer().jwks_json())
 }
 
+/// The answer to a failed exchange, counted by its reason and HTTP status
+/// (`stsbridge_refusals_total`).
+fn refused(bridge: &Bridge, failure: Failure) -> ApiError {
+    let reason = failure.error.metric_reason();
+    let answer = ApiError::from(failure);
+    bridge
+        .metrics()
+        .refusals
+        .with_label_values(&[reason.as_str(), answer.status().as_str()])
+        .inc();
+    answer
+}
+
 async fn healthz() -> &'static str {
     "ok\n"
 }
 
 async fn metrics(State(bridge): State<Arc<Bridge>>) -> Response {
+    bridge.update_key_metrics();
     let mut response = bridge.metrics().render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -269,6 +269,13 @@ impl Issuer {
         self.ring.read().ok().map(|r| r.active.kid.clone())
     }
 
+    /// When the key that signs now was created.
+    pub fn active_created(&self) -> Option<SystemTime> {
+        let kid = self.active_kid()?;
+        let keys = self.keys.read().ok()?;
+        keys.iter().find(|k| k.key.kid == kid).map(|k| k.created)
+    }
+
     /// The published key ids.
     pub fn published_kids(&self) -> Vec<String> {
         self.ring
