@@ -628,3 +628,71 @@ fn no_workspace_member_turns_on_features_of_stsbridge_beyond_its_defaults() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_log_lines_carry_the_request_id_and_the_exported_trace_id() {
+    let collector = Collector::start().await;
+    let endpoint = collector.endpoint();
+    let mut stack = Stack::start(Setup {
+        env: vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("STSBRIDGE_LOG_FORMAT", "json"),
+        ],
+        ..Setup::default()
+    })
+    .await;
+    // A refusal is logged (at info) inside its request's span.
+    let token = stack.idp.token("svc:mallory", serde_json::json!({}));
+    let response = stack
+        .http
+        .get(stack.bridge.url("/v1/credentials/api"))
+        .bearer_auth(&token)
+        .header("X-Request-Id", "req-json-0001")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    stack.bridge.signal("TERM");
+    assert!(
+        stack
+            .bridge
+            .wait_exit(Duration::from_secs(10))
+            .await
+            .is_some()
+    );
+
+    let stderr = stack.bridge.stderr();
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}"))
+        })
+        .collect();
+    assert!(
+        lines.iter().all(|l| l["timestamp"].is_string()
+            && l["level"].is_string()
+            && l["message"].is_string())
+    );
+    let line = lines
+        .iter()
+        .find(|l| l["span"]["request_id"] == "req-json-0001")
+        .unwrap_or_else(|| panic!("no log line in the request's span:\n{stderr}"));
+    let trace_id = line["span"]["trace_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{line}"));
+    assert_eq!(trace_id.len(), 32, "{trace_id}");
+    let spans = collector.spans().await;
+    let request = spans
+        .iter()
+        .find(|s| {
+            s.name == "request"
+                && s.attributes.get("request_id").map(String::as_str) == Some("req-json-0001")
+        })
+        .expect("the request's exported span");
+    let hex: String = request
+        .trace_id
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(trace_id, hex, "the log line names the exported trace");
+}

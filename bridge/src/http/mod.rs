@@ -83,6 +83,22 @@ pub fn router(bridge: Arc<Bridge>, extra: Option<Router>) -> Router {
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
+/// Records the OpenTelemetry trace id on the request's span while spans are exported, so that
+/// every log line of the request (JSON lines show the span's fields) names its trace.
+#[cfg(feature = "otlp")]
+fn record_trace_id(span: &tracing::Span) {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    if span_context.is_valid() {
+        span.record("trace_id", span_context.trace_id().to_string());
+    }
+}
+
+#[cfg(not(feature = "otlp"))]
+fn record_trace_id(_: &tracing::Span) {}
+
 /// Longest `X-Request-Id` taken from a caller.
 const MAX_REQUEST_ID: usize = 128;
 
@@ -106,7 +122,8 @@ async fn request_id(mut request: axum::extract::Request, next: axum::middleware:
         }
     };
     request.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
+    let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path(), trace_id = tracing::field::Empty);
+    record_trace_id(&span);
     let mut response = tracing::Instrument::instrument(next.run(request), span).await;
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", v);
