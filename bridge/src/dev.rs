@@ -168,6 +168,7 @@ pub async fn serve(listen: Option<SocketAddr>, aws_endpoint: Option<String>) -> 
         shared_state: None,
         revocations: crate::config::RevocationsConfig::default(),
         dpop_max_age: crate::config::DEFAULT_DPOP_MAX_AGE,
+        ops_listen: None,
     };
     let bridge = match Bridge::start(config) {
         Ok(b) => b,

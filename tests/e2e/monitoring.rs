@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::Value;
+use stsbridge_e2e::json_of;
 use stsbridge_e2e::moto::{moto, python};
 
 use crate::{Setup, Stack, repo};
@@ -242,10 +243,9 @@ impl Prometheus {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(r) = reqwest::get(format!("{}/-/ready", prometheus.base)).await {
-                if r.status().is_success() {
-                    return prometheus;
-                }
+            let ready = reqwest::get(format!("{}/-/ready", prometheus.base)).await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                return prometheus;
             }
             assert!(
                 Instant::now() < deadline,
@@ -257,15 +257,12 @@ impl Prometheus {
 
     /// `GET /api/v1/query`: Ok(result) or Err(Prometheus's error).
     async fn query(&self, expr: &str) -> Result<Vec<Value>, String> {
-        let body: Value = reqwest::Client::new()
-            .get(format!("{}/api/v1/query", self.base))
-            .query(&[("query", expr)])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body = json_of(
+            reqwest::Client::new()
+                .get(format!("{}/api/v1/query", self.base))
+                .query(&[("query", expr)]),
+        )
+        .await;
         if body["status"] != "success" {
             return Err(format!("{}: {}", body["errorType"], body["error"]));
         }
@@ -390,12 +387,9 @@ async fn a_real_prometheus_evaluates_every_rule_and_panel_against_a_running_stsb
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
-    let build: Value = reqwest::get(format!("{}/api/v1/status/buildinfo", prometheus.base))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let build =
+        json_of(reqwest::Client::new().get(format!("{}/api/v1/status/buildinfo", prometheus.base)))
+            .await;
     eprintln!(
         "{} expressions evaluated by Prometheus {}, {with_data} with data",
         queries.len(),

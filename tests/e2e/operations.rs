@@ -696,3 +696,68 @@ async fn json_log_lines_carry_the_request_id_and_the_exported_trace_id() {
         .collect();
     assert_eq!(trace_id, hex, "the log line names the exported trace");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operations_listener_serves_probes_and_metrics_while_the_main_one_requires_certificates()
+ {
+    use stsbridge_e2e::tls::{client_pki, https_client, localhost_pki, tls_config};
+    let server = localhost_pki();
+    let clients = client_pki(&["prober.acme.internal"]);
+    let dir = tempfile::tempdir().unwrap();
+    let extra =
+        tls_config(dir.path(), &server, &clients.ca_pem, "") + "\nops: { listen: 127.0.0.1:0 }";
+    // An issuer whose keys cannot be fetched: the service is not ready, and says why only on the
+    // operations listener.
+    let stack = Stack::start(Setup {
+        extra: &extra,
+        jwks: Some("{ uri: \"http://127.0.0.1:9/jwks\" }"),
+        ..Setup::default()
+    })
+    .await;
+    let stderr = stack.bridge.stderr();
+    let ops = stderr
+        .lines()
+        .find_map(|l| l.split("operations listener on ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no operations listener in the log:\n{stderr}"))
+        .to_owned();
+    let plain = reqwest::Client::new();
+    let get = |path: &str| plain.get(format!("http://{ops}{path}")).send();
+
+    assert_eq!(get("/healthz").await.unwrap().status(), 200);
+    let metrics = get("/metrics").await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().await.unwrap();
+    assert!(text.contains("stsbridge_cache_events_total"), "{text}");
+    assert_eq!(get("/v1/credentials/api").await.unwrap().status(), 404);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let detailed = loop {
+        let r = get("/readyz").await.unwrap();
+        assert_eq!(r.status(), 503);
+        let body: serde_json::Value = r.json().await.unwrap();
+        if body["issuers"][0]["last_error"].is_string() || std::time::Instant::now() > deadline {
+            break body;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let error = detailed["issuers"][0]["last_error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no last_error: {detailed}"));
+    assert!(error.contains("127.0.0.1:9"), "{error}");
+
+    // The main listener: no session without a certificate; with one, /readyz names the problem
+    // but never the upstream's error text.
+    assert!(
+        https_client(&server, None)
+            .get(stack.bridge.url("/healthz"))
+            .send()
+            .await
+            .is_err()
+    );
+    let public = stsbridge_e2e::json_of(
+        https_client(&server, Some(&clients.identities[0])).get(stack.bridge.url("/readyz")),
+    )
+    .await;
+    assert!(public["issuers"][0].get("last_error").is_none(), "{public}");
+    assert!(!public.to_string().contains("127.0.0.1:9"), "{public}");
+}

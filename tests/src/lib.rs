@@ -29,3 +29,15 @@ pub use secrets::{Secret, assert_no_secrets, find_secrets};
 
 /// The audience every test token carries, and the issuer URL the bridge under test presents.
 pub const BRIDGE_URL: &str = "https://stsbridge.test";
+
+/// Sends `request` and reads the answer as JSON (`null` when it is not JSON); the request itself
+/// must go through.
+pub async fn json_of(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request
+        .send()
+        .await
+        .expect("the request went through")
+        .json()
+        .await
+        .unwrap_or(serde_json::Value::Null)
+}

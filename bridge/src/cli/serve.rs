@@ -46,6 +46,7 @@ pub(super) fn serve(
     };
     rt.block_on(async move {
         let listen = config.listen;
+        let ops_listen = config.ops_listen;
         let bridge = match Bridge::start(config) {
             Ok(b) => b,
             Err(crate::exchange::StartError::Mappings(errors)) => {
@@ -63,6 +64,28 @@ pub(super) fn serve(
                 return ExitCode::from(EXIT_FAILURE);
             }
         };
+        // The operations listener first, so its address is logged before the service's.
+        let ops = match ops_listen {
+            None => None,
+            Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => {
+                    let shown = l.local_addr().map_or(addr.to_string(), |a| a.to_string());
+                    tracing::info!(
+                        "operations listener on {shown} (http): /metrics, /healthz, /readyz"
+                    );
+                    let app = crate::http::ops_router(Arc::clone(&bridge));
+                    Some(tokio::spawn(async move {
+                        if let Err(e) = axum::serve(l, app).await {
+                            tracing::error!("the operations listener stopped: {e}");
+                        }
+                    }))
+                }
+                Err(e) => {
+                    eprintln!("error: cannot listen on {addr} (ops.listen): {e}");
+                    return ExitCode::from(EXIT_FAILURE);
+                }
+            },
+        };
         let watcher = tokio::spawn(server::watch_and_reload(Arc::clone(&bridge)));
         let scheme = if tls.is_some() { "https" } else { "http" };
         match listener.local_addr() {
@@ -74,6 +97,9 @@ pub(super) fn serve(
             None => server::run(listener, bridge, None, server::shutdown_signal()).await,
         };
         watcher.abort();
+        if let Some(ops) = ops {
+            ops.abort();
+        }
         match served {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -367,6 +367,26 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
         );
     }
 
+    let ops_listen = raw.ops.and_then(|ops| match ops.listen.parse::<SocketAddr>() {
+        Ok(addr) if addr.port() != 0 && addr.port() == listen.port() && (addr.ip() == listen.ip() || addr.ip().is_unspecified() || listen.ip().is_unspecified()) => {
+            errors.push(ConfigError::new(
+                path,
+                "ops.listen",
+                format!("{:?} is the main listener's address; give the operations listener its own port", ops.listen),
+            ));
+            None
+        }
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            errors.push(ConfigError::new(
+                path,
+                "ops.listen",
+                format!("{:?} is not an address like 127.0.0.1:9090", ops.listen),
+            ));
+            None
+        }
+    });
+
     errors.extend(trust_errors);
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
@@ -390,6 +410,7 @@ pub fn compile(path: &Path, raw: file::ConfigFile) -> Result<Config, ConfigError
         shared_state,
         revocations,
         dpop_max_age,
+        ops_listen,
     })
 }
 

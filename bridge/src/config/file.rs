@@ -39,6 +39,16 @@ pub struct ConfigFile {
     pub revocations: Option<RevocationsFile>,
     /// DPoP proofs (RFC 9449).
     pub dpop: Option<DpopFile>,
+    /// The operations listener (plain HTTP: metrics and probes).
+    pub ops: Option<OpsFile>,
+}
+
+/// `ops:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpsFile {
+    /// `host:port` of the operations listener.
+    pub listen: String,
 }
 
 /// `dpop:`.

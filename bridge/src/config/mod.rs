@@ -116,6 +116,8 @@ pub struct Config {
     pub revocations: RevocationsConfig,
     /// The oldest DPoP proof accepted, by its `iat`.
     pub dpop_max_age: Duration,
+    /// The operations listener (`/metrics`, `/healthz`, the detailed `/readyz`, plain HTTP).
+    pub ops_listen: Option<SocketAddr>,
 }
 
 /// The oldest DPoP proof accepted, by default: a proof is made for one request, so a minute

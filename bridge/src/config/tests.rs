@@ -407,3 +407,22 @@ fn revocations_take_a_file_and_a_longest_length_but_not_beside_shared_state() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn the_operations_listener_needs_an_address_of_its_own() {
+    let e = errors_of(&format!(
+        "{MINIMAL}listen: 0.0.0.0:8443\nops: {{ listen: 127.0.0.1:8443 }}\n"
+    ));
+    assert_eq!(e[0].path, "ops.listen");
+    assert!(e[0].message.contains("its own port"), "{}", e[0].message);
+    let e = errors_of(&format!("{MINIMAL}ops: {{ listen: metrics }}\n"));
+    assert_eq!(e[0].path, "ops.listen");
+    assert!(e[0].message.contains("127.0.0.1:9090"), "{}", e[0].message);
+    let dir = tempfile::tempdir().unwrap();
+    let config = load(&write(
+        dir.path(),
+        &format!("{MINIMAL}listen: 0.0.0.0:8443\nops: {{ listen: 0.0.0.0:9090 }}\n"),
+    ))
+    .unwrap();
+    assert_eq!(config.ops_listen, Some("0.0.0.0:9090".parse().unwrap()));
+}

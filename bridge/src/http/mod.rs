@@ -515,6 +515,26 @@ async fn metrics(State(bridge): State<Arc<Bridge>>) -> Response {
 /// Readiness, for anyone who asks: what is wrong is named (the signing key, an issuer's keys),
 /// never described with an upstream's error text, which goes to the log instead.
 async fn readyz(State(bridge): State<Arc<Bridge>>) -> Response {
+    readiness(&bridge, false)
+}
+
+/// The operations listener's routes (plain HTTP, for probes and scrapes when the main listener
+/// requires client certificates): `/metrics`, `/healthz`, and `/readyz` with each issuer's last
+/// fetch error (`last_error`), which the main listener's `/readyz` never shows.
+pub fn ops_router(bridge: Arc<Bridge>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route(
+            "/readyz",
+            get(|State(bridge): State<Arc<Bridge>>| async move { readiness(&bridge, true) }),
+        )
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::not_found() })
+        .with_state(bridge)
+}
+
+/// `/readyz`'s answer; `detailed` adds the upstream error texts (the operations listener only).
+fn readiness(bridge: &Bridge, detailed: bool) -> Response {
     // One snapshot of the policy for the whole answer: a reload in between cannot make it
     // describe two different policies.
     let policy = bridge.policy();
@@ -536,7 +556,8 @@ async fn readyz(State(bridge): State<Arc<Bridge>>) -> Response {
         .filter(|i| i.degraded)
         .map(|i| i.name.as_str())
         .collect();
-    let body = json!({
+    let last_errors: Vec<Option<String>> = issuers.iter().map(|i| i.last_error.clone()).collect();
+    let mut body = json!({
         "ready": ready,
         "problems": problems,
         "degraded": degraded,
@@ -557,6 +578,11 @@ async fn readyz(State(bridge): State<Arc<Bridge>>) -> Response {
             Some(reason) => json!({ "backend": bridge.shared_state().backend(), "status": "degraded", "reason": reason }),
         },
     });
+    if let (true, Some(list)) = (detailed, body["issuers"].as_array_mut()) {
+        for (issuer, error) in list.iter_mut().zip(last_errors) {
+            issuer["last_error"] = json!(error);
+        }
+    }
     let status = if ready {
         StatusCode::OK
     } else {
@@ -600,6 +626,7 @@ mod tests {
             fetch_failing,
             degraded: false,
             lazy,
+            last_error: fetch_failing.then(|| "request to http://10.0.0.1:8080/jwks failed".into()),
         }
     }
 

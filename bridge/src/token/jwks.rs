@@ -88,6 +88,10 @@ pub struct IssuerStatus {
     pub degraded: bool,
     /// A partner entry: keys are fetched when its first token arrives.
     pub lazy: bool,
+    /// Why the last fetch failed: only for the operations listener's `/readyz`, never
+    /// serialized into the public one.
+    #[serde(skip)]
+    pub last_error: Option<String>,
 }
 
 struct IssuerKeys {
@@ -96,6 +100,8 @@ struct IssuerKeys {
     last_forced: tokio::sync::Mutex<Option<Instant>>,
     /// The last successful fetch, and whether the last fetch failed.
     health: RwLock<(Option<SystemTime>, bool)>,
+    /// Why the last fetch failed (cleared by a success).
+    last_error: RwLock<Option<String>>,
 }
 
 /// The key sets of every trusted issuer.
@@ -128,6 +134,7 @@ impl JwksManager {
                     current: RwLock::new(None),
                     last_forced: tokio::sync::Mutex::new(None),
                     health: RwLock::new((None, false)),
+                    last_error: RwLock::new(None),
                 };
                 (t.name.clone(), Arc::new(keys))
             })
@@ -172,6 +179,9 @@ impl JwksManager {
             if let (Ok(health), Ok(mut new)) = (old.health.read(), issuer.health.write()) {
                 new.clone_from(&health);
             }
+            if let (Ok(error), Ok(mut new)) = (old.last_error.read(), issuer.last_error.write()) {
+                new.clone_from(&error);
+            }
         }
     }
 
@@ -193,6 +203,9 @@ impl JwksManager {
                 if let Ok(mut health) = issuer.health.write() {
                     *health = (Some(SystemTime::now()), false);
                 }
+                if let Ok(mut error) = issuer.last_error.write() {
+                    *error = None;
+                }
                 self.count(name, "success");
                 tracing::debug!(issuer = %name, keys = count, "JWKS refreshed");
                 Ok(count)
@@ -202,6 +215,9 @@ impl JwksManager {
                 tracing::warn!(issuer = %name, kept_keys = kept, "JWKS refresh failed: {e}");
                 if let Ok(mut health) = issuer.health.write() {
                     health.1 = true;
+                }
+                if let Ok(mut error) = issuer.last_error.write() {
+                    *error = Some(e.to_string());
                 }
                 self.count(name, "error");
                 Err(e)
@@ -311,6 +327,7 @@ impl JwksManager {
                     degraded: fetch_failing && age.is_some_and(|a| a > issuer.trust.jwks_refresh),
                     fetch_failing,
                     lazy: issuer.trust.lazy_jwks,
+                    last_error: issuer.last_error.read().ok().and_then(|e| e.clone()),
                 }
             })
             .collect();
