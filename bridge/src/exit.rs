@@ -33,3 +33,34 @@ pub fn chain(error: &dyn std::error::Error) -> String {
 pub fn or_config_errors<T>(result: Result<T, ConfigErrors>) -> Result<T, ExitCode> {
     result.map_err(|errors| config_errors(&errors))
 }
+
+/// Why an HTTP request failed, with the causes that say what to fix: the name that does not
+/// resolve, the connection refused, the certificate not trusted (`could not connect: ...: invalid
+/// peer certificate: UnknownIssuer`). For logs and the command line, never for an answer to a
+/// caller: it names addresses.
+pub fn http_failure(e: &reqwest::Error) -> String {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_redirect() {
+        "redirects are not followed"
+    } else {
+        "the request failed"
+    };
+    let mut causes: Vec<String> = Vec::new();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        // hyper and the OS often repeat the inner message in the outer one.
+        if !causes.iter().any(|known| known.contains(&text)) {
+            causes.push(text);
+        }
+        cause = c.source();
+    }
+    if causes.is_empty() {
+        what.to_owned()
+    } else {
+        format!("{what}: {}", causes.join(": "))
+    }
+}

@@ -205,3 +205,87 @@ fn version_names_the_release_the_git_revision_and_the_features() {
         )
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_online_fetches_every_issuers_keys_and_says_why_one_cannot_be_fetched() {
+    use stsbridge_e2e::tls::localhost_pki;
+    // An HTTPS server whose certificate no system root vouches for: another stsbridge.
+    let pki = localhost_pki();
+    let tls_dir = tempfile::tempdir().unwrap();
+    std::fs::write(tls_dir.path().join("cert.pem"), &pki.cert_pem).unwrap();
+    std::fs::write(tls_dir.path().join("key.pem"), &pki.key_pem).unwrap();
+    let tls = format!(
+        "tls: {{ cert_file: \"{}\", key_file: \"{}\" }}",
+        tls_dir.path().join("cert.pem").display(),
+        tls_dir.path().join("key.pem").display()
+    );
+    let untrusted = crate::Stack::start(Setup {
+        extra: &tls,
+        ..Setup::default()
+    })
+    .await;
+
+    let idp = TestIdp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &idp, &Setup::default());
+    let config = std::fs::read_to_string(&path).unwrap().replace(
+        "mappings: mappings",
+        &format!(
+            "  - {{ name: refused, issuer: \"http://127.0.0.1:9\", audiences: [x], jwks: {{ discovery: true }}, allow_insecure_loopback: true }}\n  - {{ name: untrusted, issuer: \"{}\", audiences: [x], jwks: {{ discovery: true }} }}\nmappings: mappings",
+            untrusted.bridge.base
+        ),
+    );
+    std::fs::write(&path, config).unwrap();
+
+    // Offline, the files are fine.
+    let (code, _, err) = run(dir.path(), &["check", "--config", "stsbridge.yaml"]);
+    assert_eq!(code, 0, "{err}");
+    // Online, each issuer is fetched; the failures say why, down to the cause.
+    let (code, out, err) = run(
+        dir.path(),
+        &["check", "--config", "stsbridge.yaml", "--online"],
+    );
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.contains("ok: issuer ci: 1 key(s)"), "{out}");
+    let line = |name: &str| {
+        err.lines()
+            .find(|l| l.starts_with(&format!("error: issuer {name}: ")))
+            .unwrap_or_else(|| panic!("no line for {name}:\n{err}"))
+            .to_owned()
+    };
+    let refused = line("refused");
+    assert!(refused.contains("could not connect"), "{refused}");
+    assert!(refused.contains("Connection refused"), "{refused}");
+    let untrusted = line("untrusted");
+    assert!(
+        untrusted.contains("certificate") && untrusted.contains("UnknownIssuer"),
+        "{untrusted}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_what_serve_would_stop_on_the_tls_files_and_the_audit_directory() {
+    let idp = TestIdp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        &idp,
+        &Setup {
+            extra: "tls: { cert_file: missing-cert.pem, key_file: missing-key.pem }",
+            audit: Some("{ file: no-such-dir/audit.jsonl }"),
+            ..Setup::default()
+        },
+    );
+    let (code, _, err) = run(dir.path(), &["check", "--config", "stsbridge.yaml"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.contains("stsbridge.yaml: tls:") && l.contains("missing-cert.pem")),
+        "{err}"
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.contains("audit.sink.file") && l.contains("does not exist")),
+        "{err}"
+    );
+}

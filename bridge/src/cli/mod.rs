@@ -85,6 +85,10 @@ enum Command {
         /// The config file.
         #[arg(long)]
         config: PathBuf,
+        /// Also fetch every trusted issuer's discovery document and keys, and report each
+        /// failure with its causes (DNS, connection, TLS certificate, HTTP status).
+        #[arg(long)]
+        online: bool,
     },
     /// Revoke a compromised token, caller, issuer or target (`revoke list`, `revoke delete ID`).
     Revoke(revoke::RevokeArgs),
@@ -251,7 +255,7 @@ pub fn main() -> ExitCode {
             listen,
             aws_endpoint,
         } => serve(config, listen, aws_endpoint),
-        Command::Check { config } => check(&config),
+        Command::Check { config, online } => check(&config, online),
         Command::Explain {
             config,
             token_file,

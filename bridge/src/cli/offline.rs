@@ -60,11 +60,29 @@ pub(super) fn rotate_keys(path: &Path, prune: bool) -> ExitCode {
     }
 }
 
-pub(super) fn check(path: &Path) -> ExitCode {
+pub(super) fn check(path: &Path, online: bool) -> ExitCode {
     let (config, mappings) = match or_config_errors(load_all(path)) {
         Ok(v) => v,
         Err(code) => return code,
     };
+    // What `serve` would stop on after the files load: the TLS files, the audit file's directory.
+    let mut problems = Vec::new();
+    if let Some(tls) = &config.tls
+        && let Err(m) = crate::tls::server_config(tls)
+    {
+        problems.push(format!("tls: {m}"));
+    }
+    if let crate::config::AuditSinkConfig::File(file) = &config.audit.sink
+        && let Some(m) = audit_file_problem(file)
+    {
+        problems.push(format!("audit.sink.file: {}: {m}", file.display()));
+    }
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("error: {}: {p}", path.display());
+        }
+        return ExitCode::from(EXIT_CONFIG);
+    }
     if let Some(dir) = &config.issuer.key_dir
         && let Err(e) = issuer::check_key_dir(dir)
     {
@@ -106,7 +124,82 @@ pub(super) fn check(path: &Path) -> ExitCode {
             );
         }
     }
-    ExitCode::SUCCESS
+    // Keys that come from files are read now (no network); with --online every issuer's are
+    // fetched.
+    let fetched: Vec<&crate::config::TrustConfig> = config
+        .trust
+        .iter()
+        .filter(|t| online || matches!(t.jwks, crate::config::JwksSource::File(_)))
+        .collect();
+    if fetched.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    let rt = match super::small_runtime("check") {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let failed = rt.block_on(async {
+        let manager = match crate::token::jwks::JwksManager::new(&config.trust, None) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("error: cannot set up the key fetcher: {e}");
+                return fetched.len();
+            }
+        };
+        let mut failed = 0;
+        for trust in &fetched {
+            match manager.refresh(&trust.name).await {
+                Ok(keys) => println!(
+                    "ok: issuer {}: {keys} key(s) ({})",
+                    trust.name,
+                    where_from(trust)
+                ),
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("error: issuer {}: {}", trust.name, crate::exit::chain(&e));
+                }
+            }
+        }
+        failed
+    });
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else if online {
+        // Reachability is not a config error: the same files may work from the service's network.
+        ExitCode::from(EXIT_FAILURE)
+    } else {
+        ExitCode::from(EXIT_CONFIG)
+    }
+}
+
+/// Where an issuer's keys come from, for `check`'s report.
+fn where_from(trust: &crate::config::TrustConfig) -> String {
+    match &trust.jwks {
+        crate::config::JwksSource::Discovery => format!("discovery at {}", trust.issuer),
+        crate::config::JwksSource::Uri(u) => u.clone(),
+        crate::config::JwksSource::File(p) => p.display().to_string(),
+        crate::config::JwksSource::Inline(_) => "inline".into(),
+    }
+}
+
+/// Why the audit file could not be opened for appending, if it could not: its directory missing,
+/// or the file there but not writable.
+fn audit_file_problem(file: &Path) -> Option<String> {
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Some(format!("the directory {} does not exist", dir.display()));
+    }
+    if file.exists() {
+        return std::fs::OpenOptions::new()
+            .append(true)
+            .open(file)
+            .err()
+            .map(|e| format!("cannot append: {e}"));
+    }
+    None
 }
 
 /// `terraform-vars`: the JSON on stdout, anything left out on stderr; exit 64 when a target's

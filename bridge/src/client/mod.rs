@@ -154,7 +154,7 @@ impl BridgeClient {
         let (status, body) = tokio::time::timeout(timeout, answer)
             .await
             .map_err(|_| unreachable(format!("no answer within {timeout:?}")))?
-            .map_err(|e| unreachable(describe(&e)))?;
+            .map_err(|e| unreachable(crate::exit::http_failure(&e)))?;
         let first_line: String = body
             .lines()
             .next()
@@ -208,7 +208,7 @@ impl BridgeClient {
             .await
             .map_err(|e| ClientError::Unreachable {
                 url: self.base.clone(),
-                detail: describe(&e),
+                detail: crate::exit::http_failure(&e),
             })?;
         let status = response.status();
         let body = response
@@ -216,7 +216,7 @@ impl BridgeClient {
             .await
             .map_err(|e| ClientError::Unreachable {
                 url: self.base.clone(),
-                detail: describe(&e),
+                detail: crate::exit::http_failure(&e),
             })?;
         if status.is_success() {
             return Ok(SecretString::from(body));
@@ -230,22 +230,5 @@ impl BridgeClient {
                 .unwrap_or_else(|| body.chars().take(200).collect()),
             decision_id: field("decision_id"),
         })
-    }
-}
-
-fn describe(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        "timed out".into()
-    } else if e.is_connect() {
-        // The cause says whether it was refused, unresolvable, or a TLS failure.
-        let mut cause = std::error::Error::source(e);
-        let mut detail = "could not connect".to_owned();
-        while let Some(c) = cause {
-            detail = format!("could not connect: {c}");
-            cause = c.source();
-        }
-        detail
-    } else {
-        e.to_string()
     }
 }

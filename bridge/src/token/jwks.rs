@@ -389,7 +389,7 @@ impl JwksManager {
             .get(url)
             .send()
             .await
-            .map_err(|e| http_error(describe(&e)))?;
+            .map_err(|e| http_error(crate::exit::http_failure(&e)))?;
         if !response.status().is_success() {
             return Err(http_error(format!("HTTP {}", response.status())));
         }
@@ -402,7 +402,7 @@ impl JwksManager {
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| http_error(describe(&e)))?
+            .map_err(|e| http_error(crate::exit::http_failure(&e)))?
         {
             if body.len() + chunk.len() > limit {
                 return Err(http_error(format!(
@@ -442,16 +442,4 @@ fn jwks_uri_from_discovery(
         .ok_or_else(|| bad("no jwks_uri".into()))?;
     check_fetch_url(jwks_uri, trust.allow_insecure_loopback).map_err(bad)?;
     Ok(jwks_uri.to_owned())
-}
-
-fn describe(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        "timed out".into()
-    } else if e.is_connect() {
-        "could not connect".into()
-    } else if e.is_redirect() {
-        "redirects are not followed".into()
-    } else {
-        "the request failed".into()
-    }
 }
