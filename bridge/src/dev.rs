@@ -15,7 +15,6 @@ use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::extract::{Form, State};
-use axum::http::StatusCode;
 use axum::routing::post;
 use secrecy::ExposeSecret;
 use stsbridge_providers::aws::AwsSettings;
@@ -27,6 +26,7 @@ use crate::config::{
 };
 use crate::exchange::{Bridge, StartError};
 use crate::exit::{EXIT_CONFIG, EXIT_FAILURE, config_errors};
+use crate::http::error::ApiError;
 use crate::issuer::Issuer;
 use crate::mapping::{Mappings, referenced_issuers};
 use crate::server;
@@ -190,8 +190,8 @@ pub async fn serve(listen: Option<SocketAddr>, aws_endpoint: Option<String>) -> 
         Duration::from_secs(3600),
     ) {
         Ok(t) => t,
-        Err((_, m)) => {
-            eprintln!("error: {m}");
+        Err(e) => {
+            eprintln!("error: cannot mint the banner's token: {}", e.description());
             return ExitCode::from(EXIT_FAILURE);
         }
     };
@@ -287,16 +287,13 @@ fn mint(
     subject: &str,
     claims: serde_json::Map<String, serde_json::Value>,
     lifetime: Duration,
-) -> Result<String, (StatusCode, String)> {
+) -> Result<String, ApiError> {
     let signer = state.issuers.get(issuer).ok_or_else(|| {
         let known: Vec<&str> = state.issuers.keys().map(String::as_str).collect();
-        (
-            StatusCode::BAD_REQUEST,
-            format!(
-                "no built-in issuer {issuer:?}; known: {}\n",
-                known.join(", ")
-            ),
-        )
+        ApiError::invalid_request(format!(
+            "no built-in issuer {issuer:?}; known: {}",
+            known.join(", ")
+        ))
     })?;
     let minted = signer
         .mint(
@@ -308,7 +305,7 @@ fn mint(
             },
             SystemTime::now(),
         )
-        .map_err(|e| (StatusCode::BAD_REQUEST, format!("{e}\n")))?;
+        .map_err(|e| ApiError::invalid_request(e.to_string()))?;
     Ok(minted.token.expose_secret().to_owned())
 }
 
@@ -321,29 +318,31 @@ struct MintForm {
 }
 
 /// `POST /dev/token` (form: `issuer`, `sub`, `claims` as a JSON object, `lifetime`): a test token
-/// from a built-in issuer, as text.
+/// from a built-in issuer, as text; a mistake is a 400 with the API's JSON error body, so that
+/// `curl --fail-with-body` stops on it instead of handing the message on as a token.
 async fn mint_handler(
     State(state): State<Arc<DevState>>,
-    Form(form): Form<MintForm>,
-) -> Result<String, (StatusCode, String)> {
-    let bad = |m: String| (StatusCode::BAD_REQUEST, m);
+    form: Result<Form<MintForm>, axum::extract::rejection::FormRejection>,
+) -> Result<String, ApiError> {
+    let Form(form) = form.map_err(|e| ApiError::invalid_request(e.body_text()))?;
+    let bad = |m: String| ApiError::invalid_request(m);
     let claims = match form.claims.as_deref().filter(|c| !c.trim().is_empty()) {
         None => serde_json::Map::new(),
         Some(text) => match serde_json::from_str(text) {
             Ok(serde_json::Value::Object(m)) => m,
             _ => {
                 return Err(bad(
-                    "claims must be a JSON object, like {\"repository_owner\":\"acme\"}\n".into(),
+                    "claims must be a JSON object, like {\"repository_owner\":\"acme\"}".into(),
                 ));
             }
         },
     };
     let lifetime = match form.lifetime.as_deref() {
         None => Duration::from_secs(3600),
-        Some(text) => parse_duration(text).map_err(|m| bad(format!("{m}\n")))?,
+        Some(text) => parse_duration(text).map_err(bad)?,
     };
     if lifetime.is_zero() || lifetime > MAX_DEV_TOKEN_LIFETIME {
-        return Err(bad("lifetime must be between 1s and 12h\n".into()));
+        return Err(bad("lifetime must be between 1s and 12h".into()));
     }
     let token = mint(
         &state,
@@ -367,7 +366,8 @@ fn print_banner(
     let names: Vec<&str> = state.issuers.keys().map(String::as_str).collect();
     let aws = match aws_endpoint {
         Some(e) => format!("AWS STS at {e}"),
-        None => "AWS STS at its public endpoint (pass --aws-endpoint http://127.0.0.1:5000 to use moto's server)".into(),
+        None => "AWS STS at its public endpoint; for AWS without an account, start moto's server first \
+                 (pip install 'moto[server]' && moto_server -H 127.0.0.1 -p 5000) and pass --aws-endpoint http://127.0.0.1:5000".into(),
     };
     println!(
         r#"
@@ -394,7 +394,7 @@ curl -s -H "Authorization: Bearer $TOKEN" {base}/v1/credentials/sandbox-aws
 
 Mint a token for another built-in issuer, here a GitHub Actions job, and see a denial explained by its decision id:
 
-export GH=$(curl -s {base}/dev/token -d issuer=github -d sub=repo:acme/payments:ref:refs/heads/feature -d claims='{{"repository_owner":"acme","run_id":"7"}}')
+GH=$(curl -sS --fail-with-body {base}/dev/token -d issuer=github -d sub=repo:acme/payments:ref:refs/heads/feature -d claims='{{"repository_owner":"acme","run_id":"7"}}') && export GH || {{ echo "no token: $GH"; unset GH; }}
 curl -s -H "Authorization: Bearer $GH" {base}/v1/credentials/payments-prod-deploy
 
 The minted tokens verify against {base}/.well-known/jwks.json. Audit events follow, one JSON line per decision.

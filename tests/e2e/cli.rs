@@ -264,7 +264,7 @@ async fn check_online_fetches_every_issuers_keys_and_says_why_one_cannot_be_fetc
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn check_reports_what_serve_would_stop_on_the_tls_files_and_the_audit_directory() {
+async fn check_reports_what_serve_would_stop_on_the_tls_files_and_warns_of_the_audit_directory() {
     let idp = TestIdp::start().await;
     let dir = tempfile::tempdir().unwrap();
     write_config(
@@ -279,13 +279,81 @@ async fn check_reports_what_serve_would_stop_on_the_tls_files_and_the_audit_dire
     let (code, _, err) = run(dir.path(), &["check", "--config", "stsbridge.yaml"]);
     assert_eq!(code, 64, "{err}");
     assert!(
-        err.lines()
-            .any(|l| l.contains("stsbridge.yaml: tls:") && l.contains("missing-cert.pem")),
+        err.lines().any(|l| l.starts_with("error: ")
+            && l.contains("stsbridge.yaml: tls:")
+            && l.contains("missing-cert.pem")),
         "{err}"
+    );
+    // An output location the deployment may create: a warning.
+    assert!(
+        err.lines().any(|l| l.starts_with("warning: ")
+            && l.contains("audit.sink.file")
+            && l.contains("does not exist")),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_tokens_refuse_mistakes_with_json_and_the_banners_command_stops_on_them() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let dev = BridgeProcess::spawn(BIN, root, &["serve", "--listen", "127.0.0.1:0"], &[]).await;
+    let r = reqwest::Client::new()
+        .post(dev.url("/dev/token"))
+        .form(&[("issuer", "github"), ("claims", "not json")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_request");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("JSON object"),
+        "{body}"
+    );
+
+    // The banner's minting command, run by a shell as printed, and with a mistake in it.
+    let banner = dev.stdout();
+    let mint = banner
+        .lines()
+        .find(|l| l.starts_with("GH=$(curl"))
+        .unwrap_or_else(|| panic!("no minting command in the banner:\n{banner}"));
+    let sh = |line: &str| {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!("{line}\necho \"GH=$GH\""))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let good = sh(mint);
+    assert!(good.contains("GH=ey"), "{good}");
+    let bad = sh(&mint.replace("issuer=github", "issuer=gitlab"));
+    assert!(bad.contains("no token: {"), "{bad}");
+    assert!(bad.contains("no built-in issuer"), "{bad}");
+    assert!(
+        bad.trim_end().ends_with("GH="),
+        "{bad}"
     );
     assert!(
-        err.lines()
-            .any(|l| l.contains("audit.sink.file") && l.contains("does not exist")),
-        "{err}"
+        banner.contains("pip install 'moto[server]'"),
+        "the banner says how to start moto:\n{banner}"
     );
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    for (shell, marker) in [
+        ("bash", "_stsbridge()"),
+        ("zsh", "#compdef stsbridge"),
+        ("fish", "complete -c stsbridge"),
+    ] {
+        let (code, out, err) = run(dir.path(), &["completions", shell]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains(marker), "{shell}: {out}");
+        assert!(out.contains("credential-process"), "{shell}");
+    }
 }

@@ -149,6 +149,12 @@ enum Command {
         #[command(flatten)]
         tls: crate::client::ClientTls,
     },
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell), e.g.
+    /// `stsbridge completions bash > /etc/bash_completion.d/stsbridge`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// stsbridge's own issuer.
     Issuer {
         #[command(subcommand)]
@@ -280,6 +286,11 @@ pub fn main() -> ExitCode {
         } => partner_init(&name, &issuer, &audiences, &dir),
         Command::Revoke(args) => revoke::revoke(args),
         Command::Probe { url, timeout, tls } => probe(&url, timeout, &tls),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "stsbridge", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
         Command::CredentialProcess {
             bridge,
             target,

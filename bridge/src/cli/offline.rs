@@ -72,10 +72,16 @@ pub(super) fn check(path: &Path, online: bool) -> ExitCode {
     {
         problems.push(format!("tls: {m}"));
     }
+    // The audit file is an output: its directory may be made by the deployment (systemd's
+    // LogsDirectory, a volume), so a missing one here is a warning, not an error.
     if let crate::config::AuditSinkConfig::File(file) = &config.audit.sink
         && let Some(m) = audit_file_problem(file)
     {
-        problems.push(format!("audit.sink.file: {}: {m}", file.display()));
+        eprintln!(
+            "warning: {}: audit.sink.file: {}: {m}; serve cannot start until it can append there",
+            path.display(),
+            file.display()
+        );
     }
     if !problems.is_empty() {
         for p in &problems {

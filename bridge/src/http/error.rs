@@ -79,6 +79,11 @@ impl ApiError {
         }
     }
 
+    /// The `error_description`.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status
