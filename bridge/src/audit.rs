@@ -84,6 +84,10 @@ pub struct AuditEvent {
     /// The revocation that refused the exchange (reason `revoked`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revocation: Option<String>,
+    /// What to fix, for the operator: the trusted issuer a refused `iss` nearly matches, the
+    /// audiences a refused `aud` is not among.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 /// The event of a revocation created or removed through the API, or applied by this replica.

@@ -333,10 +333,7 @@ async fn dev_tokens_refuse_mistakes_with_json_and_the_banners_command_stops_on_t
     let bad = sh(&mint.replace("issuer=github", "issuer=gitlab"));
     assert!(bad.contains("no token: {"), "{bad}");
     assert!(bad.contains("no built-in issuer"), "{bad}");
-    assert!(
-        bad.trim_end().ends_with("GH="),
-        "{bad}"
-    );
+    assert!(bad.trim_end().ends_with("GH="), "{bad}");
     assert!(
         banner.contains("pip install 'moto[server]'"),
         "the banner says how to start moto:\n{banner}"
@@ -356,4 +353,52 @@ fn completions_are_printed_for_each_shell() {
         assert!(out.contains(marker), "{shell}: {out}");
         assert!(out.contains("credential-process"), "{shell}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_for_a_near_miss_issuer_or_a_wrong_audience_say_what_to_fix() {
+    let stack = crate::Stack::start(Setup::default()).await;
+    // The issuer's URL with a trailing slash: not trusted, and the caller is told why it looks
+    // so close; the operator is told which entry it nearly matches.
+    let near = stack.idp.token(
+        "svc:alice",
+        json!({ "iss": format!("{}/", stack.idp.issuer) }),
+    );
+    let (status, body, _) = stack.credentials("api", &format!("Bearer {near}")).await;
+    assert_eq!(status, 401, "{body}");
+    let description = body["error_description"].as_str().unwrap();
+    assert!(description.contains("unknown_issuer"), "{description}");
+    assert!(
+        description.contains("only by a trailing slash or letter case"),
+        "{description}"
+    );
+    assert!(
+        !description.contains(&stack.idp.issuer),
+        "the caller is not told the URL: {description}"
+    );
+    let decision = body["decision_id"].as_str().unwrap();
+    let event = stack.bridge.audit_event(decision).await;
+    let hint = event["hint"].as_str().unwrap_or_else(|| panic!("{event}"));
+    assert!(
+        hint.contains("trust entry ci") && hint.contains(&stack.idp.issuer),
+        "{hint}"
+    );
+
+    // A wrong audience: the accepted audiences go to the log, never to the caller.
+    let wrong = stack
+        .idp
+        .token("svc:alice", json!({ "aud": "https://other.example" }));
+    let (status, body, _) = stack.credentials("api", &format!("Bearer {wrong}")).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        !body.to_string().contains(stsbridge_e2e::BRIDGE_URL),
+        "the accepted audiences are not told to the caller: {body}"
+    );
+    let log = stack.bridge.stderr();
+    assert!(
+        log.lines().any(|l| l.contains("audience_mismatch")
+            && l.contains("\\\"https://other.example\\\"")
+            && l.contains(stsbridge_e2e::BRIDGE_URL)),
+        "{log}"
+    );
 }

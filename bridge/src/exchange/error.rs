@@ -188,6 +188,8 @@ pub struct Failure {
     pub decision_id: Option<String>,
     /// What went wrong.
     pub error: ExchangeError,
+    /// What the caller may be told to fix, beyond the error itself.
+    pub hint: Option<&'static str>,
 }
 
 /// Why the service could not start.
@@ -219,7 +221,7 @@ pub enum StartError {
     Metrics(#[source] prometheus::Error),
 }
 
-pub(super) fn log_failure(decision_id: &str, error: &ExchangeError) {
+pub(super) fn log_failure(decision_id: &str, error: &ExchangeError, hint: Option<&str>) {
     match error {
         ExchangeError::Provider(e) => match e.as_ref() {
             ProviderError::Rejected {
@@ -239,6 +241,13 @@ pub(super) fn log_failure(decision_id: &str, error: &ExchangeError) {
         ExchangeError::AuditFailed | ExchangeError::KeysUnavailable => {
             tracing::error!(decision_id, "{error}")
         }
-        _ => tracing::info!(decision_id, reason = %error.reason(), "exchange refused: {error}"),
+        _ => match hint {
+            Some(hint) => {
+                tracing::info!(decision_id, reason = %error.reason(), hint, "exchange refused: {error}")
+            }
+            None => {
+                tracing::info!(decision_id, reason = %error.reason(), "exchange refused: {error}")
+            }
+        },
     }
 }

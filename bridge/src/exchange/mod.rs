@@ -283,6 +283,7 @@ impl Bridge {
             Failure {
                 decision_id: None,
                 error: e.into(),
+                hint: None,
             }
         })?;
         let mut event = AuditEvent::opened(
@@ -306,6 +307,7 @@ impl Bridge {
                 Err(ExchangeError::TooManyFailures { retry_after })
             }
         };
+        let mut hint = None;
         match &result {
             Ok(exchanged) => {
                 event.outcome = "allow";
@@ -321,6 +323,10 @@ impl Bridge {
             Err(e) => {
                 event.outcome = e.outcome();
                 event.reason = e.reason();
+                if let ExchangeError::Token(t) = e {
+                    hint = policy.hint(req.token, t);
+                    event.hint = hint.as_ref().map(|h| h.operator.clone());
+                }
             }
         }
         // A token that never validated cannot have yielded a credential: its event is
@@ -364,16 +370,18 @@ impl Bridge {
                     return Err(Failure {
                         decision_id: Some(decision_id),
                         error: ExchangeError::AuditFailed,
+                        hint: None,
                     });
                 }
                 exchanged.decision_id = decision_id;
                 Ok(exchanged)
             }
             Err(error) => {
-                log_failure(&decision_id, &error);
+                log_failure(&decision_id, &error, event.hint.as_deref());
                 Err(Failure {
                     decision_id: Some(decision_id),
                     error,
+                    hint: hint.and_then(|h| h.caller),
                 })
             }
         }

@@ -210,3 +210,57 @@ impl Bridge {
         }
     }
 }
+
+/// What an operator needs to fix a subject token refused for its issuer or audience, read from
+/// the token's own (unverified) claims: the trusted issuer that differs from its `iss` only by a
+/// trailing slash or letter case, or the audiences its issuer's trust entry accepts. For the log
+/// and the audit event; [`Hint::caller`] is the part safe to tell the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hint {
+    /// For the log and the audit event.
+    pub operator: String,
+    /// For the caller's `error_description`, when there is something safe to say.
+    pub caller: Option<&'static str>,
+}
+
+impl Policy {
+    /// The [`Hint`] for a subject token `raw` refused with `error`, if there is one.
+    pub(super) fn hint(&self, raw: &str, error: &TokenError) -> Option<Hint> {
+        let parsed = token::parse(raw).ok()?;
+        let iss: String = parsed.issuer.chars().take(256).collect();
+        match error {
+            TokenError::UnknownIssuer => {
+                let loose = |s: &str| s.trim_end_matches('/').to_lowercase();
+                let near = self
+                    .trust_by_iss
+                    .values()
+                    .find(|t| loose(&t.issuer) == loose(&iss))?;
+                Some(Hint {
+                    operator: format!(
+                        "the token's iss {iss:?} differs from trust entry {}'s issuer {:?} only by a trailing slash or letter case; iss must match exactly",
+                        near.name, near.issuer
+                    ),
+                    caller: Some(
+                        "a trusted issuer differs from this token's iss only by a trailing slash or letter case: iss must match it exactly",
+                    ),
+                })
+            }
+            TokenError::AudienceMismatch => {
+                let trust = self.trust_by_iss.get(&parsed.issuer)?;
+                let aud = match parsed.claims.get("aud") {
+                    Some(serde_json::Value::String(a)) => format!("{a:?}"),
+                    Some(other) => other.to_string().chars().take(512).collect(),
+                    None => "none".into(),
+                };
+                Some(Hint {
+                    operator: format!(
+                        "the token's aud {aud} is not one of trust entry {}'s audiences {:?}",
+                        trust.name, trust.audiences
+                    ),
+                    caller: None,
+                })
+            }
+            _ => None,
+        }
+    }
+}

@@ -166,6 +166,7 @@ impl Bridge {
         let decision_id = random_id().map_err(|e| Failure {
             decision_id: None,
             error: e.into(),
+            hint: None,
         })?;
         let mut event = AuditEvent::opened(
             now,
@@ -196,10 +197,11 @@ impl Bridge {
                     self.metrics.audit_failures.inc();
                     tracing::error!(decision_id = %decision_id, "audit write failed: {e}");
                 }
-                log_failure(&decision_id, &error);
+                log_failure(&decision_id, &error, None);
                 Err(Failure {
                     decision_id: Some(decision_id),
                     error,
+                    hint: None,
                 })
             }
         }

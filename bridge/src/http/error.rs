@@ -245,6 +245,10 @@ impl From<Failure> for ApiError {
             ExchangeError::RevocationsUnavailable => Some(Duration::from_secs(1)),
             _ => None,
         };
+        let description = match f.hint {
+            Some(hint) => format!("{description}; {hint}"),
+            None => description,
+        };
         ApiError {
             status,
             code,
