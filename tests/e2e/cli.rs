@@ -40,7 +40,7 @@ async fn check_exits_0_or_64_naming_file_field_and_value() {
     let (code, _, err) = run(dir.path(), &["check", "--config", "stsbridge.yaml"]);
     assert_eq!(code, 64);
     assert!(
-        err.contains("mappings/bad.yaml: rules[0].allow[0]: \"nope\" is not a target"),
+        err.contains("mappings/bad.yaml: rules[0].allow[0]: rule \"x\": \"nope\" is not a target"),
         "{err}"
     );
 

@@ -340,7 +340,7 @@ async fn a_bad_mapping_file_during_traffic_keeps_the_previous_set() {
         stack
             .bridge
             .stderr()
-            .contains("rules[0].allow[0]: \"nowhere\" is not a target"),
+            .contains("rules[0].allow[0]: rule \"broken\": \"nowhere\" is not a target"),
         "the log says exactly what is wrong"
     );
 

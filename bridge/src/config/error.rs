@@ -60,7 +60,7 @@ impl From<ConfigError> for ConfigErrors {
 }
 
 /// Reads a YAML file into `T`, with errors that name the file and the field path.
-pub fn read_yaml<T: DeserializeOwned>(file: &Path) -> Result<T, ConfigError> {
+pub fn read_yaml<T: DeserializeOwned>(file: &Path) -> Result<T, ConfigErrors> {
     let text = read_text(file)?;
     parse_yaml(file, &text)
 }
@@ -83,17 +83,125 @@ pub fn read_text(file: &Path) -> Result<String, ConfigError> {
         .map_err(|e| ConfigError::new(file, ".", format!("cannot read the file: {e}")))
 }
 
-/// Parses YAML text into `T`, with errors that name the file and the field path.
-pub fn parse_yaml<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, ConfigError> {
+/// Parses YAML text into `T`, with errors that name the file and the field path: every one of
+/// them, not only the first (see [`later_errors`]).
+pub fn parse_yaml<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, ConfigErrors> {
     let de = serde_yaml_ng::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let message = e.into_inner().to_string();
-        // The YAML error repeats the path it failed in ("a.b: unknown field ..."); say it once.
-        let message = match message.split_once(": ") {
-            Some((prefix, rest)) if path.starts_with(prefix) => rest.to_owned(),
-            _ => message,
+    match serde_path_to_error::deserialize(de) {
+        Ok(value) => Ok(value),
+        Err(e) => {
+            let first = path_error(file, e);
+            let mut all = vec![first.clone()];
+            all.extend(later_errors::<T>(file, text, &first.path));
+            Err(ConfigErrors(all))
+        }
+    }
+}
+
+fn path_error<E: std::fmt::Display>(file: &Path, e: serde_path_to_error::Error<E>) -> ConfigError {
+    let path = e.path().to_string();
+    let message = e.into_inner().to_string();
+    // The YAML error repeats the path it failed in ("a.b: unknown field ..."); say it once.
+    let message = match message.split_once(": ") {
+        Some((prefix, rest)) if path.starts_with(prefix) => rest.to_owned(),
+        _ => message,
+    };
+    ConfigError::new(file, path, message)
+}
+
+/// Most errors reported for one file.
+const MAX_ERRORS_PER_FILE: usize = 50;
+
+/// The errors after the first: serde stops at the first, so the part that failed (the list item
+/// it is in, else its top-level key) is taken out of the document and the rest deserialized
+/// again, until it deserializes or nothing more can be taken out. List items keep the index
+/// they have in the file.
+fn later_errors<T: DeserializeOwned>(file: &Path, text: &str, first: &str) -> Vec<ConfigError> {
+    let Ok(mut doc) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text) else {
+        return Vec::new();
+    };
+    // For each list taken from, the file's index of each item still in the document.
+    let mut kept: std::collections::HashMap<String, Vec<usize>> = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    let mut failed_at = first.to_owned();
+    while out.len() < MAX_ERRORS_PER_FILE {
+        if !take_out(&mut doc, &failed_at, &mut kept) {
+            break;
+        }
+        match serde_path_to_error::deserialize::<_, T>(doc.clone()) {
+            Ok(_) => break,
+            Err(e) => {
+                let mut error = path_error(file, e);
+                failed_at.clone_from(&error.path);
+                error.path = in_file(&error.path, &kept);
+                out.push(error);
+            }
+        }
+    }
+    out
+}
+
+/// `path` (`rules[2].allow`, `cache.max_entires`) split at its first list index: the list's path,
+/// the index and the rest.
+fn first_index(path: &str) -> Option<(&str, usize, &str)> {
+    let open = path.find('[')?;
+    let close = open + path[open..].find(']')?;
+    let index = path[open + 1..close].parse().ok()?;
+    Some((&path[..open], index, &path[close + 1..]))
+}
+
+/// The path as the file numbers its list items.
+fn in_file(path: &str, kept: &std::collections::HashMap<String, Vec<usize>>) -> String {
+    match first_index(path) {
+        Some((list, i, rest)) => {
+            let original = kept.get(list).and_then(|k| k.get(i).copied()).unwrap_or(i);
+            format!("{list}[{original}]{rest}")
+        }
+        None => path.to_owned(),
+    }
+}
+
+/// Takes the part of `doc` that failed at `path` out of it; false when there is nothing to take.
+fn take_out(
+    doc: &mut serde_yaml_ng::Value,
+    path: &str,
+    kept: &mut std::collections::HashMap<String, Vec<usize>>,
+) -> bool {
+    use serde_yaml_ng::Value;
+    let keys = |p: &str| -> Vec<String> {
+        p.split('.')
+            .filter(|k| !k.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    if let Some((list, i, _)) = first_index(path) {
+        let mut node = &mut *doc;
+        for key in keys(list) {
+            let Some(next) = node.get_mut(key.as_str()) else {
+                return false;
+            };
+            node = next;
+        }
+        let Value::Sequence(items) = node else {
+            return false;
         };
-        ConfigError::new(file, path, message)
-    })
+        if i >= items.len() {
+            return false;
+        }
+        items.remove(i);
+        let indices = kept
+            .entry(list.to_owned())
+            .or_insert_with(|| (0..=items.len()).collect());
+        if i < indices.len() {
+            indices.remove(i);
+        }
+        return true;
+    }
+    let Some(top) = keys(path).into_iter().next() else {
+        return false;
+    };
+    match doc {
+        Value::Mapping(map) => map.remove(top.as_str()).is_some(),
+        _ => false,
+    }
 }

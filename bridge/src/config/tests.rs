@@ -426,3 +426,21 @@ fn the_operations_listener_needs_an_address_of_its_own() {
     .unwrap();
     assert_eq!(config.ops_listen, Some("0.0.0.0:9090".parse().unwrap()));
 }
+
+#[test]
+fn every_structural_error_of_a_file_is_reported_not_only_the_first() {
+    let e = errors_of(&format!(
+        "{MINIMAL}cache: {{ max_entires: 5 }}\nlimits: {{ per_subjekt: 10/s }}\ntrust:\n  - {{ name: a, issuer: https://a.example, audiences: [x], jwks: {{ discovery: true }} }}\n  - {{ name: b, issuer: https://b.example, audience: [x], jwks: {{ discovery: true }} }}\n  - {{ name: c, issuer: https://c.example, audiences: [x], jwks: {{ discovery: true }} }}\n  - {{ name: d, issuer: https://d.example, audiences: [x], jwks: {{ discover: true }} }}\n"
+    ));
+    let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths.len(), 4, "{e:?}");
+    // List items keep their index in the file although the ones before them were taken out.
+    for want in [
+        "cache.max_entires",
+        "limits.per_subjekt",
+        "trust[1].audience",
+        "trust[3].jwks.discover",
+    ] {
+        assert!(paths.contains(&want), "{want} missing from {paths:?}");
+    }
+}

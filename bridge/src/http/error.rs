@@ -97,10 +97,14 @@ impl From<Failure> for ApiError {
             ExchangeError::InvalidRequest(m) => {
                 (StatusCode::BAD_REQUEST, "invalid_request", m.clone())
             }
+            // The reason code stays last, in parentheses: clients read it there.
             ExchangeError::Token(t) => (
                 StatusCode::UNAUTHORIZED,
                 "invalid_token",
-                format!("{} ({})", t, t.code()),
+                match f.hint {
+                    Some(hint) => format!("{t}; {hint} ({})", t.code()),
+                    None => format!("{} ({})", t, t.code()),
+                },
             ),
             ExchangeError::Dpop(m) => (StatusCode::BAD_REQUEST, "invalid_dpop_proof", m.clone()),
             ExchangeError::ActorBinding => (
@@ -244,10 +248,6 @@ impl From<Failure> for ApiError {
             ExchangeError::KeysUnavailable => Some(Duration::from_secs(5)),
             ExchangeError::RevocationsUnavailable => Some(Duration::from_secs(1)),
             _ => None,
-        };
-        let description = match f.hint {
-            Some(hint) => format!("{description}; {hint}"),
-            None => description,
         };
         ApiError {
             status,

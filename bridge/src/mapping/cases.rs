@@ -131,7 +131,7 @@ pub fn run_file(
     trust: &[TrustConfig],
     path: &Path,
 ) -> Result<Vec<CaseResult>, Vec<ConfigError>> {
-    let file: CaseFile = read_yaml(path).map_err(|e| vec![e])?;
+    let file: CaseFile = read_yaml(path).map_err(|e| e.0)?;
     let mut errors = Vec::new();
     if file.version != CASES_VERSION {
         errors.push(ConfigError::new(

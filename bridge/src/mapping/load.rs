@@ -33,13 +33,18 @@ impl Mappings {
             errors: Vec::new(),
             targets: HashMap::new(),
             rules: Vec::new(),
+            declared: Arc::default(),
         };
+        let mut declared = HashSet::new();
         let mut raw_rules = Vec::new();
         let mut placed: Vec<(PathBuf, usize, String)> = Vec::new();
         let mut partner_trust: Vec<(PathBuf, Vec<TrustConfig>)> = Vec::new();
-        for ((path, _), parsed) in sources.iter().zip(parse_all(sources)) {
+        for ((path, text), parsed) in sources.iter().zip(parse_all(sources)) {
             match parsed {
-                Err(e) => b.errors.push(e),
+                Err(e) => {
+                    b.errors.extend(e.0);
+                    declared.extend(declared_targets(text));
+                }
                 Ok(raw) => {
                     if raw.version != CONFIG_VERSION {
                         b.errors.push(ConfigError::new(
@@ -69,6 +74,7 @@ impl Mappings {
                         partner_trust.push((path.clone(), entries));
                     }
                     for (i, t) in raw.targets.into_iter().enumerate() {
+                        declared.insert(t.name.clone());
                         placed.push((path.clone(), i, t.name.clone()));
                         b.target(path, i, t);
                     }
@@ -104,7 +110,8 @@ impl Mappings {
                 ));
             }
         }
-        let (rules, errors) = compile_rules(&b.targets, raw_rules, trust_names);
+        let (rules, errors) =
+            compile_rules(&b.targets, &Arc::new(declared), raw_rules, trust_names);
         b.rules = rules;
         b.errors.extend(errors);
         let placed: Vec<scopes::Placed<'_>> = placed
@@ -199,6 +206,7 @@ pub(super) fn mapping_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
 /// Compiles rules in order, on every core when there are many.
 fn compile_rules(
     targets: &HashMap<String, Arc<Target>>,
+    declared: &Arc<HashSet<String>>,
     raw: Vec<(PathBuf, usize, file::RuleFile)>,
     trust_names: &HashSet<String>,
 ) -> (Vec<Rule>, Vec<ConfigError>) {
@@ -207,6 +215,7 @@ fn compile_rules(
             errors: Vec::new(),
             targets: targets.clone(),
             rules: Vec::new(),
+            declared: Arc::clone(declared),
         };
         for (path, i, r) in part {
             b.rule(&path, i, r, trust_names);
@@ -243,8 +252,22 @@ fn compile_rules(
     })
 }
 
+/// The target names a mapping file that did not parse declares (`targets[*].name`), read from
+/// its YAML as far as it goes.
+fn declared_targets(text: &str) -> Vec<String> {
+    let Ok(doc) = serde_yaml_ng::from_str::<Yaml>(text) else {
+        return Vec::new();
+    };
+    doc.get("targets")
+        .and_then(Yaml::as_sequence)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.get("name").and_then(Yaml::as_str).map(str::to_owned))
+        .collect()
+}
+
 /// Parses mapping files, on every core when there are many (thousands of partner files).
-fn parse_all(sources: &[(PathBuf, String)]) -> Vec<Result<file::MappingFile, ConfigError>> {
+fn parse_all(sources: &[(PathBuf, String)]) -> Vec<Result<file::MappingFile, ConfigErrors>> {
     let parse = |(path, text): &(PathBuf, String)| crate::config::parse_yaml(path, text);
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     if sources.len() < 256 || threads < 2 {

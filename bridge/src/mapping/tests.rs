@@ -846,7 +846,7 @@ rules:
     assert!(
         e.iter().any(|e| e
             .to_string()
-            .contains("rules[0].mode: \"shadow\" is not a mode")),
+            .contains("rules[0].mode: rule \"r\": \"shadow\" is not a mode")),
         "{e:?}"
     );
 }
@@ -986,5 +986,74 @@ rules:
         errs.iter()
             .any(|e| e.to_string().contains("not a built-in target")),
         "{errs:?}"
+    );
+}
+
+#[test]
+fn every_broken_rule_and_target_of_a_file_is_reported_with_its_index_in_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("m.yaml"),
+        r#"version: 1
+targets:
+  - { name: a, jwt: { audience: a } }
+  - { name: b, jwt: { audiense: b } }
+rules:
+  - { name: r0, issuer: ci, subject: s, allow: [a], colour: red }
+  - { name: r1, issuer: ci, subject: s, allow: [a] }
+  - { name: r2, issuer: ci, subjekt: s, allow: [a] }
+"#,
+    )
+    .unwrap();
+    let names: HashSet<String> = [crate::testutil::trust().name].into_iter().collect();
+    let Err(errors) = Mappings::load(dir.path(), &names) else {
+        panic!("the files have errors")
+    };
+    let errors = errors.0;
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    for want in [
+        "targets[1].jwt.audiense",
+        "rules[0].colour",
+        "rules[2].subjekt",
+    ] {
+        assert!(paths.contains(&want), "{want} missing from {errors:?}");
+    }
+}
+
+#[test]
+fn a_broken_target_is_reported_once_and_rule_errors_name_their_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("a.yaml"),
+        "version: 1\ntargets:\n  - { name: broken, jwt: { audiense: x } }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("b.yaml"),
+        "version: 1\nrules:\n  - { name: uses-broken, issuer: idp, subject: s, allow: [broken] }\n  - { name: also-broken, issuer: idp, subject: s, allow: [broken] }\n  - { name: typo, issuer: idp, subject: s, allow: [nowhere] }\n",
+    )
+    .unwrap();
+    let names: HashSet<String> = [crate::testutil::trust().name].into_iter().collect();
+    let Err(errors) = Mappings::load(dir.path(), &names) else {
+        panic!("the files have errors")
+    };
+    let errors = errors.0;
+    let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(text.len(), 2, "{text:#?}");
+    assert!(
+        text[0].contains("a.yaml: targets[0].jwt.audiense"),
+        "{text:#?}"
+    );
+    assert_eq!(
+        text.iter()
+            .filter(|t| t.contains("is not a target"))
+            .count(),
+        1,
+        "the broken target once, not once more per rule naming it: {text:#?}"
+    );
+    assert!(
+        text.iter().any(|t| t.contains("rules[2].allow[0]")
+            && t.contains("rule \"typo\": \"nowhere\" is not a target")),
+        "{text:#?}"
     );
 }

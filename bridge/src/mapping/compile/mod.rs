@@ -14,6 +14,9 @@ pub(super) struct Builder {
     pub(super) errors: Vec<ConfigError>,
     pub(super) targets: HashMap<String, Arc<Target>>,
     pub(super) rules: Vec<Rule>,
+    /// Every target name the files declare, compiled or not: a rule naming a target that has
+    /// errors of its own is not told again that it "is not a target".
+    pub(super) declared: Arc<HashSet<String>>,
 }
 
 impl Builder {

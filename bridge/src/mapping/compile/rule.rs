@@ -130,7 +130,7 @@ impl Builder {
                             ),
                         );
                     }
-                } else if !self.targets.contains_key(t) {
+                } else if !self.targets.contains_key(t) && !self.declared.contains(t) {
                     self.err(
                         file,
                         format!("rules[{i}].{field}[{k}]"),
@@ -141,6 +141,12 @@ impl Builder {
             Some(list.into_iter().collect())
         };
         if self.errors.len() > before {
+            // Named by their name as well as their index: the index moves as files are edited.
+            if valid_name(&r.name) {
+                for e in &mut self.errors[before..] {
+                    e.message = format!("rule {:?}: {}", r.name, e.message);
+                }
+            }
             return;
         }
         if let Some(subject) = subject {
