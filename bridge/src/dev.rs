@@ -247,7 +247,13 @@ fn dev_trust(name: &str, url: &str, audience: &str, jwks: String) -> TrustConfig
 /// For `stsbridge test` without a config: the mappings of `dir` with the trust list dev mode
 /// would serve them with (a built-in issuer per name the rules use, plus partner files' own).
 pub fn offline(dir: &Path) -> Result<(Vec<TrustConfig>, Mappings), ConfigErrors> {
-    let base = format!("http://{DEV_LISTEN}");
+    offline_at(dir, &format!("http://{DEV_LISTEN}"))
+}
+
+/// As [`offline`], for a dev server at `base` (`http://127.0.0.1:PORT`) rather than the default
+/// address.
+pub fn offline_at(dir: &Path, base: &str) -> Result<(Vec<TrustConfig>, Mappings), ConfigErrors> {
+    let base = base.to_owned();
     let mut names = referenced_issuers(dir)?;
     names.insert(DEV_ISSUER.to_owned());
     let dev: Vec<TrustConfig> = names

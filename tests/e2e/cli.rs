@@ -23,6 +23,20 @@ pub fn run(dir: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `stsbridge explain --config stsbridge.yaml --token-file TOKEN --target TARGET EXTRA...` in `dir`.
+fn explain(dir: &Path, token: &str, target: &str, extra: &[&str]) -> (i32, String, String) {
+    let args = [
+        "explain",
+        "--config",
+        "stsbridge.yaml",
+        "--token-file",
+        token,
+        "--target",
+        target,
+    ];
+    run(dir, &[&args[..], extra].concat())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_exits_0_or_64_naming_file_field_and_value() {
     let idp = TestIdp::start().await;
@@ -68,18 +82,7 @@ async fn explain_shows_each_condition_and_the_rendered_request() {
     write_config(dir.path(), &idp, &Setup::default());
     let token = idp.token("repo:acme/app:ref:refs/heads/main", json!({ "repository_owner": "evil", "run_id": "7", "repository": "acme/app", "actor": "octocat" }));
     std::fs::write(dir.path().join("token"), &token).unwrap();
-    let (code, out, err) = run(
-        dir.path(),
-        &[
-            "explain",
-            "--config",
-            "stsbridge.yaml",
-            "--token-file",
-            "token",
-            "--target",
-            "deploy",
-        ],
-    );
+    let (code, out, err) = explain(dir.path(), "token", "deploy", &[]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("rule main-deploys (allow"), "{out}");
     assert!(
@@ -97,18 +100,7 @@ async fn explain_shows_each_condition_and_the_rendered_request() {
 
     let token = idp.token("repo:acme/app:ref:refs/heads/main", json!({ "repository_owner": "acme", "run_id": "7", "repository": "acme/app", "actor": "octocat" }));
     std::fs::write(dir.path().join("token"), &token).unwrap();
-    let (code, out, _) = run(
-        dir.path(),
-        &[
-            "explain",
-            "--config",
-            "stsbridge.yaml",
-            "--token-file",
-            "token",
-            "--target",
-            "deploy",
-        ],
-    );
+    let (code, out, _) = explain(dir.path(), "token", "deploy", &[]);
     assert_eq!(code, 0);
     assert!(out.contains("decision: allow (rule main-deploys)"), "{out}");
     assert!(out.contains("session_name: \"gh-7\""), "{out}");
@@ -401,4 +393,99 @@ async fn refusals_for_a_near_miss_issuer_or_a_wrong_audience_say_what_to_fix() {
             && l.contains(stsbridge_e2e::BRIDGE_URL)),
         "{log}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_works_in_dev_mode_with_json_output_and_expected_beside_received() {
+    // A denial in dev mode, on a port of its own: its 403 points at explain, which must work.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let dev = BridgeProcess::spawn(BIN, root, &["serve", "--listen", "127.0.0.1:0"], &[]).await;
+    let http = reqwest::Client::new();
+    let gh = stsbridge_e2e::text_of(http.post(dev.url("/dev/token")).form(&[
+        ("issuer", "github"),
+        ("sub", "repo:acme/payments:ref:refs/heads/feature"),
+        ("claims", r#"{"repository_owner":"acme","run_id":"7"}"#),
+    ]))
+    .await;
+    let denied = http
+        .get(dev.url("/v1/credentials/payments-prod-deploy"))
+        .bearer_auth(gh.trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 403);
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("gh");
+    std::fs::write(&token_file, gh.trim()).unwrap();
+    let file = token_file.to_str().unwrap();
+    let args = [
+        "explain",
+        "--token-file",
+        file,
+        "--target",
+        "payments-prod-deploy",
+    ];
+    let (code, out, err) = run(root, &args);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("token: issuer github"), "{out}");
+    assert!(out.contains("decision: deny"), "{out}");
+
+    let (code, out, err) = run(root, &[&args[..], &["--output", "json"]].concat());
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["token"]["trust_entry"], "github");
+    assert_eq!(report["decision"]["decision"], "deny");
+    let failed: Vec<&serde_json::Value> = report["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["conditions"].as_array().unwrap())
+        .filter(|c| c["pass"] == false)
+        .collect();
+    assert!(
+        failed
+            .iter()
+            .all(|c| c["expected"].is_string() && c.get("received").is_some()),
+        "{report}"
+    );
+    assert!(
+        report["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["subject"]["pass"] == false
+                && r["subject"]["received"] == "repo:acme/payments:ref:refs/heads/feature"),
+        "{report}"
+    );
+
+    // A token of an issuer dev mode does not have: the issuers it has beside the one it got.
+    let idp = TestIdp::start().await;
+    std::fs::write(&token_file, idp.token("svc:x", json!({}))).unwrap();
+    let (code, out, _) = run(root, &[&args[..], &["--output", "json"]].concat());
+    assert_eq!(code, 1, "{out}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["refused"]["reason"], "unknown_issuer", "{report}");
+    assert_eq!(report["refused"]["received"], idp.issuer.as_str());
+    assert!(
+        report["refused"]["expected"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i.as_str().is_some_and(|i| i.ends_with("/dev/github"))),
+        "{report}"
+    );
+
+    // A wrong audience, with a config: the entry's audiences beside the token's.
+    write_config(dir.path(), &idp, &Setup::default());
+    std::fs::write(
+        &token_file,
+        idp.token("svc:x", json!({ "aud": "https://elsewhere.example" })),
+    )
+    .unwrap();
+    let (code, out, _) = explain(dir.path(), file, "api", &["--output", "json"]);
+    assert_eq!(code, 1, "{out}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["claims"]["reason"], "audience_mismatch", "{report}");
+    assert_eq!(report["claims"]["received"], "https://elsewhere.example");
+    assert_eq!(report["claims"]["expected"][0], stsbridge_e2e::BRIDGE_URL);
 }

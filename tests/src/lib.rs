@@ -41,3 +41,14 @@ pub async fn json_of(request: reqwest::RequestBuilder) -> serde_json::Value {
         .await
         .unwrap_or(serde_json::Value::Null)
 }
+
+/// Sends `request` and reads the answer as text; the request itself must go through.
+pub async fn text_of(request: reqwest::RequestBuilder) -> String {
+    request
+        .send()
+        .await
+        .expect("the request went through")
+        .text()
+        .await
+        .unwrap_or_default()
+}

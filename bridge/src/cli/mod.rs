@@ -168,15 +168,19 @@ enum Command {
     /// Offline dry run: evaluate a token against the rules for a target and show the rendered
     /// request. The signature is not checked.
     Explain {
-        /// The config file.
+        /// The config file (default: dev mode's built-in issuers over ./mappings).
         #[arg(long)]
-        config: PathBuf,
+        config: Option<PathBuf>,
         /// A file holding the subject token.
         #[arg(long)]
         token_file: PathBuf,
         /// The target name.
         #[arg(long)]
         target: String,
+        /// `text` (default) or `json` (one object: token, claims, rules with each condition's
+        /// expected and received values, decision).
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        output: String,
     },
     /// Run the mapping tests (mappings/tests/*.yaml): each case's decision and rendered request,
     /// with the real engine. Exit 0 when all pass, 1 on any failure, 64 on a broken test file.
@@ -266,7 +270,8 @@ pub fn main() -> ExitCode {
             config,
             token_file,
             target,
-        } => explain(&config, &token_file, &target),
+            output,
+        } => explain(config.as_deref(), &token_file, &target, output == "json"),
         Command::Keys {
             command: KeysCommand::Rotate { config, prune },
         } => rotate_keys(&config, prune),

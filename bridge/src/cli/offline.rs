@@ -236,11 +236,117 @@ pub(super) fn terraform_vars(path: &Path) -> ExitCode {
     }
 }
 
-pub(super) fn explain(path: &Path, token_file: &Path, target: &str) -> ExitCode {
-    let (config, mappings) = match or_config_errors(load_all(path)) {
-        Ok(v) => v,
-        Err(code) => return code,
+/// What `explain` found, line by line for a terminal and as one JSON object (`--output json`).
+struct Explanation {
+    json: bool,
+    report: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Explanation {
+    /// Records `value` under `key` and prints `line` (text output).
+    fn say(&mut self, line: impl AsRef<str>, key: &str, value: serde_json::Value) {
+        if !self.json {
+            println!("{}", line.as_ref());
+        }
+        self.report.insert(key.to_owned(), value);
+    }
+
+    /// Prints the JSON object (JSON output) and gives `code`.
+    fn end(self, code: u8) -> ExitCode {
+        if self.json {
+            println!("{}", serde_json::Value::Object(self.report));
+        }
+        ExitCode::from(code)
+    }
+}
+
+/// The trust list, mappings and stsbridge's own issuer URL `explain` and `test` work with:
+/// `path`'s, or dev mode's built-in issuers over `./mappings` when no config is given.
+fn offline_policy(
+    path: Option<&Path>,
+) -> Result<(Vec<config::TrustConfig>, Mappings, String, PathBuf), ExitCode> {
+    offline_policy_at(path, &format!("http://{}", crate::dev::DEV_LISTEN))
+}
+
+/// As [`offline_policy`], for a dev server at `dev_base` when no config is given.
+fn offline_policy_at(
+    path: Option<&Path>,
+    dev_base: &str,
+) -> Result<(Vec<config::TrustConfig>, Mappings, String, PathBuf), ExitCode> {
+    let loaded = match path {
+        Some(path) => load_all(path).map(|(c, m)| (c.trust, m, c.issuer.url, c.mappings_dir)),
+        None => {
+            let dir = PathBuf::from("mappings");
+            if !dir.is_dir() {
+                eprintln!(
+                    "error: no ./mappings here: run from the repository (dev mode's mappings), or pass --config FILE"
+                );
+                return Err(ExitCode::from(EXIT_CONFIG));
+            }
+            crate::dev::offline_at(&dir, dev_base).map(|(t, m)| (t, m, dev_base.to_owned(), dir))
+        }
     };
+    or_config_errors(loaded)
+}
+
+/// Why a token's claims failed, with what was expected beside what the token has.
+fn expected_and_received(
+    e: &token::TokenError,
+    claims: &serde_json::Map<String, serde_json::Value>,
+    trust: &config::TrustConfig,
+) -> Option<(serde_json::Value, serde_json::Value)> {
+    use serde_json::json;
+    let now = crate::token::unix_seconds(SystemTime::now());
+    match e {
+        token::TokenError::AudienceMismatch | token::TokenError::MissingAudience => Some((
+            json!(trust.audiences),
+            claims.get("aud").cloned().unwrap_or_default(),
+        )),
+        token::TokenError::Expired => Some((
+            json!(format!(
+                "exp after now ({now}), with {}s leeway",
+                trust.leeway.as_secs()
+            )),
+            claims.get("exp").cloned().unwrap_or_default(),
+        )),
+        token::TokenError::NotYetValid | token::TokenError::IssuedInFuture => Some((
+            json!(format!(
+                "nbf and iat at or before now ({now}), with {}s leeway",
+                trust.leeway.as_secs()
+            )),
+            json!({ "nbf": claims.get("nbf"), "iat": claims.get("iat") }),
+        )),
+        token::TokenError::LifetimeTooLong => Some((
+            json!(format!(
+                "exp - iat at most {}s",
+                trust.max_token_lifetime.as_secs()
+            )),
+            json!({ "iat": claims.get("iat"), "exp": claims.get("exp") }),
+        )),
+        _ => None,
+    }
+}
+
+/// The dev server a token came from (`http://127.0.0.1:PORT` of an `iss` like
+/// `http://127.0.0.1:PORT/dev/NAME`), when it came from one.
+fn dev_base_of(raw: &str) -> Option<String> {
+    let iss = token::parse(raw).ok()?.issuer;
+    let (base, name) = iss.rsplit_once("/dev/")?;
+    let host = base.strip_prefix("http://")?;
+    let loopback = host
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| a.ip().is_loopback())
+        || host.starts_with("localhost:");
+    (loopback && !name.contains('/')).then(|| base.to_owned())
+}
+
+pub(super) fn explain(
+    path: Option<&Path>,
+    token_file: &Path,
+    target: &str,
+    json: bool,
+) -> ExitCode {
+    use serde_json::json;
     let raw = match std::fs::read_to_string(token_file) {
         Ok(t) => t.trim().to_owned(),
         Err(e) => {
@@ -248,72 +354,136 @@ pub(super) fn explain(path: &Path, token_file: &Path, target: &str) -> ExitCode 
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    // Without a config: dev mode's issuers, at the address of the dev server the token is from.
+    let dev_base =
+        dev_base_of(&raw).unwrap_or_else(|| format!("http://{}", crate::dev::DEV_LISTEN));
+    let (trust_list, mappings, own_url, _) = match offline_policy_at(path, &dev_base) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    let mut out = Explanation {
+        json,
+        report: serde_json::Map::new(),
+    };
     let parsed = match token::parse(&raw) {
         Ok(p) => p,
         Err(e) => {
-            println!("token refused before any rule: {e} ({})", e.code());
-            return ExitCode::from(EXIT_FAILURE);
+            out.say(
+                format!("token refused before any rule: {e} ({})", e.code()),
+                "refused",
+                json!({ "reason": e.code(), "message": e.to_string() }),
+            );
+            return out.end(EXIT_FAILURE);
         }
     };
     // stsbridge's own tokens come back under its built-in trust entry.
-    let own = config::own_trust(&config.issuer.url, mappings.jwt_audiences());
-    let Some(trust) = config
-        .trust
+    let own = config::own_trust(&own_url, mappings.jwt_audiences());
+    let Some(trust) = trust_list
         .iter()
         .chain(std::iter::once(&own))
         .find(|t| t.issuer == parsed.issuer)
     else {
-        println!(
-            "token refused before any rule: its issuer {:?} is not in trust: (unknown_issuer)",
-            parsed.issuer
+        let trusted: Vec<&str> = trust_list.iter().map(|t| t.issuer.as_str()).collect();
+        out.say(
+            format!(
+                "token refused before any rule: its issuer {:?} is not in trust (unknown_issuer)\n  expected one of: {trusted:?}\n  received:        {:?}",
+                parsed.issuer, parsed.issuer
+            ),
+            "refused",
+            json!({ "reason": "unknown_issuer", "expected": trusted, "received": parsed.issuer }),
         );
-        return ExitCode::from(EXIT_FAILURE);
+        return out.end(EXIT_FAILURE);
     };
     let (token, refusal) = token::inspect(parsed, trust, SystemTime::now());
-    println!(
-        "token: issuer {} ({}), subject {:?}",
-        trust.name, token.issuer, token.subject
-    );
-    println!("signature: not checked (offline dry run)");
-    match &refusal {
-        None => println!("claims: pass (exp, nbf, iat, lifetime, aud, sub)"),
-        Some(e) => println!(
-            "claims: FAIL: {e} ({}); the service would refuse this token with 401",
-            e.code()
+    out.say(
+        format!(
+            "token: issuer {} ({}), subject {:?}",
+            trust.name, token.issuer, token.subject
         ),
+        "token",
+        json!({ "trust_entry": trust.name, "issuer": token.issuer, "subject": token.subject }),
+    );
+    out.say(
+        "signature: not checked (offline dry run)",
+        "signature",
+        json!("not checked"),
+    );
+    match &refusal {
+        None => out.say(
+            "claims: pass (exp, nbf, iat, lifetime, aud, sub)",
+            "claims",
+            json!({ "pass": true }),
+        ),
+        Some(e) => {
+            let mut line = format!(
+                "claims: FAIL: {e} ({}); the service would refuse this token with 401",
+                e.code()
+            );
+            let mut value = json!({ "pass": false, "reason": e.code(), "message": e.to_string() });
+            if let Some((expected, received)) = expected_and_received(e, &token.claims, trust) {
+                line.push_str(&format!("\n  expected: {expected}\n  received: {received}"));
+                value["expected"] = expected;
+                value["received"] = received;
+            }
+            out.say(line, "claims", value);
+        }
     }
     if mappings.target(target).is_none() {
-        println!(
-            "target {target:?} does not exist (known: {})",
-            mappings.target_names().join(", ")
+        out.say(
+            format!(
+                "target {target:?} does not exist (known: {})",
+                mappings.target_names().join(", ")
+            ),
+            "decision",
+            json!({ "decision": "unknown_target", "known": mappings.target_names() }),
         );
-        return ExitCode::from(EXIT_FAILURE);
+        return out.end(EXIT_FAILURE);
     }
     let rules = mappings.explain(&token, target);
-    if rules.is_empty() {
+    if rules.is_empty() && !json {
         println!(
             "\nno rule of issuer {} mentions target {target}",
             trust.name
         );
     }
-    for r in &rules {
-        print!("\n{}", r.report(&token.subject));
+    if !json {
+        for r in &rules {
+            print!("\n{}", r.report(&token.subject));
+        }
+        println!();
     }
+    let rule_values: Vec<serde_json::Value> = rules
+        .iter()
+        .map(|r| {
+            json!({
+                "rule": r.rule,
+                "file": r.file.display().to_string(),
+                "matched": r.matched,
+                "subject": { "test": r.subject_test, "pass": r.subject.pass, "received": token.subject },
+                "conditions": r.conditions.iter().map(|c| json!({
+                    "claim": c.claim,
+                    "expected": c.test,
+                    "received": c.check.actual,
+                    "pass": c.check.pass,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    out.report.insert("rules".into(), json!(rule_values));
     let decision = mappings.decide(&token, target);
-    println!();
     match decision {
         Decision::Allow { rule, target } => {
-            println!("decision: allow (rule {})", rule.name);
             let prior_act = match prior_chain(&token.claims, trust.accept_act) {
                 Ok(p) => p,
                 Err(e) => {
-                    println!("the request would be refused (invalid_request): {e}");
-                    return ExitCode::from(EXIT_FAILURE);
+                    out.say(
+                        format!("decision: allow (rule {}), but the request would be refused (invalid_request): {e}", rule.name),
+                        "decision",
+                        json!({ "decision": "refused", "rule": rule.name, "reason": "invalid_request", "message": e.to_string() }),
+                    );
+                    return out.end(EXIT_FAILURE);
                 }
             };
-            if let Some(label) = prior_act.audit_label() {
-                println!("the token's own act claim: {label}");
-            }
             let input = RenderInput {
                 token: &token,
                 raw_token: &raw,
@@ -321,45 +491,59 @@ pub(super) fn explain(path: &Path, token_file: &Path, target: &str) -> ExitCode 
                 actor: None,
                 prior_act: &prior_act,
             };
-            match render(target, &input) {
-                Ok(request) => {
-                    println!("rendered {} request:\n{request:#?}", target.kind.provider())
-                }
-                Err(e) => println!("rendering fails: {e}"),
+            let rendered = render(target, &input);
+            let mut line = format!("decision: allow (rule {})", rule.name);
+            if let Some(label) = prior_act.audit_label() {
+                line.push_str(&format!("\nthe token's own act claim: {label}"));
             }
+            match &rendered {
+                Ok(request) => line.push_str(&format!(
+                    "\nrendered {} request:\n{request:#?}",
+                    target.kind.provider()
+                )),
+                Err(e) => line.push_str(&format!("\nrendering fails: {e}")),
+            }
+            out.say(
+                line,
+                "decision",
+                json!({
+                    "decision": "allow",
+                    "rule": rule.name,
+                    "provider": target.kind.provider(),
+                    "rendered": rendered.as_ref().map(|r| format!("{r:?}")).ok(),
+                    "render_error": rendered.as_ref().err().map(ToString::to_string),
+                }),
+            );
         }
-        Decision::Deny { rule: Some(rule) } => println!("decision: deny (deny rule {})", rule.name),
-        Decision::Deny { rule: None } => println!("decision: deny (no allow rule matches)"),
-        Decision::ActorNotAllowed { rule } => {
-            println!(
+        Decision::Deny { rule: Some(rule) } => out.say(
+            format!("decision: deny (deny rule {})", rule.name),
+            "decision",
+            json!({ "decision": "deny", "rule": rule.name }),
+        ),
+        Decision::Deny { rule: None } => out.say(
+            "decision: deny (no allow rule matches)",
+            "decision",
+            json!({ "decision": "deny", "rule": null }),
+        ),
+        Decision::ActorNotAllowed { rule } => out.say(
+            format!(
                 "decision: deny (rule {} does not list the actor)",
                 rule.name
-            )
-        }
-        Decision::UnknownTarget => println!("decision: unknown target"),
+            ),
+            "decision",
+            json!({ "decision": "actor_not_allowed", "rule": rule.name }),
+        ),
+        Decision::UnknownTarget => out.say(
+            "decision: unknown target",
+            "decision",
+            json!({ "decision": "unknown_target" }),
+        ),
     }
-    if refusal.is_some() {
-        ExitCode::from(EXIT_FAILURE)
-    } else {
-        ExitCode::SUCCESS
-    }
+    out.end(if refusal.is_some() { EXIT_FAILURE } else { 0 })
 }
 
 pub(super) fn run_tests(config: Option<&Path>, paths: &[PathBuf]) -> ExitCode {
-    let loaded = match config {
-        Some(path) => load_all(path).map(|(c, m)| (c.trust, m, c.mappings_dir)),
-        None => {
-            let dir = PathBuf::from("mappings");
-            if !dir.is_dir() {
-                eprintln!(
-                    "error: no ./mappings here: run from the repository, or pass --config FILE"
-                );
-                return ExitCode::from(EXIT_CONFIG);
-            }
-            crate::dev::offline(&dir).map(|(t, m)| (t, m, dir))
-        }
-    };
-    let (trust, mappings, dir) = match or_config_errors(loaded) {
+    let (trust, mappings, _, dir) = match offline_policy(config) {
         Ok(v) => v,
         Err(code) => return code,
     };
