@@ -489,3 +489,89 @@ async fn explain_works_in_dev_mode_with_json_output_and_expected_beside_received
     assert_eq!(report["claims"]["received"], "https://elsewhere.example");
     assert_eq!(report["claims"]["expected"][0], stsbridge_e2e::BRIDGE_URL);
 }
+
+/// Every shipped file of each kind the schemas describe.
+fn shipped_files(kind: &str) -> Vec<std::path::PathBuf> {
+    let root = crate::repo();
+    let yaml_in = |dir: &str| -> Vec<std::path::PathBuf> {
+        let mut files: Vec<_> = std::fs::read_dir(root.join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+            .collect();
+        files.sort();
+        files
+    };
+    match kind {
+        "config" => vec![
+            root.join("examples/production/stsbridge.yaml"),
+            root.join("examples/kubernetes/config/stsbridge.yaml"),
+        ],
+        "mappings" => [yaml_in("mappings"), yaml_in("examples/kubernetes/mappings")].concat(),
+        _ => yaml_in("mappings/tests"),
+    }
+}
+
+#[test]
+fn the_schemas_are_what_stsbridge_schema_prints_and_every_shipped_file_validates_against_them() {
+    let root = crate::repo();
+    let validator = stsbridge_e2e::moto::venv_program("check-jsonschema");
+    for kind in ["config", "mappings", "tests"] {
+        let (code, out, err) = run(&root, &["schema", kind]);
+        assert_eq!(code, 0, "{err}");
+        let committed =
+            std::fs::read_to_string(root.join(format!("schemas/{kind}.schema.json"))).unwrap();
+        assert!(
+            committed.trim() == out.trim(),
+            "schemas/{kind}.schema.json is not what `stsbridge schema {kind}` prints: regenerate it"
+        );
+        let files = shipped_files(kind);
+        assert!(!files.is_empty());
+        for file in &files {
+            // The modeline points the editor at this schema.
+            let first = std::fs::read_to_string(file).unwrap();
+            let first = first.lines().next().unwrap_or_default();
+            let path = first
+                .strip_prefix("# yaml-language-server: $schema=")
+                .unwrap_or_else(|| panic!("{}: no schema modeline", file.display()));
+            let schema = file.parent().unwrap().join(path);
+            assert_eq!(
+                schema.canonicalize().unwrap(),
+                root.join(format!("schemas/{kind}.schema.json"))
+                    .canonicalize()
+                    .unwrap(),
+                "{}",
+                file.display()
+            );
+        }
+        // An independent validator (check-jsonschema, on the jsonschema library).
+        let out = Command::new(&validator)
+            .arg("--schemafile")
+            .arg(root.join(format!("schemas/{kind}.schema.json")))
+            .args(&files)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{kind}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The validator refuses what stsbridge refuses: a misspelt key.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "version: 1\nrules:\n  - { name: x, issuer: ci, subjekt: s, allow: [a] }\n",
+    )
+    .unwrap();
+    let out = Command::new(&validator)
+        .arg("--schemafile")
+        .arg(root.join("schemas/mappings.schema.json"))
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("subjekt"));
+}

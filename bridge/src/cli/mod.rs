@@ -149,6 +149,13 @@ enum Command {
         #[command(flatten)]
         tls: crate::client::ClientTls,
     },
+    /// Print the JSON Schema of a file kind: `config` (stsbridge.yaml), `mappings` (mapping and
+    /// partner files) or `tests` (mapping tests), derived from the types that read them.
+    Schema {
+        /// Which file kind.
+        #[arg(value_parser = ["config", "mappings", "tests"])]
+        kind: String,
+    },
     /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell), e.g.
     /// `stsbridge completions bash > /etc/bash_completion.d/stsbridge`.
     Completions {
@@ -291,6 +298,10 @@ pub fn main() -> ExitCode {
         } => partner_init(&name, &issuer, &audiences, &dir),
         Command::Revoke(args) => revoke::revoke(args),
         Command::Probe { url, timeout, tls } => probe(&url, timeout, &tls),
+        Command::Schema { kind } => {
+            println!("{}", crate::config::schema(&kind));
+            ExitCode::SUCCESS
+        }
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "stsbridge", &mut std::io::stdout());

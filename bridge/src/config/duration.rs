@@ -96,6 +96,22 @@ impl<'de> Deserialize<'de> for ConfigDuration {
     }
 }
 
+/// In the JSON Schemas (`stsbridge schema`): a string like `250ms`, `30s`, `15m`, `1h30m`, `2d`,
+/// or `0`.
+impl schemars::JsonSchema for ConfigDuration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^\\s*(0|([0-9]+(ms|s|m|h|d))+)\\s*$",
+            "description": "A duration: 250ms, 30s, 15m, 1h, 1h30m, 2d, or 0.",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

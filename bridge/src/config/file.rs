@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::ConfigDuration;
 
 /// The top of a config file.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
     /// Format version; must be 1.
@@ -44,7 +44,7 @@ pub struct ConfigFile {
 }
 
 /// `ops:`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpsFile {
     /// `host:port` of the operations listener.
@@ -52,7 +52,7 @@ pub struct OpsFile {
 }
 
 /// `dpop:`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DpopFile {
     /// The oldest proof accepted, by its `iat` (default 60s).
@@ -60,7 +60,7 @@ pub struct DpopFile {
 }
 
 /// `revocations:`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevocationsFile {
     /// Where revocations are kept without `shared_state` (written atomically, reloaded on
@@ -71,7 +71,7 @@ pub struct RevocationsFile {
 }
 
 /// `tls:`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsFile {
     /// Certificate chain (PEM).
@@ -86,7 +86,7 @@ pub struct TlsFile {
 }
 
 /// `issuer:`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssuerFile {
     /// The URL clouds trust.
@@ -98,7 +98,7 @@ pub struct IssuerFile {
 }
 
 /// `issuer.keys:`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeysFile {
     /// Key directory; an empty one gets a new key on first start.
@@ -110,7 +110,7 @@ pub struct KeysFile {
 }
 
 /// One `trust:` entry.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrustFile {
     /// Name used by rules.
@@ -150,7 +150,7 @@ pub struct TrustFile {
 }
 
 /// `trust[].jwks:`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwksFile {
     /// Use OIDC discovery.
@@ -166,7 +166,7 @@ pub struct JwksFile {
 }
 
 /// `providers:`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProvidersFile {
     /// AWS.
@@ -178,7 +178,7 @@ pub struct ProvidersFile {
 }
 
 /// `providers.aws:`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AwsFile {
     /// STS signing region.
@@ -192,7 +192,7 @@ pub struct AwsFile {
 }
 
 /// `providers.gcp:`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GcpFile {
     /// STS endpoint override.
@@ -206,7 +206,7 @@ pub struct GcpFile {
 }
 
 /// `providers.azure:`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AzureFile {
     /// Entra ID authority host override.
@@ -218,7 +218,7 @@ pub struct AzureFile {
 }
 
 /// `cache:`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CacheFile {
     /// Most entries kept.
@@ -226,7 +226,7 @@ pub struct CacheFile {
 }
 
 /// `limits:`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsFile {
     /// Rate per caller (issuer + subject), like `20/s`.
@@ -246,7 +246,7 @@ pub struct LimitsFile {
 }
 
 /// `audit:`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditFile {
     /// `closed` (default): no credential without an audit record; `open`: serve anyway.
@@ -258,7 +258,7 @@ pub struct AuditFile {
 }
 
 /// `shared_state:`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SharedStateFile {
     /// A Redis-protocol server.
@@ -266,7 +266,7 @@ pub struct SharedStateFile {
 }
 
 /// `shared_state.redis:`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedisFile {
     /// `rediss://host:port/db`, or `redis://` to a loopback host.

@@ -412,3 +412,19 @@ fn is_loopback_host(url: &reqwest::Url) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+/// The JSON Schema (2020-12) of a file kind, `config`, `mappings` or `tests`, pretty-printed: what
+/// `stsbridge schema` prints and `schemas/*.schema.json` hold (editors read them through the
+/// shipped files' `yaml-language-server` modelines).
+pub fn schema(kind: &str) -> String {
+    let mut schema = match kind {
+        "config" => schemars::schema_for!(file::ConfigFile),
+        "mappings" => schemars::schema_for!(crate::mapping::file::MappingFile),
+        _ => schemars::schema_for!(crate::mapping::cases::CaseFile),
+    };
+    schema.insert(
+        "title".into(),
+        serde_json::json!(format!("stsbridge {kind} file, version 1")),
+    );
+    serde_json::to_string_pretty(&schema).unwrap_or_default()
+}

@@ -29,7 +29,7 @@ impl Case {
 }
 
 /// A test file.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaseFile {
     /// Must be 1.
@@ -39,7 +39,7 @@ pub struct CaseFile {
 }
 
 /// What a case expects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Expect {
     /// A credential is issued.
@@ -49,7 +49,7 @@ pub enum Expect {
 }
 
 /// One case.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Case {
     /// What it checks, in words.
@@ -82,7 +82,7 @@ pub struct Case {
 }
 
 /// The actor token of a case.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActorCase {
     /// A trust entry's name.

@@ -9,7 +9,7 @@ use serde_yaml_ng::{Mapping, Value as Yaml};
 use crate::config::ConfigDuration;
 
 /// One mapping file.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MappingFile {
     /// Format version; must be 1.
@@ -26,7 +26,7 @@ pub struct MappingFile {
 }
 
 /// One target.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TargetFile {
     /// Name callers ask for.
@@ -48,7 +48,7 @@ pub struct TargetFile {
 }
 
 /// `targets[].gcp`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GcpTargetFile {
     /// The workload identity pool provider:
@@ -73,7 +73,7 @@ pub struct GcpTargetFile {
 }
 
 /// `targets[].azure`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AzureTargetFile {
     /// Tenant id (GUID) or verified domain.
@@ -85,7 +85,7 @@ pub struct AzureTargetFile {
 }
 
 /// `targets[].aws`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AwsTargetFile {
     /// Role of the first hop.
@@ -110,7 +110,7 @@ pub struct AwsTargetFile {
 }
 
 /// `targets[].aws.chain[]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HopFile {
     /// Role to assume.
@@ -134,7 +134,7 @@ pub struct HopFile {
 }
 
 /// `targets[].jwt`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtTargetFile {
     /// `aud` of minted tokens.
@@ -155,7 +155,7 @@ pub struct JwtTargetFile {
 }
 
 /// One rule.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleFile {
     /// Name, unique across files.
@@ -165,15 +165,19 @@ pub struct RuleFile {
     /// A `trust:` entry's name.
     pub issuer: String,
     /// Exact, `{glob}`, `{regex}`, `{one_of}`, or `{any: true}`.
+    #[schemars(with = "Option<MatcherSchema>")]
     pub subject: Option<Yaml>,
     /// Claim conditions, all of which must pass.
     #[serde(default)]
+    #[schemars(with = "std::collections::BTreeMap<String, MatcherSchema>")]
     pub claims: Mapping,
     /// Names the caller's client certificate must have (mTLS listeners only): exact, `{glob}`,
     /// `{regex}` or `{one_of}` over its DNS names.
+    #[schemars(with = "Option<MatcherSchema>")]
     pub client_certificate: Option<Yaml>,
     /// The SPIFFE ID the caller's client certificate must have (its `spiffe://` URI SAN): exact,
     /// `{glob}`, `{regex}` or `{one_of}`.
+    #[schemars(with = "Option<MatcherSchema>")]
     pub client_spiffe_id: Option<Yaml>,
     /// Targets granted.
     pub allow: Option<Vec<String>>,
@@ -187,14 +191,42 @@ pub struct RuleFile {
 }
 
 /// `rules[].actors[]`: an actor token's issuer, subject and claim conditions, as in a rule.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActorFile {
     /// A `trust:` entry's name, or `stsbridge`.
     pub issuer: String,
     /// Exact, `{glob}`, `{regex}`, `{one_of}`, or `{any: true}`.
+    #[schemars(with = "Option<MatcherSchema>")]
     pub subject: Option<Yaml>,
     /// Claim conditions, all of which must pass.
     #[serde(default)]
+    #[schemars(with = "std::collections::BTreeMap<String, MatcherSchema>")]
     pub claims: Mapping,
+}
+
+/// A matcher in the JSON Schemas: an exact value (string, number, boolean), or an object with one
+/// of `glob`, `regex`, `one_of`, `contains`, `exists`, `any` (the mapping engine checks which apply
+/// where, with messages naming the field).
+pub struct MatcherSchema;
+
+impl schemars::JsonSchema for MatcherSchema {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Matcher".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "An exact value, or one of {glob}, {regex}, {one_of}, {contains}, {exists}, {any: true}.",
+            "anyOf": [
+                { "type": ["string", "number", "boolean"] },
+                {
+                    "type": "object",
+                    "minProperties": 1,
+                    "maxProperties": 1,
+                    "propertyNames": { "enum": ["glob", "regex", "one_of", "contains", "exists", "any"] }
+                }
+            ]
+        })
+    }
 }
