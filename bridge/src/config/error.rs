@@ -125,13 +125,21 @@ fn later_errors<T: DeserializeOwned>(file: &Path, text: &str, first: &str) -> Ve
     let mut out = Vec::new();
     let mut failed_at = first.to_owned();
     while out.len() < MAX_ERRORS_PER_FILE {
-        if !take_out(&mut doc, &failed_at, &mut kept) {
+        let Some(taken) = take_out(&mut doc, &failed_at, &mut kept) else {
             break;
-        }
+        };
         match serde_path_to_error::deserialize::<_, T>(doc.clone()) {
             Ok(_) => break,
             Err(e) => {
                 let mut error = path_error(file, e);
+                // Taking out a required key makes its absence the next error: that one is ours,
+                // not the file's, and nothing after it can be told apart.
+                if taken
+                    .as_deref()
+                    .is_some_and(|key| error.message.contains(&format!("missing field `{key}`")))
+                {
+                    break;
+                }
                 failed_at.clone_from(&error.path);
                 error.path = in_file(&error.path, &kept);
                 out.push(error);
@@ -161,12 +169,13 @@ fn in_file(path: &str, kept: &std::collections::HashMap<String, Vec<usize>>) -> 
     }
 }
 
-/// Takes the part of `doc` that failed at `path` out of it; false when there is nothing to take.
+/// Takes the part of `doc` that failed at `path` out of it: the list item it is in (`Some(None)`),
+/// else the key it names (`Some(Some(key))`); `None` when there is nothing to take.
 fn take_out(
     doc: &mut serde_yaml_ng::Value,
     path: &str,
     kept: &mut std::collections::HashMap<String, Vec<usize>>,
-) -> bool {
+) -> Option<Option<String>> {
     use serde_yaml_ng::Value;
     let keys = |p: &str| -> Vec<String> {
         p.split('.')
@@ -177,16 +186,13 @@ fn take_out(
     if let Some((list, i, _)) = first_index(path) {
         let mut node = &mut *doc;
         for key in keys(list) {
-            let Some(next) = node.get_mut(key.as_str()) else {
-                return false;
-            };
-            node = next;
+            node = node.get_mut(key.as_str())?;
         }
         let Value::Sequence(items) = node else {
-            return false;
+            return None;
         };
         if i >= items.len() {
-            return false;
+            return None;
         }
         items.remove(i);
         let indices = kept
@@ -195,13 +201,17 @@ fn take_out(
         if i < indices.len() {
             indices.remove(i);
         }
-        return true;
+        return Some(None);
     }
-    let Some(top) = keys(path).into_iter().next() else {
-        return false;
-    };
-    match doc {
-        Value::Mapping(map) => map.remove(top.as_str()).is_some(),
-        _ => false,
+    // No list: the key itself (an unknown or mistyped one), so its siblings are still checked.
+    let mut path_keys = keys(path);
+    let leaf = path_keys.pop()?;
+    let mut node = &mut *doc;
+    for key in path_keys {
+        node = node.get_mut(key.as_str())?;
+    }
+    match node {
+        Value::Mapping(map) => map.remove(leaf.as_str()).map(|_| Some(leaf)),
+        _ => None,
     }
 }

@@ -444,3 +444,21 @@ fn every_structural_error_of_a_file_is_reported_not_only_the_first() {
         assert!(paths.contains(&want), "{want} missing from {paths:?}");
     }
 }
+
+#[test]
+fn taking_a_broken_required_key_out_adds_no_error_of_its_own() {
+    // One mistake in a required field: one error, not a second "missing field" one.
+    let e = errors_of(
+        "version: 1\nissuer: { url: https://x, keys: { dir: k }, assertion_lifetime: [5] }\n",
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].path, "issuer.assertion_lifetime");
+    // Two unknown keys in one section: both, and a sibling after them still checked.
+    let e = errors_of(&format!(
+        "{MINIMAL}cache: {{ max_entires: 5, maxentries: 6 }}\naudit: {{ sink: stdout, on_fail: open }}\n"
+    ));
+    let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
+    for want in ["cache.max_entires", "cache.maxentries", "audit.on_fail"] {
+        assert!(paths.contains(&want), "{want} missing from {paths:?}");
+    }
+}
