@@ -510,14 +510,7 @@ async fn spans_reach_an_otlp_collector_in_one_trace_and_the_request_id_reaches_t
     })
     .await;
     let token = stack.idp.token("svc:alice", serde_json::json!({}));
-    let response = stack
-        .http
-        .get(stack.bridge.url("/v1/credentials/api"))
-        .bearer_auth(&token)
-        .header("X-Request-Id", "req-0123456789")
-        .send()
-        .await
-        .unwrap();
+    let response = credentials_with_request_id(&stack, &token, "req-0123456789").await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-request-id"], "req-0123456789");
     let decision = response.headers()["x-stsbridge-decision-id"]
@@ -643,23 +636,10 @@ async fn json_log_lines_carry_the_request_id_and_the_exported_trace_id() {
     .await;
     // A refusal is logged (at info) inside its request's span.
     let token = stack.idp.token("svc:mallory", serde_json::json!({}));
-    let response = stack
-        .http
-        .get(stack.bridge.url("/v1/credentials/api"))
-        .bearer_auth(&token)
-        .header("X-Request-Id", "req-json-0001")
-        .send()
-        .await
-        .unwrap();
+    let response = credentials_with_request_id(&stack, &token, "req-json-0001").await;
     assert_eq!(response.status(), 403);
-    stack.bridge.signal("TERM");
-    assert!(
-        stack
-            .bridge
-            .wait_exit(Duration::from_secs(10))
-            .await
-            .is_some()
-    );
+    // Stopped, and every line it wrote read.
+    stack.bridge.stop().await;
 
     let stderr = stack.bridge.stderr();
     let lines: Vec<serde_json::Value> = stderr
@@ -760,4 +740,16 @@ async fn the_operations_listener_serves_probes_and_metrics_while_the_main_one_re
     .await;
     assert!(public["issuers"][0].get("last_error").is_none(), "{public}");
     assert!(!public.to_string().contains("127.0.0.1:9"), "{public}");
+}
+
+/// `GET /v1/credentials/api` with `token` and `X-Request-Id: id`.
+async fn credentials_with_request_id(stack: &Stack, token: &str, id: &str) -> reqwest::Response {
+    stack
+        .http
+        .get(stack.bridge.url("/v1/credentials/api"))
+        .bearer_auth(token)
+        .header("X-Request-Id", id)
+        .send()
+        .await
+        .unwrap()
 }

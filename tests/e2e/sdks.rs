@@ -159,6 +159,15 @@ fn run_json(program: &Path, args: &[&str], env: &[(String, String)], home: &Path
         .unwrap_or_else(|_| panic!("not JSON: {stdout}\n{stderr}"))
 }
 
+/// The Azure token's `expires_on` (unix seconds) is Entra's `expires_in` (3599 s) after `before`.
+fn assert_expires_with_entra(before: u64, out: &Value) {
+    let expires_on = out["expires_on"].as_u64().unwrap();
+    assert!(
+        (before + 3590..=before + 3610).contains(&expires_on),
+        "{expires_on}"
+    );
+}
+
 fn script(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("interop")
@@ -304,11 +313,7 @@ async fn azure_identity_finds_the_agent_as_an_app_service_identity() {
         home.path(),
     );
     assert_eq!(out["token"], "eyJ.entra-agent-token.sig");
-    let expires_on = out["expires_on"].as_u64().unwrap();
-    assert!(
-        (before + 3590..=before + 3610).contains(&expires_on),
-        "{expires_on}"
-    );
+    assert_expires_with_entra(before, &out);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -357,11 +362,7 @@ async fn the_nodejs_sdks_use_the_agent_through_their_default_chains() {
     let before = stsbridge::token::unix_seconds(SystemTime::now());
     let out = run_json(&node, &[&script, "azure", MGMT], &s.env, home.path());
     assert_eq!(out["token"], "eyJ.entra-agent-token.sig");
-    let expires_on = out["expires_on"].as_u64().unwrap();
-    assert!(
-        (before + 3590..=before + 3610).contains(&expires_on),
-        "{expires_on}"
-    );
+    assert_expires_with_entra(before, &out);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

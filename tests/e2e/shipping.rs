@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use stsbridge_e2e::moto::{python, venv_program};
 use stsbridge_e2e::redis::Redis;
 use stsbridge_e2e::tls::localhost_pki;
-use stsbridge_e2e::{BridgeProcess, TestIdp};
+use stsbridge_e2e::{BridgeProcess, TestIdp, run_ok};
 
 use crate::{BIN, copy_dir, repo};
 
@@ -30,18 +30,7 @@ const UID: u32 = 65532;
 
 /// `kubectl kustomize DIR`.
 fn kustomize(dir: &Path) -> String {
-    let out = Command::new("kubectl")
-        .arg("kustomize")
-        .arg(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run kubectl (tests/run.sh checks for it): {e}"));
-    assert!(
-        out.status.success(),
-        "kubectl kustomize {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    run_ok(Command::new("kubectl").arg("kustomize").arg(dir)).0
 }
 
 fn documents(yaml: &str) -> Vec<Value> {
@@ -432,16 +421,7 @@ async fn the_service_starts_from_the_image_root_as_uid_65532_with_the_deployment
         ],
         vec!["--version"],
     ] {
-        let out = Command::new("unshare")
-            .args(isolated_args(&script, &args))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "stsbridge {args:?} in the image root: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_ok(Command::new("unshare").args(isolated_args(&script, &args)));
     }
 
     // Serving, with the local config.
@@ -644,17 +624,11 @@ async fn the_agents_exec_probes_reach_it_on_the_pods_loopback() {
 #[test]
 fn the_dockerfile_passes_hadolint_and_explains_any_ignored_rule() {
     let dockerfile = repo().join("Dockerfile");
-    let out = Command::new(venv_program("hadolint"))
-        .arg("--failure-threshold")
-        .arg("info")
-        .arg(&dockerfile)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "hadolint:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(venv_program("hadolint"))
+            .arg("--failure-threshold")
+            .arg("info")
+            .arg(&dockerfile),
     );
     let text = std::fs::read_to_string(&dockerfile).unwrap();
     let lines: Vec<&str> = text.lines().collect();
@@ -698,13 +672,11 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
         assert!(unit.contains(option), "the unit has no {option}");
     }
     std::fs::write(dir.path().join("stsbridge.service"), unit).unwrap();
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(dir.path().join("stsbridge.service"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "systemd-analyze verify:\n{stderr}");
+    let (_, stderr) = run_ok(
+        Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(dir.path().join("stsbridge.service")),
+    );
     assert!(
         !stderr.contains("stsbridge.service"),
         "systemd-analyze verify warned about the unit:\n{stderr}"

@@ -52,3 +52,26 @@ pub async fn text_of(request: reqwest::RequestBuilder) -> String {
         .await
         .unwrap_or_default()
 }
+
+/// Runs `command`, which must start and succeed (the test fails with its stdout and stderr
+/// otherwise): its stdout and stderr.
+pub fn run_ok(command: &mut std::process::Command) -> (String, String) {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?} (tests/run.sh installs it): {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "{command:?} failed ({}):\n{stdout}{stderr}",
+        out.status
+    );
+    (stdout, stderr)
+}
+
+/// A port nobody listens on now: bound by the OS, read, released (for servers that take no
+/// `:0`, such as redis-server and prometheus).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("addr").port()
+}

@@ -28,13 +28,6 @@ fn redis_server() -> PathBuf {
     )
 }
 
-/// A port nobody listens on now: bound by the OS, read, released. (redis-server has no
-/// `--port 0`.)
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("addr").port()
-}
-
 /// A running `redis-server` of one test.
 pub struct Redis {
     /// Its port on 127.0.0.1 (kept across [`Redis::stop`] and [`Redis::start_again`]).
@@ -75,7 +68,7 @@ impl Redis {
         std::fs::write(dir.path().join("cert.pem"), cert_pem).expect("write the certificate");
         std::fs::write(dir.path().join("key.pem"), key_pem).expect("write the key");
         let mut redis = Redis {
-            port: free_port(),
+            port: crate::free_port(),
             password: password.map(str::to_owned),
             tls: true,
             child: None,
@@ -87,7 +80,7 @@ impl Redis {
 
     fn start_with(password: Option<String>) -> Redis {
         let mut redis = Redis {
-            port: free_port(),
+            port: crate::free_port(),
             password,
             tls: false,
             child: None,

@@ -440,13 +440,13 @@ pub(super) fn explain(
         return out.end(EXIT_FAILURE);
     }
     let rules = mappings.explain(&token, target);
-    if rules.is_empty() && !json {
-        println!(
-            "\nno rule of issuer {} mentions target {target}",
-            trust.name
-        );
-    }
     if !json {
+        if rules.is_empty() {
+            println!(
+                "\nno rule of issuer {} mentions target {target}",
+                trust.name
+            );
+        }
         for r in &rules {
             print!("\n{}", r.report(&token.subject));
         }

@@ -98,10 +98,9 @@ struct IssuerKeys {
     trust: TrustConfig,
     current: RwLock<Option<Arc<KeySet>>>,
     last_forced: tokio::sync::Mutex<Option<Instant>>,
-    /// The last successful fetch, and whether the last fetch failed.
-    health: RwLock<(Option<SystemTime>, bool)>,
-    /// Why the last fetch failed (cleared by a success).
-    last_error: RwLock<Option<String>>,
+    /// The last successful fetch, and why the last fetch failed if it did (cleared by a
+    /// success).
+    health: RwLock<(Option<SystemTime>, Option<String>)>,
 }
 
 /// The key sets of every trusted issuer.
@@ -133,8 +132,7 @@ impl JwksManager {
                     trust: t.clone(),
                     current: RwLock::new(None),
                     last_forced: tokio::sync::Mutex::new(None),
-                    health: RwLock::new((None, false)),
-                    last_error: RwLock::new(None),
+                    health: RwLock::new((None, None)),
                 };
                 (t.name.clone(), Arc::new(keys))
             })
@@ -179,9 +177,6 @@ impl JwksManager {
             if let (Ok(health), Ok(mut new)) = (old.health.read(), issuer.health.write()) {
                 new.clone_from(&health);
             }
-            if let (Ok(error), Ok(mut new)) = (old.last_error.read(), issuer.last_error.write()) {
-                new.clone_from(&error);
-            }
         }
     }
 
@@ -201,10 +196,7 @@ impl JwksManager {
                     *current = Some(Arc::new(set));
                 }
                 if let Ok(mut health) = issuer.health.write() {
-                    *health = (Some(SystemTime::now()), false);
-                }
-                if let Ok(mut error) = issuer.last_error.write() {
-                    *error = None;
+                    *health = (Some(SystemTime::now()), None);
                 }
                 self.count(name, "success");
                 tracing::debug!(issuer = %name, keys = count, "JWKS refreshed");
@@ -214,10 +206,7 @@ impl JwksManager {
                 let kept = self.keys(name).map_or(0, |k| k.len());
                 tracing::warn!(issuer = %name, kept_keys = kept, "JWKS refresh failed: {e}");
                 if let Ok(mut health) = issuer.health.write() {
-                    health.1 = true;
-                }
-                if let Ok(mut error) = issuer.last_error.write() {
-                    *error = Some(e.to_string());
+                    health.1 = Some(e.to_string());
                 }
                 self.count(name, "error");
                 Err(e)
@@ -316,8 +305,9 @@ impl JwksManager {
             .iter()
             .map(|(name, issuer)| {
                 let keys = self.keys(name);
-                let (last_success, fetch_failing) =
-                    issuer.health.read().map(|h| *h).unwrap_or((None, false));
+                let (last_success, last_error) =
+                    issuer.health.read().map(|h| h.clone()).unwrap_or_default();
+                let fetch_failing = last_error.is_some();
                 let age = last_success.and_then(|t| SystemTime::now().duration_since(t).ok());
                 IssuerStatus {
                     name: name.clone(),
@@ -327,7 +317,7 @@ impl JwksManager {
                     degraded: fetch_failing && age.is_some_and(|a| a > issuer.trust.jwks_refresh),
                     fetch_failing,
                     lazy: issuer.trust.lazy_jwks,
-                    last_error: issuer.last_error.read().ok().and_then(|e| e.clone()),
+                    last_error,
                 }
             })
             .collect();
