@@ -78,7 +78,7 @@ ensure_node_sdks
 ensure_kubectl
 
 # The clouds' SDKs as clients, and moto's server.
-ensure_venv tests/.venv tests/requirements.txt "moto.server, boto3, google.auth, azure.identity, prometheus_client, jwcrypto, kubernetes_validate" "aws hadolint check-jsonschema"
+ensure_venv tests/.venv tests/requirements.txt "moto.server, boto3, google.auth, azure.identity, prometheus_client, jwcrypto, kubernetes_validate, schemathesis" "aws hadolint check-jsonschema schemathesis"
 export STSBRIDGE_TEST_PYTHON="$PWD/tests/.venv/bin/python"
 
 # The offline checks of terraform/ have a venv of their own (checkov pins an older boto3): the HCL

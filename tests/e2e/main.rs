@@ -22,6 +22,7 @@ mod keys;
 mod leaks;
 mod limits;
 mod monitoring;
+mod openapi;
 mod operations;
 mod partners;
 mod revocation;

@@ -150,10 +150,11 @@ enum Command {
         tls: crate::client::ClientTls,
     },
     /// Print the JSON Schema of a file kind: `config` (stsbridge.yaml), `mappings` (mapping and
-    /// partner files) or `tests` (mapping tests), derived from the types that read them.
+    /// partner files) or `tests` (mapping tests), derived from the types that read them; or
+    /// `openapi`, the OpenAPI 3.1 document of the HTTP API (what `/openapi.json` serves).
     Schema {
-        /// Which file kind.
-        #[arg(value_parser = ["config", "mappings", "tests"])]
+        /// Which file kind, or `openapi`.
+        #[arg(value_parser = ["config", "mappings", "tests", "openapi"])]
         kind: String,
     },
     /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell), e.g.
@@ -298,6 +299,10 @@ pub fn main() -> ExitCode {
         } => partner_init(&name, &issuer, &audiences, &dir),
         Command::Revoke(args) => revoke::revoke(args),
         Command::Probe { url, timeout, tls } => probe(&url, timeout, &tls),
+        Command::Schema { kind } if kind == "openapi" => {
+            print!("{}", crate::http::openapi::document_json());
+            ExitCode::SUCCESS
+        }
         Command::Schema { kind } => {
             println!("{}", crate::config::schema(&kind));
             ExitCode::SUCCESS

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 use stsbridge_providers::ProviderError;
 
 use crate::exchange::{ExchangeError, Failure};
@@ -276,11 +275,11 @@ fn provider_name(p: &ProviderError) -> &'static str {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({
-            "error": self.code,
-            "error_description": self.description,
-            "decision_id": self.decision_id,
-        });
+        let body = super::api::ErrorBody {
+            error: self.code,
+            error_description: &self.description,
+            decision_id: self.decision_id.as_deref(),
+        };
         let mut response = (self.status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

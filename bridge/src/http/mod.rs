@@ -5,7 +5,9 @@
 //! [`Bridge::exchange`](crate::exchange::Bridge::exchange), and every failure becomes a response
 //! in [`error`].
 
+mod api;
 pub mod error;
+pub mod openapi;
 mod revocations;
 
 use std::collections::HashMap;
@@ -14,15 +16,17 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
-use axum::extract::rejection::{FormRejection, QueryRejection};
+use axum::extract::rejection::{FormRejection, PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use secrecy::ExposeSecret;
 use serde_json::json;
 use stsbridge_providers::Credential;
 use tower_http::timeout::TimeoutLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::audit::rfc3339;
 use crate::exchange::{Answer, Bridge, Endpoint, ExchangeRequest, Exchanged, Failure};
@@ -43,29 +47,27 @@ const ACCEPTED_TOKEN_TYPES: [&str; 3] = [
     "urn:ietf:params:oauth:token-type:access_token",
 ];
 
+/// The service's routes, each registered with its description: the router and the OpenAPI
+/// document ([`openapi::document`]) come from this one list.
+fn api_routes() -> OpenApiRouter<Arc<Bridge>> {
+    OpenApiRouter::with_openapi(<openapi::ApiDoc as utoipa::OpenApi>::openapi())
+        .routes(routes!(credentials))
+        .routes(routes!(token_exchange))
+        .routes(routes!(revocations::introspect))
+        .routes(routes!(revocations::list, revocations::create))
+        .routes(routes!(revocations::delete))
+        .routes(routes!(discovery))
+        .routes(routes!(jwks))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi_document))
+}
+
 /// The service's routes over `bridge`, with `extra` merged in (dev mode adds its token minting).
 pub fn router(bridge: Arc<Bridge>, extra: Option<Router>) -> Router {
-    let mut app = Router::new()
-        .route(
-            "/v1/credentials/{target}",
-            get(credentials).post(credentials),
-        )
-        .route("/oauth2/token", post(token_exchange))
-        .route("/oauth2/introspect", post(revocations::introspect))
-        .route(
-            "/v1/revocations",
-            get(revocations::list).post(revocations::create),
-        )
-        .route(
-            "/v1/revocations/{id}",
-            axum::routing::delete(revocations::delete),
-        )
-        .route("/.well-known/openid-configuration", get(discovery))
-        .route("/.well-known/jwks.json", get(jwks))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(bridge);
+    let (app, _) = api_routes().split_for_parts();
+    let mut app = app.with_state(bridge);
     if let Some(extra) = extra {
         app = app.merge(extra);
     }
@@ -198,15 +200,45 @@ struct FormatQuery {
     format: Option<String>,
 }
 
+/// A path parameter, or a JSON 400 naming it (axum's own rejection is plain text).
+fn path_param(path: Result<Path<String>, PathRejection>, name: &str) -> Result<String, ApiError> {
+    path.map(|Path(v)| v)
+        .map_err(|e| ApiError::invalid_request(format!("{name}: {}", e.body_text())))
+}
+
+/// A credential for `target`, in the target's native shape.
+///
+/// The subject token rides in `Authorization`. AWS targets answer in the container-credentials
+/// shape (`AWS_CONTAINER_CREDENTIALS_FULL_URI` can point here), or AWS's `credential_process`
+/// Version 1 shape with `?format=credential_process`; GCP targets as the GCE metadata server's
+/// token; Azure targets as the managed-identity endpoint's token; JWT targets in RFC 8693's shape.
+/// Credentials are cached and shared until shortly before they expire.
+#[utoipa::path(
+    method(get, post),
+    path = "/v1/credentials/{target}",
+    tag = "exchange",
+    params(
+        ("target" = String, Path, description = "The target's name, as the mapping files declare it."),
+        ("format" = Option<String>, Query, description = "`credential_process` for AWS's Version 1 JSON (AWS targets only).", pattern = "^credential_process$"),
+        ("DPoP" = Option<String>, Header, description = "A DPoP proof (RFC 9449) for this request, with `ath` the hash of the token in `Authorization`."),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The credential. Not to be cached by intermediaries (`Cache-Control: no-store`).", body = api::Credentials,
+            headers(("X-Stsbridge-Decision-Id" = String, description = "The decision's id, the key of its audit event."))),
+        openapi::CredentialRefusals,
+    )
+)]
 async fn credentials(
     State(bridge): State<Arc<Bridge>>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     axum::Extension(RequestId(request_id)): axum::Extension<RequestId>,
     identity: Option<axum::Extension<crate::tls::ClientIdentity>>,
-    Path(target): Path<String>,
+    target: Result<Path<String>, PathRejection>,
     query: Result<Query<FormatQuery>, QueryRejection>,
     parts: axum::http::request::Parts,
 ) -> Result<Response, ApiError> {
+    let target = path_param(target, "target")?;
     let Query(query) = query
         .map_err(|e| ApiError::invalid_request(format!("bad query string: {}", e.body_text())))?;
     let credential_process = match query.format.as_deref() {
@@ -249,27 +281,22 @@ async fn credentials(
         .exchange(request)
         .await
         .map_err(|f| refused(&bridge, f))?;
+    // Written straight from the credential, without a JSON tree.
     let body = match (&exchanged.entry.credential, credential_process) {
-        (Credential::Aws(c), false) => {
-            // The hot path: written straight from the credential, without a JSON tree.
-            return Ok(credential_response(
-                AwsCredentialBody {
-                    access_key_id: &c.access_key_id,
-                    secret_access_key: c.secret_access_key.expose_secret(),
-                    token: c.session_token.expose_secret(),
-                    expiration: rfc3339(c.expiration),
-                    account_id: c.account_id.as_deref(),
-                },
-                &exchanged.decision_id,
-            ));
-        }
-        (Credential::Aws(c), true) => json!({
-            "Version": 1,
-            "AccessKeyId": c.access_key_id,
-            "SecretAccessKey": c.secret_access_key.expose_secret(),
-            "SessionToken": c.session_token.expose_secret(),
-            "Expiration": rfc3339(c.expiration),
-            "AccountId": c.account_id,
+        (Credential::Aws(c), false) => api::Credentials::Aws(api::AwsCredentials {
+            access_key_id: &c.access_key_id,
+            secret_access_key: c.secret_access_key.expose_secret(),
+            token: c.session_token.expose_secret(),
+            expiration: rfc3339(c.expiration),
+            account_id: c.account_id.as_deref(),
+        }),
+        (Credential::Aws(c), true) => api::Credentials::CredentialProcess(api::CredentialProcess {
+            version: 1,
+            access_key_id: &c.access_key_id,
+            secret_access_key: c.secret_access_key.expose_secret(),
+            session_token: c.session_token.expose_secret(),
+            expiration: rfc3339(c.expiration),
+            account_id: c.account_id.as_deref(),
         }),
         (Credential::Token(_), true) => {
             return Err(ApiError::invalid_request(format!(
@@ -277,72 +304,68 @@ async fn credentials(
                 exchanged.target
             )));
         }
-        (Credential::Token(_), false) => token_body(&exchanged),
+        (Credential::Token(t), false) => token_body(&exchanged, t),
     };
     Ok(credential_response(body, &exchanged.decision_id))
 }
 
 /// A token credential in its target's native shape: GCP's
-/// `{access_token, expires_in, token_type, service_account}`, the Azure managed-identity
+/// `{access_token, expires_in, token_type, service_account, scope}`, the Azure managed-identity
 /// `{access_token, expires_on, resource, token_type, client_id}`, or RFC 8693's for JWT targets.
-fn token_body(exchanged: &Exchanged) -> serde_json::Value {
-    let Credential::Token(t) = &exchanged.entry.credential else {
-        return json!({});
-    };
-    let now = SystemTime::now();
-    let expires_in = t.expires_at.duration_since(now).map_or(0, |d| d.as_secs());
+fn token_body<'a>(
+    exchanged: &'a Exchanged,
+    t: &'a stsbridge_providers::AccessToken,
+) -> api::Credentials<'a> {
+    let expires_in = t
+        .expires_at
+        .duration_since(SystemTime::now())
+        .map_or(0, |d| d.as_secs());
     match &exchanged.answer {
-        Answer::Gcp { service_account } => json!({
-            "access_token": t.token.expose_secret(),
-            "expires_in": expires_in,
-            "token_type": t.token_type,
-            "service_account": service_account,
-            "scope": t.scope,
+        Answer::Gcp { service_account } => api::Credentials::Gcp(api::GcpToken {
+            access_token: t.token.expose_secret(),
+            expires_in,
+            token_type: &t.token_type,
+            service_account: service_account.as_deref(),
+            scope: t.scope.as_deref(),
         }),
         Answer::Azure {
             resource,
             client_id,
-        } => json!({
-            "access_token": t.token.expose_secret(),
-            "expires_on": crate::token::unix_seconds(t.expires_at).to_string(),
-            "resource": resource,
-            "token_type": t.token_type,
-            "client_id": client_id,
+        } => api::Credentials::Azure(api::AzureToken {
+            access_token: t.token.expose_secret(),
+            expires_on: crate::token::unix_seconds(t.expires_at).to_string(),
+            resource,
+            token_type: &t.token_type,
+            client_id,
         }),
-        Answer::Jwt | Answer::Aws => {
-            // A reference token stands for the JWT: an opaque access token, read by introspection.
-            let (token, issued) = match &exchanged.reference {
-                Some(r) => (r.expose_secret(), ACCESS_TOKEN_TYPE),
-                None => (t.token.expose_secret(), t.issued_token_type.as_str()),
-            };
-            let token_type = if exchanged.dpop_bound {
-                "DPoP"
-            } else {
-                t.token_type.as_str()
-            };
-            let mut body = json!({
-                "access_token": token,
-                "issued_token_type": issued,
-                "token_type": token_type,
-                "expires_in": expires_in,
-            });
-            if let Some(scope) = &t.scope {
-                body["scope"] = json!(scope);
-            }
-            body
-        }
+        Answer::Jwt | Answer::Aws => api::Credentials::Issued(issued_token(exchanged, t)),
     }
 }
 
-/// An AWS credential in the container-credentials shape every AWS SDK reads.
-#[derive(serde::Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct AwsCredentialBody<'a> {
-    access_key_id: &'a str,
-    secret_access_key: &'a str,
-    token: &'a str,
-    expiration: String,
-    account_id: Option<&'a str>,
+/// A minted token in RFC 8693's shape.
+fn issued_token<'a>(
+    exchanged: &'a Exchanged,
+    t: &'a stsbridge_providers::AccessToken,
+) -> api::IssuedToken<'a> {
+    // A reference token stands for the JWT: an opaque access token, read by introspection.
+    let (access_token, issued_token_type) = match &exchanged.reference {
+        Some(r) => (r.expose_secret(), ACCESS_TOKEN_TYPE),
+        None => (t.token.expose_secret(), t.issued_token_type.as_str()),
+    };
+    api::IssuedToken {
+        access_token,
+        issued_token_type,
+        token_type: if exchanged.dpop_bound {
+            "DPoP"
+        } else {
+            &t.token_type
+        },
+        expires_in: t
+            .expires_at
+            .duration_since(SystemTime::now())
+            .map_or(0, |d| d.as_secs()),
+        scope: t.scope.as_deref(),
+    }
 }
 
 fn credential_response(body: impl serde::Serialize, decision_id: &str) -> Response {
@@ -356,6 +379,25 @@ fn credential_response(body: impl serde::Serialize, decision_id: &str) -> Respon
     response
 }
 
+/// RFC 8693 token exchange, for JWT targets: the minted token is audience-bound to the target.
+///
+/// With `actor_token` the minted token carries an `act` claim naming the actor (delegation; the
+/// chain's depth is limited). A DPoP proof binds the minted token to the proof's key
+/// (`token_type` `DPoP`).
+#[utoipa::path(
+    post,
+    path = "/oauth2/token",
+    tag = "exchange",
+    request_body(content = api::TokenExchangeForm, content_type = "application/x-www-form-urlencoded"),
+    params(
+        ("DPoP" = Option<String>, Header, description = "A DPoP proof (RFC 9449) to bind the minted token to."),
+    ),
+    responses(
+        (status = 200, description = "The minted token (`Cache-Control: no-store`).", body = api::IssuedToken,
+            headers(("X-Stsbridge-Decision-Id" = String, description = "The decision's id, the key of its audit event."))),
+        openapi::ExchangeRefusals,
+    )
+)]
 async fn token_exchange(
     State(bridge): State<Arc<Bridge>>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
@@ -446,8 +488,17 @@ async fn token_exchange(
         .exchange(request)
         .await
         .map_err(|f| refused(&bridge, f))?;
+    let Credential::Token(t) = &exchanged.entry.credential else {
+        // The exchange answers token exchange for JWT targets only.
+        tracing::error!(target = %exchanged.target, "token exchange answered with an AWS credential");
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "stsbridge could not complete the exchange",
+        ));
+    };
     Ok(credential_response(
-        token_body(&exchanged),
+        issued_token(&exchanged, t),
         &exchanged.decision_id,
     ))
 }
@@ -461,6 +512,13 @@ fn check_token_type(value: Option<&str>, name: &str) -> Result<(), ApiError> {
         ))),
         None => Err(ApiError::invalid_request(format!("{name} is required"))),
     }
+}
+
+/// This document: the OpenAPI 3.1 description of the HTTP API.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI document.", body = Object)))]
+async fn openapi_document() -> Response {
+    json_document(openapi::document_json())
 }
 
 fn json_document(body: Arc<str>) -> Response {
@@ -477,10 +535,16 @@ fn json_document(body: Arc<str>) -> Response {
     response
 }
 
+/// stsbridge's OIDC discovery document, for relying parties of the JWTs it mints.
+#[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "issuer",
+    responses((status = 200, description = "The discovery document.", body = api::Discovery)))]
 async fn discovery(State(bridge): State<Arc<Bridge>>) -> Response {
     json_document(bridge.issuer().discovery_json())
 }
 
+/// The keys that verify the JWTs stsbridge mints (the next key is published before it signs).
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "issuer",
+    responses((status = 200, description = "The key set.", body = api::Jwks)))]
 async fn jwks(State(bridge): State<Arc<Bridge>>) -> Response {
     json_document(bridge.issuer().jwks_json())
 }
@@ -498,10 +562,16 @@ fn refused(bridge: &Bridge, failure: Failure) -> ApiError {
     answer
 }
 
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "`ok`.", body = String, content_type = "text/plain")))]
 async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// The metrics, in Prometheus's text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4.", body = String, content_type = "text/plain")))]
 async fn metrics(State(bridge): State<Arc<Bridge>>) -> Response {
     bridge.update_key_metrics();
     let mut response = bridge.metrics().render().into_response();
@@ -513,7 +583,13 @@ async fn metrics(State(bridge): State<Arc<Bridge>>) -> Response {
 }
 
 /// Readiness, for anyone who asks: what is wrong is named (the signing key, an issuer's keys),
-/// never described with an upstream's error text, which goes to the log instead.
+/// never described with an upstream's error text, which goes to the log instead (and to the
+/// operations listener's `/readyz`).
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready.", body = api::Readiness),
+        (status = 503, description = "Not ready: `problems` names what is missing.", body = api::Readiness),
+    ))]
 async fn readyz(State(bridge): State<Arc<Bridge>>) -> Response {
     readiness(&bridge, false)
 }

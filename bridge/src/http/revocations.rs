@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::FormRejection;
+use axum::extract::rejection::{BytesRejection, FormRejection, PathRejection};
 use axum::extract::{ConnectInfo, Form, FromRequestParts, Path, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::error::ApiError;
-use super::{RequestId, bearer};
+use super::{RequestId, api, bearer, openapi};
 use crate::exchange::{Authorized, Bridge, BuiltinRequest, RevokeError};
 use crate::mapping::{INTROSPECT_TARGET, REVOKE_TARGET};
 use crate::revocation::{MAX_BODY_BYTES, NewRevocation};
@@ -104,12 +104,34 @@ fn revoke_error(e: RevokeError, decision_id: &str) -> ApiError {
     error.with_decision_id(decision_id)
 }
 
-/// `POST /v1/revocations`: JSON `{kind, issuer?, value, for?, reason}` -> 201 with the revocation.
+/// Revoke a token, a subject, a `jti`, an issuer or a target until `for` lapses (default 24h).
+///
+/// Every replica refuses what is revoked within seconds. A `target` revocation of an AWS target
+/// also answers the deny policy (`aws`) that cuts off the sessions already issued.
+#[utoipa::path(
+    post,
+    path = "/v1/revocations",
+    tag = "operators",
+    request_body = crate::revocation::NewRevocation,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The revocation.", body = api::Revocation),
+        openapi::RevocationRefusals,
+    )
+)]
 pub(super) async fn create(
     State(bridge): State<Arc<Bridge>>,
     Operator(by, _): Operator<Revoke>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large()
+        } else {
+            ApiError::invalid_request(format!("body: {}", e.body_text()))
+        }
+        .with_decision_id(&by.decision_id)
+    })?;
     if body.len() > MAX_BODY_BYTES {
         return Err(
             ApiError::invalid_request(format!("body: larger than {MAX_BODY_BYTES} bytes"))
@@ -133,7 +155,17 @@ pub(super) async fn create(
     Ok((StatusCode::CREATED, axum::Json(view)).into_response())
 }
 
-/// `GET /v1/revocations`: `{"revocations": [...]}`, oldest first.
+/// The live revocations, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/revocations",
+    tag = "operators",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The live revocations.", body = api::RevocationList),
+        openapi::OperatorRefusals,
+    )
+)]
 pub(super) async fn list(
     State(bridge): State<Arc<Bridge>>,
     Operator(by, _): Operator<Revoke>,
@@ -146,15 +178,27 @@ pub(super) async fn list(
         .iter()
         .map(crate::revocation::Revocation::view)
         .collect();
-    Ok(axum::Json(json!({ "revocations": views })).into_response())
+    Ok(axum::Json(api::RevocationList { revocations: views }).into_response())
 }
 
-/// `DELETE /v1/revocations/{id}`: 200 with the removed revocation, 404 when there is none.
+/// Lift a revocation: 200 with the removed revocation, 404 when there is none.
+#[utoipa::path(
+    delete,
+    path = "/v1/revocations/{id}",
+    tag = "operators",
+    params(("id" = String, Path, description = "The revocation's id.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The removed revocation.", body = api::Revocation),
+        openapi::UnrevokeRefusals,
+    )
+)]
 pub(super) async fn delete(
     State(bridge): State<Arc<Bridge>>,
     Operator(by, _): Operator<Revoke>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let id = super::path_param(id, "id").map_err(|e| e.with_decision_id(&by.decision_id))?;
     let removed = bridge
         .unrevoke(&by, &id)
         .await
@@ -162,8 +206,21 @@ pub(super) async fn delete(
     Ok(axum::Json(removed.view()).into_response())
 }
 
-/// `POST /oauth2/introspect` (RFC 7662): form `token` (and an ignored `token_type_hint`).
-/// `{"active": false}` for anything not an active token stsbridge minted, never saying why.
+/// Introspection (RFC 7662) of a token stsbridge minted: a JWT, or a reference token.
+///
+/// `{"active": false}` for anything that is not an active token stsbridge minted, never saying
+/// why.
+#[utoipa::path(
+    post,
+    path = "/oauth2/introspect",
+    tag = "operators",
+    request_body(content = api::IntrospectionForm, content_type = "application/x-www-form-urlencoded"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The token's state (`Cache-Control: no-store`).", body = api::Introspection),
+        openapi::OperatorRefusals,
+    )
+)]
 pub(super) async fn introspect(
     State(bridge): State<Arc<Bridge>>,
     Operator(by, _): Operator<Introspect>,

@@ -141,10 +141,11 @@ pub fn unix_ms(t: SystemTime) -> u64 {
 }
 
 /// The body of `POST /v1/revocations`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewRevocation {
-    /// One of [`Kind`]'s names.
+    /// `token`, `subject`, `jti`, `issuer` or `target`.
+    #[schema(example = "subject")]
     pub kind: String,
     /// The trust entry, for `subject` and `jti`.
     pub issuer: Option<String>,
