@@ -132,6 +132,7 @@ async fn schemathesis_finds_every_answer_documented_and_never_a_server_error() {
         "tests/openapi/fuzz.py failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n--- stsbridge\n{}",
         stack.bridge.stderr()
     );
+    println!("{stdout}");
     // Both runs happened and tested something.
     for run in ["authenticated", "unauthenticated"] {
         assert!(
@@ -139,11 +140,18 @@ async fn schemathesis_finds_every_answer_documented_and_never_a_server_error() {
             "{stdout}"
         );
     }
-    assert!(stdout.contains("real answers match the document"), "{stdout}");
+    assert!(
+        stdout.contains("real answers match the document"),
+        "{stdout}"
+    );
 
     // Still up, still answering, never panicked.
     assert!(
-        stack.bridge.wait_exit(Duration::from_millis(100)).await.is_none(),
+        stack
+            .bridge
+            .wait_exit(Duration::from_millis(100))
+            .await
+            .is_none(),
         "stsbridge exited during the run:\n{}",
         stack.bridge.stderr()
     );

@@ -25,11 +25,12 @@ import schemathesis
 BASE = os.environ["STSBRIDGE_URL"]
 TOKEN = os.environ["STSBRIDGE_TOKEN"]
 SEED = os.environ.get("STSBRIDGE_FUZZ_SEED", "20261203")
-EXAMPLES = os.environ.get("STSBRIDGE_FUZZ_EXAMPLES", "40")
+EXAMPLES = os.environ.get("STSBRIDGE_FUZZ_EXAMPLES", "100")
 JWT = "urn:ietf:params:oauth:token-type:jwt"
 GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 
 schema = schemathesis.openapi.from_url(f"{BASE}/openapi.json")
+DOCUMENT = requests.get(f"{BASE}/openapi.json").json()
 auth = {"Authorization": f"Bearer {TOKEN}"}
 checked = []
 
@@ -39,6 +40,16 @@ def conform(method, path, response, status):
     if response.status_code != status:
         sys.exit(
             f"{method} {path}: expected {status}, got {response.status_code}: {response.text[:500]}"
+        )
+    documented = DOCUMENT["paths"][path][method.lower()]["responses"]
+    if str(status) not in documented:
+        sys.exit(f"{method} {path} answered {status}, which the document does not list")
+    media = response.headers.get("content-type", "").split(";")[0].strip()
+    listed = documented[str(status)].get("content", {})
+    if media not in listed:
+        sys.exit(
+            f"{method} {path} {status} answered {media or 'no content type'}, the document lists "
+            f"{', '.join(listed) or 'no body'}: {response.text[:200]}"
         )
     try:
         schema[path][method].validate_response(response)
@@ -71,6 +82,8 @@ def credentials():
         requests.get(f"{BASE}/v1/credentials/deploy", headers={"Authorization": "Bearer x.y.z"}),
         401,
     )
+    # A path that is not UTF-8 once percent-decoded: a JSON refusal, like every other.
+    conform("GET", path, requests.get(f"{BASE}/v1/credentials/%FF", headers=auth), 400)
 
 
 def token_exchange():
@@ -98,7 +111,7 @@ def token_exchange():
     conform(
         "POST",
         "/oauth2/token",
-        requests.post(f"{BASE}/oauth2/token", data="x" * (65 * 1024)),
+        requests.post(f"{BASE}/oauth2/token", data={**form, "scope": "x" * (65 * 1024)}),
         413,
     )
     return minted
@@ -134,6 +147,14 @@ def operators(minted):
         "/v1/revocations",
         requests.post(f"{BASE}/v1/revocations", json={"kind": "nope"}, headers=auth),
         400,
+    )
+    conform(
+        "POST",
+        "/v1/revocations",
+        requests.post(
+            f"{BASE}/v1/revocations", json={**new, "reason": "x" * (65 * 1024)}, headers=auth
+        ),
+        413,
     )
     r = conform("GET", "/v1/revocations", requests.get(f"{BASE}/v1/revocations", headers=auth), 200)
     assert any(v["id"] == made for v in r.json()["revocations"]), r.text

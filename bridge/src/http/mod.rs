@@ -218,7 +218,7 @@ fn path_param(path: Result<Path<String>, PathRejection>, name: &str) -> Result<S
     path = "/v1/credentials/{target}",
     tag = "exchange",
     params(
-        ("target" = String, Path, description = "The target's name, as the mapping files declare it."),
+        ("target" = String, Path, description = "The target's name, as the mapping files declare it.", example = "deploy"),
         ("format" = Option<String>, Query, description = "`credential_process` for AWS's Version 1 JSON (AWS targets only).", pattern = "^credential_process$"),
         ("DPoP" = Option<String>, Header, description = "A DPoP proof (RFC 9449) for this request, with `ath` the hash of the token in `Authorization`."),
     ),

@@ -121,7 +121,9 @@ fn refusal(description: &str, headers: &[(&str, &str)]) -> RefOr<Response> {
     );
     for (name, about) in headers {
         let schema = if *name == "Retry-After" {
-            ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1))
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(1))
         } else {
             ObjectBuilder::new().schema_type(Type::String)
         };
@@ -162,10 +164,7 @@ fn refusals(statuses: &[u16]) -> std::collections::BTreeMap<String, RefOr<Respon
                 &[],
             ),
             404 => refusal("`unknown_target` or `not_found`.", &[]),
-            409 => refusal(
-                "`too_many_revocations`: the revocation list is full.",
-                &[],
-            ),
+            409 => refusal("`too_many_revocations`: the revocation list is full.", &[]),
             413 => refusal("`request_too_large`: the body is over 64 KiB.", &[]),
             429 => refusal(
                 "`rate_limited`: this caller, this target, or this address after many invalid \
@@ -194,42 +193,37 @@ fn refusals(statuses: &[u16]) -> std::collections::BTreeMap<String, RefOr<Respon
     out.build().into()
 }
 
-/// The refusals of `/v1/credentials/{target}`.
-pub(super) struct CredentialRefusals;
-impl IntoResponses for CredentialRefusals {
-    fn responses() -> std::collections::BTreeMap<String, RefOr<Response>> {
-        refusals(&[400, 401, 403, 404, 429, 500, 502, 503])
-    }
+/// A marker type whose `IntoResponses` lists the refusals `statuses` (a handler's
+/// `responses(...)` names it).
+macro_rules! refusals_of {
+    ($(#[$doc:meta])* $name:ident: $($status:literal),+) => {
+        $(#[$doc])*
+        pub(super) struct $name;
+        impl IntoResponses for $name {
+            fn responses() -> std::collections::BTreeMap<String, RefOr<Response>> {
+                refusals(&[$($status),+])
+            }
+        }
+    };
 }
 
-/// The refusals of `/oauth2/token`.
-pub(super) struct ExchangeRefusals;
-impl IntoResponses for ExchangeRefusals {
-    fn responses() -> std::collections::BTreeMap<String, RefOr<Response>> {
-        refusals(&[400, 401, 403, 404, 413, 429, 500, 502, 503])
-    }
-}
-
-/// The refusals of an operator endpoint (revocations, introspection).
-pub(super) struct OperatorRefusals;
-impl IntoResponses for OperatorRefusals {
-    fn responses() -> std::collections::BTreeMap<String, RefOr<Response>> {
-        refusals(&[400, 401, 403, 429, 500, 503])
-    }
-}
-
-/// The refusals of `POST /v1/revocations`, which also answers a full list and a large body.
-pub(super) struct RevocationRefusals;
-impl IntoResponses for RevocationRefusals {
-    fn responses() -> std::collections::BTreeMap<String, RefOr<Response>> {
-        refusals(&[400, 401, 403, 409, 413, 429, 500, 503])
-    }
-}
-
-/// The refusals of `DELETE /v1/revocations/{id}`, which also answers one that is not there.
-pub(super) struct UnrevokeRefusals;
-impl IntoResponses for UnrevokeRefusals {
-    fn responses() -> std::collections::BTreeMap<String, RefOr<Response>> {
-        refusals(&[400, 401, 403, 404, 429, 500, 503])
-    }
-}
+refusals_of!(
+    /// The refusals of `/v1/credentials/{target}`.
+    CredentialRefusals: 400, 401, 403, 404, 429, 500, 502, 503
+);
+refusals_of!(
+    /// The refusals of `/oauth2/token`.
+    ExchangeRefusals: 400, 401, 403, 404, 413, 429, 500, 502, 503
+);
+refusals_of!(
+    /// The refusals of an operator endpoint (revocations, introspection).
+    OperatorRefusals: 400, 401, 403, 429, 500, 503
+);
+refusals_of!(
+    /// The refusals of `POST /v1/revocations`, which also answers a full list and a large body.
+    RevocationRefusals: 400, 401, 403, 409, 413, 429, 500, 503
+);
+refusals_of!(
+    /// The refusals of `DELETE /v1/revocations/{id}`, which also answers one that is not there.
+    UnrevokeRefusals: 400, 401, 403, 404, 429, 500, 503
+);

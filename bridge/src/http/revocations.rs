@@ -186,7 +186,7 @@ pub(super) async fn list(
     delete,
     path = "/v1/revocations/{id}",
     tag = "operators",
-    params(("id" = String, Path, description = "The revocation's id.")),
+    params(("id" = String, Path, description = "The revocation's id, as its creation answered it.", pattern = "^rev_[A-Za-z0-9_-]{22}$", example = "rev_h4Xo1aVNFJ3nqkS0VdT0sA")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The removed revocation.", body = api::Revocation),
