@@ -7,6 +7,12 @@
 //!
 //! Refused validations are summarized per client address (`summary`), so a flood of bad tokens
 //! cannot fill the sink; every exchange whose token validated has its own event.
+//!
+//! Events are written by group commit: the events that arrive while a write is in flight are
+//! written together by the next one, with one `write(2)`, and each request waits for the write
+//! that holds its own event (no credential without an audit record; a failed write fails exactly
+//! the requests whose events it held). No thread of its own: the first request to find no write
+//! in flight writes, and when it is done one of the waiting requests takes over.
 
 pub mod summary;
 
@@ -17,7 +23,7 @@ use std::io::{self, Write};
 use std::net::IpAddr;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
@@ -229,12 +235,34 @@ impl AuditFileSink {
 enum Sink {
     Stdout,
     File(Mutex<AuditFileSink>),
+    /// A sink whose every write the test decides.
+    #[cfg(test)]
+    Scripted(Box<dyn Fn(&[u8]) -> io::Result<()> + Send + Sync>),
+}
+
+/// The events of one write: those that arrived while the write before it was in flight.
+#[derive(Default)]
+struct Batch {
+    /// How its write went, once written (a failure's kind and text, for every event in it).
+    written: OnceLock<Result<(), (io::ErrorKind, String)>>,
+    /// Wakes its events' requests when it is written, and when the write before it is done
+    /// (one of them then writes it).
+    wake: tokio::sync::Notify,
+}
+
+/// Group commit's state: the lines waiting, the batch they make, and whether a write is in flight.
+#[derive(Default)]
+struct Commit {
+    pending: Vec<u8>,
+    batch: Arc<Batch>,
+    writing: bool,
 }
 
 /// Where events go.
 pub struct Audit {
     sink: Sink,
     summaries: Mutex<Summarizer>,
+    commit: Mutex<Commit>,
 }
 
 impl Audit {
@@ -250,10 +278,15 @@ impl Audit {
                 Sink::File(Mutex::new(AuditFileSink::open(path, check_every)?))
             }
         };
-        Ok(Audit {
+        Ok(Self::with_sink(sink))
+    }
+
+    fn with_sink(sink: Sink) -> Audit {
+        Audit {
             sink,
             summaries: Mutex::new(Summarizer::new(SUMMARY_INTERVAL, MAX_SUMMARIZED_ADDRESSES)),
-        })
+            commit: Mutex::default(),
+        }
     }
 
     /// Writes every pending summary as of `now` (the open intervals cut short), then flushes what
@@ -268,15 +301,81 @@ impl Audit {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .file
                 .sync_data(),
+            #[cfg(test)]
+            Sink::Scripted(_) => Ok(()),
         };
         written.and(synced)
     }
 
-    /// Writes one event as one line. Fails when the sink cannot be written; the caller then
-    /// refuses to hand out the credential (no credential without an audit record) unless the
-    /// config says `on_failure: open`.
-    pub fn record(&self, event: &AuditEvent) -> io::Result<()> {
-        self.write(event)
+    /// Writes one event as one line, together with the events of other requests that arrived
+    /// while the previous write was in flight, and returns once the write that holds it is done.
+    /// Fails when that write fails; the caller then refuses to hand out the credential (no
+    /// credential without an audit record) unless the config says `on_failure: open`.
+    pub async fn record(&self, event: &AuditEvent) -> io::Result<()> {
+        let line = line_of(event)?;
+        let (batch, lead) = {
+            let mut commit = self.committer();
+            commit.pending.extend_from_slice(&line);
+            (
+                Arc::clone(&commit.batch),
+                !std::mem::replace(&mut commit.writing, true),
+            )
+        };
+        if lead {
+            self.write_batch();
+        }
+        loop {
+            let wake = batch.wake.notified();
+            let mut wake = std::pin::pin!(wake);
+            // Registered before the checks: a wake between them and the await is not lost.
+            wake.as_mut().enable();
+            if let Some(written) = batch.written.get() {
+                return written
+                    .clone()
+                    .map_err(|(kind, text)| io::Error::new(kind, text));
+            }
+            // The write before this batch is done and nobody has taken this one: take it.
+            let lead = !std::mem::replace(&mut self.committer().writing, true);
+            if lead {
+                self.write_batch();
+                continue;
+            }
+            wake.await;
+        }
+    }
+
+    /// Writes the pending batch (the caller has set `writing`), then hands over: the batch's
+    /// requests learn how it went, and the next batch's are woken so that one of them writes it.
+    fn write_batch(&self) {
+        let (lines, batch) = {
+            let mut commit = self.committer();
+            (
+                std::mem::take(&mut commit.pending),
+                std::mem::take(&mut commit.batch),
+            )
+        };
+        let written = if lines.is_empty() {
+            Ok(())
+        } else {
+            self.write_bytes(&lines)
+        };
+        // Set once: this is the only write of this batch.
+        let _ = batch
+            .written
+            .set(written.map_err(|e| (e.kind(), e.to_string())));
+        let next = {
+            let mut commit = self.committer();
+            commit.writing = false;
+            Arc::clone(&commit.batch)
+        };
+        batch.wake.notify_waiters();
+        next.wake.notify_waiters();
+    }
+
+    fn committer(&self) -> std::sync::MutexGuard<'_, Commit> {
+        self.commit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Writes a revocation's event as one line.
@@ -287,7 +386,7 @@ impl Audit {
     /// Records the event of a request whose token never validated (so it yielded nothing) from
     /// `client` at `now`: written at once when it is the first from that address in its interval,
     /// otherwise counted in the address's summary.
-    pub fn record_unverified(
+    pub async fn record_unverified(
         &self,
         event: &AuditEvent,
         client: Option<IpAddr>,
@@ -297,7 +396,7 @@ impl Audit {
             .summarizer()
             .note(client, &event.reason, &event.decision_id, now);
         match noted {
-            Noted::WriteInFull => self.write(event),
+            Noted::WriteInFull => self.record(event).await,
             Noted::Counted => Ok(()),
         }
     }
@@ -314,21 +413,34 @@ impl Audit {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Writes one event at once, on its own (summaries, revocations: not on an exchange's path).
     fn write(&self, event: &impl Serialize) -> io::Result<()> {
-        let mut line = serde_json::to_vec(event).map_err(io::Error::other)?;
-        line.push(b'\n');
+        self.write_bytes(&line_of(event)?)
+    }
+
+    /// One write of whole lines to the sink.
+    fn write_bytes(&self, lines: &[u8]) -> io::Result<()> {
         match &self.sink {
             Sink::Stdout => {
                 let mut out = io::stdout().lock();
-                out.write_all(&line)?;
+                out.write_all(lines)?;
                 out.flush()
             }
             Sink::File(file) => file
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .write(&line),
+                .write(lines),
+            #[cfg(test)]
+            Sink::Scripted(write) => write(lines),
         }
     }
+}
+
+/// An event as one JSON line.
+fn line_of(event: &impl Serialize) -> io::Result<Vec<u8>> {
+    let mut line = serde_json::to_vec(event).map_err(io::Error::other)?;
+    line.push(b'\n');
+    Ok(line)
 }
 
 /// Writes ended summary intervals every `SUMMARY_TICK` until `audit` is dropped; a write that
@@ -373,8 +485,8 @@ mod tests {
         assert_ne!(short_hash("a"), short_hash("b"));
     }
 
-    #[test]
-    fn file_sink_appends_one_line_per_event() {
+    #[tokio::test]
+    async fn file_sink_appends_one_line_per_event() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
         let audit = Audit::open(&AuditSinkConfig::File(path.clone())).unwrap();
@@ -385,6 +497,7 @@ mod tests {
                     outcome: "deny",
                     ..Default::default()
                 })
+                .await
                 .unwrap();
         }
         let text = std::fs::read_to_string(&path).unwrap();
@@ -409,8 +522,8 @@ mod summaries {
 
     use super::*;
 
-    #[test]
-    fn refused_validations_are_summarized_and_flushing_writes_the_summary() {
+    #[tokio::test]
+    async fn refused_validations_are_summarized_and_flushing_writes_the_summary() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
         let audit = Audit::open(&AuditSinkConfig::File(path.clone())).unwrap();
@@ -423,7 +536,7 @@ mod summaries {
                 reason: "expired".into(),
                 ..Default::default()
             };
-            audit.record_unverified(&event, client, now).unwrap();
+            audit.record_unverified(&event, client, now).await.unwrap();
         }
         // A granted exchange is always written in full.
         audit
@@ -432,6 +545,7 @@ mod summaries {
                 outcome: "allow",
                 ..Default::default()
             })
+            .await
             .unwrap();
         let lines = |path: &Path| -> Vec<serde_json::Value> {
             std::fs::read_to_string(path)
@@ -464,8 +578,8 @@ mod summaries {
 mod rotation {
     use super::*;
 
-    #[test]
-    fn a_removed_or_rotated_audit_file_is_recreated() {
+    #[tokio::test]
+    async fn a_removed_or_rotated_audit_file_is_recreated() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
         let audit =
@@ -476,6 +590,7 @@ mod rotation {
                 decision_id: "1".into(),
                 ..Default::default()
             })
+            .await
             .unwrap();
         std::fs::rename(&path, dir.path().join("audit.jsonl.1")).unwrap();
         audit
@@ -483,6 +598,7 @@ mod rotation {
                 decision_id: "2".into(),
                 ..Default::default()
             })
+            .await
             .unwrap();
         std::fs::remove_file(&path).unwrap();
         audit
@@ -490,6 +606,7 @@ mod rotation {
                 decision_id: "3".into(),
                 ..Default::default()
             })
+            .await
             .unwrap();
         let now = std::fs::read_to_string(&path).unwrap();
         assert!(
@@ -500,9 +617,135 @@ mod rotation {
         assert!(rotated.contains("\"decision_id\":\"1\""));
     }
 
-    #[test]
-    fn a_full_disk_is_an_error() {
+    #[tokio::test]
+    async fn a_full_disk_is_an_error() {
         let audit = Audit::open(&AuditSinkConfig::File("/dev/full".into())).unwrap();
-        assert!(audit.record(&AuditEvent::default()).is_err());
+        assert!(audit.record(&AuditEvent::default()).await.is_err());
+    }
+}
+
+#[cfg(test)]
+mod group_commit {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn event(id: &str) -> AuditEvent {
+        AuditEvent {
+            decision_id: id.into(),
+            outcome: "allow",
+            ..Default::default()
+        }
+    }
+
+    /// Three writes: the first is held until the test releases it (so that events pile up behind
+    /// it), the second fails, the third succeeds. Each write's lines are reported.
+    fn scripted() -> (Arc<Audit>, mpsc::Sender<()>, mpsc::Receiver<String>) {
+        let (release, held) = mpsc::channel::<()>();
+        let (report, written) = mpsc::channel::<String>();
+        let held = Mutex::new(held);
+        let report = Mutex::new(report);
+        let writes = std::sync::atomic::AtomicUsize::new(0);
+        let sink = Sink::Scripted(Box::new(move |lines: &[u8]| {
+            let n = writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = report
+                .lock()
+                .unwrap()
+                .send(String::from_utf8_lossy(lines).into_owned());
+            match n {
+                0 => {
+                    held.lock().unwrap().recv().unwrap();
+                    Ok(())
+                }
+                1 => Err(io::Error::new(io::ErrorKind::StorageFull, "no space left")),
+                _ => Ok(()),
+            }
+        }));
+        (Arc::new(Audit::with_sink(sink)), release, written)
+    }
+
+    fn ids(lines: &str) -> Vec<String> {
+        lines
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["decision_id"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_that_arrive_during_a_write_are_written_together_and_fail_together() {
+        let (audit, release, written) = scripted();
+        // A writes alone, and is held in its write.
+        let a = tokio::spawn({
+            let audit = Arc::clone(&audit);
+            async move { audit.record(&event("a")).await }
+        });
+        let first = tokio::task::spawn_blocking(move || {
+            let lines = written.recv_timeout(Duration::from_secs(10)).unwrap();
+            (lines, written)
+        })
+        .await
+        .unwrap();
+        let (first, written) = first;
+        assert_eq!(ids(&first), ["a"]);
+        // B, C and D arrive while A's write is in flight: they wait, unwritten.
+        let mut later = Vec::new();
+        for id in ["b", "c", "d"] {
+            let audit = Arc::clone(&audit);
+            later.push(tokio::spawn(async move { audit.record(&event(id)).await }));
+        }
+        while audit
+            .committer()
+            .pending
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            < 3
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(!a.is_finished(), "A answered before its write was done");
+        release.send(()).unwrap();
+        assert!(a.await.unwrap().is_ok(), "A's own write succeeded");
+        // One write for the three of them, which fails: each of them fails, with its cause.
+        for outcome in later {
+            let e = outcome.await.unwrap().unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::StorageFull);
+            assert_eq!(e.to_string(), "no space left");
+        }
+        let second = written.recv_timeout(Duration::from_secs(10)).unwrap();
+        let mut second_ids = ids(&second);
+        second_ids.sort();
+        assert_eq!(second_ids, ["b", "c", "d"]);
+        // The failure was that batch's only: the next event is written and succeeds.
+        audit.record(&event("e")).await.unwrap();
+        assert_eq!(
+            ids(&written.recv_timeout(Duration::from_secs(10)).unwrap()),
+            ["e"]
+        );
+        assert!(written.try_recv().is_err(), "one write per batch");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_concurrent_events_are_each_written_exactly_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let audit = Arc::new(Audit::open(&AuditSinkConfig::File(path.clone())).unwrap());
+        let tasks: Vec<_> = (0..2_000)
+            .map(|i| {
+                let audit = Arc::clone(&audit);
+                tokio::spawn(async move { audit.record(&event(&i.to_string())).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let mut seen = ids(&std::fs::read_to_string(&path).unwrap());
+        seen.sort_by_key(|id| id.parse::<u32>().unwrap());
+        let expected: Vec<String> = (0..2_000).map(|i: u32| i.to_string()).collect();
+        assert_eq!(seen, expected);
     }
 }

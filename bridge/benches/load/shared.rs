@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{
-    DRIVER_CPU, Line, Options, Server, best, bridge_config, client, each, measure, read_pool,
-    verdict,
+    DRIVER_CPU, Line, Options, Server, bridge_config, client, each, measure, median_line,
+    read_pool, verdict,
 };
 
 /// What the shared-state runs found, for the table and the verdicts.
@@ -29,7 +29,7 @@ pub struct Figures {
     /// `admit` round trips the server without single use or limits made during its runs.
     pub admits_without_single_use: u64,
     /// `admit` round trips the single-use server on Redis made during its runs, and the answers
-    /// it gave in them (every round included, not only the best).
+    /// it gave in them (every round included, not only the median one).
     pub admits_with_single_use: (u64, usize),
 }
 
@@ -176,7 +176,7 @@ async fn admits(server: &Server) -> u64 {
 }
 
 /// Starts Redis and four servers, then alternates the `PING` ceiling and the four runs
-/// `o.rounds` times, keeping the best of each. The single-use pool (`replay`) holds fresh-`jti`
+/// `o.rounds` times, keeping the median round of each. The single-use pool (`replay`) holds fresh-`jti`
 /// tokens, each used once over all runs (the first one to warm up); the others use the
 /// `distinct` pool, and the `repeated` token for their first exchange.
 pub async fn run(dir: &Path, o: &Options, sts_url: &str, mappings: &Path, pinned: bool) -> Figures {
@@ -229,7 +229,7 @@ pub async fn run(dir: &Path, o: &Options, sts_url: &str, mappings: &Path, pinned
 
     let replay_share = (replay_pool.len() - 1) / (2 * o.rounds);
     let plain_share = plain_pool.len() / o.rounds;
-    let mut kept: Vec<Option<Line>> = (0..variants.len()).map(|_| None).collect();
+    let mut kept: Vec<Vec<Line>> = (0..variants.len()).map(|_| Vec::new()).collect();
     let mut ping = 0.0_f64;
     for round in 0..o.rounds {
         ping = ping.max(ping_rate(&url, o.connections, o.seconds).await);
@@ -246,7 +246,7 @@ pub async fn run(dir: &Path, o: &Options, sts_url: &str, mappings: &Path, pinned
             if i == 1 {
                 single_use_answers += line.run.requests;
             }
-            kept[i] = best(kept[i].take(), line);
+            kept[i].push(line);
         }
     }
     let admits_with_single_use = admits(&servers[1]).await - admits_before[0];
@@ -254,7 +254,7 @@ pub async fn run(dir: &Path, o: &Options, sts_url: &str, mappings: &Path, pinned
     drop(servers);
     drop(redis);
     Figures {
-        lines: kept.into_iter().map(|l| l.expect("a round")).collect(),
+        lines: kept.into_iter().map(median_line).collect(),
         ping_rate: ping,
         ping_in_flight: o.connections,
         admits_without_single_use,

@@ -338,9 +338,9 @@ impl Bridge {
             {
                 budget.spend(client_ip, now);
             }
-            self.audit.record_unverified(&event, client_ip, now)
+            self.audit.record_unverified(&event, client_ip, now).await
         } else {
-            self.audit.record(&event)
+            self.audit.record(&event).await
         };
         if let Err(e) = &audited {
             self.metrics.audit_failures.inc();

@@ -189,9 +189,9 @@ impl Bridge {
                 event.reason = error.reason();
                 let client_ip = req.client.map(|a| a.ip());
                 let audited = if event.caller.verified {
-                    self.audit.record(&event)
+                    self.audit.record(&event).await
                 } else {
-                    self.audit.record_unverified(&event, client_ip, now)
+                    self.audit.record_unverified(&event, client_ip, now).await
                 };
                 if let Err(e) = audited {
                     self.metrics.audit_failures.inc();
