@@ -12,7 +12,8 @@
 //! written together by the next one, with one `write(2)`, and each request waits for the write
 //! that holds its own event (no credential without an audit record; a failed write fails exactly
 //! the requests whose events it held). No thread of its own: the first request to find no write
-//! in flight writes, and when it is done one of the waiting requests takes over.
+//! in flight yields once (so that the requests ready to run add their events), then writes; when
+//! it is done one of the waiting requests takes over.
 
 pub mod summary;
 
@@ -322,6 +323,10 @@ impl Audit {
             )
         };
         if lead {
+            // Let the requests that are ready to run reach their own events first, so that they
+            // join this write: on one worker thread nothing else runs while a write is in
+            // flight, so without this every batch would hold one event.
+            tokio::task::yield_now().await;
             self.write_batch();
         }
         loop {

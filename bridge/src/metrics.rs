@@ -2,6 +2,7 @@
 //! bounded: provider and target names from the mappings (an unknown target is counted as
 //! `unknown`), never subjects or issuers' claims.
 
+use crate::cache::CacheEvent;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -23,6 +24,8 @@ pub struct Metrics {
     pub upstream_duration: HistogramVec,
     /// `stsbridge_cache_events_total{event}`.
     pub cache_events: IntCounterVec,
+    /// Its four series, resolved once (hit, miss, coalesced, stale): no label hashing per request.
+    cache_event_counters: [IntCounter; 4],
     /// `stsbridge_jwks_refresh_total{issuer,outcome}` (issuer = trust entry name).
     pub jwks_refresh: IntCounterVec,
     /// `stsbridge_rate_limited_total`.
@@ -77,7 +80,31 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+/// A target's series of granted exchanges (`stsbridge_exchanges_total{outcome="allow",...}`),
+/// resolved at its first grant and kept with the compiled target, so that a grant does not hash
+/// its labels again; a reload compiles new targets, and so resolves anew.
+#[derive(Debug, Default)]
+pub struct GrantCounter(std::sync::OnceLock<IntCounter>);
+
+impl GrantCounter {
+    /// The series `{outcome="allow", provider, target}` of `exchanges`.
+    pub fn get(&self, exchanges: &IntCounterVec, provider: &str, target: &str) -> &IntCounter {
+        self.0
+            .get_or_init(|| exchanges.with_label_values(&["allow", provider, target]))
+    }
+}
+
 impl Metrics {
+    /// The series of `stsbridge_cache_events_total` for `event`.
+    pub fn cache_event(&self, event: CacheEvent) -> &IntCounter {
+        &self.cache_event_counters[match event {
+            CacheEvent::Hit => 0,
+            CacheEvent::Miss => 1,
+            CacheEvent::Coalesced => 2,
+            CacheEvent::Stale => 3,
+        }]
+    }
+
     /// A fresh registry with every metric registered.
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
@@ -220,9 +247,13 @@ impl Metrics {
         for active in ["true", "false"] {
             introspections.with_label_values(&[active]);
         }
-        for event in ["hit", "miss", "coalesced", "stale"] {
-            cache_events.with_label_values(&[event]);
-        }
+        let cache_event_counters = [
+            CacheEvent::Hit,
+            CacheEvent::Miss,
+            CacheEvent::Coalesced,
+            CacheEvent::Stale,
+        ]
+        .map(|e| cache_events.with_label_values(&[e.as_str()]));
         for outcome in ["success", "error"] {
             config_reload.with_label_values(&[outcome]);
         }
@@ -232,6 +263,7 @@ impl Metrics {
             exchange_duration,
             upstream_duration,
             cache_events,
+            cache_event_counters,
             jwks_refresh,
             rate_limited,
             config_reload,

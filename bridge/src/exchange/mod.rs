@@ -347,20 +347,28 @@ impl Bridge {
             tracing::error!(decision_id = %decision_id, fail_open = self.config.audit.fail_open, "audit write failed: {e}");
         }
         // Metric labels are bounded: a target name only when the mappings know it.
-        let target_label = if policy.mappings.target(req.target).is_some() {
-            req.target
-        } else {
-            "unknown"
-        };
+        let target = policy.mappings.target(req.target);
         let outcome = if audited.is_err() && !self.config.audit.fail_open && result.is_ok() {
             "error"
         } else {
             event.outcome
         };
-        self.metrics
-            .exchanges
-            .with_label_values(&[outcome, event.provider.unwrap_or("none"), target_label])
-            .inc();
+        match (outcome, target, event.provider) {
+            // A grant, the common case: the target's own series, resolved once.
+            ("allow", Some(t), Some(provider)) => t
+                .grants
+                .get(&self.metrics.exchanges, provider, &t.name)
+                .inc(),
+            _ => self
+                .metrics
+                .exchanges
+                .with_label_values(&[
+                    outcome,
+                    event.provider.unwrap_or("none"),
+                    target.map_or("unknown", |t| t.name.as_str()),
+                ])
+                .inc(),
+        }
         self.metrics
             .exchange_duration
             .observe(started.elapsed().as_secs_f64());
@@ -607,10 +615,7 @@ impl Bridge {
             .instrument(upstream)
             .await
             .map_err(ExchangeError::Provider)?;
-        self.metrics
-            .cache_events
-            .with_label_values(&[cache.as_str()])
-            .inc();
+        self.metrics.cache_event(cache).inc();
         if cache == CacheEvent::Miss {
             self.metrics
                 .upstream_duration

@@ -100,6 +100,8 @@ pub struct Target {
     pub assertion: AssertionMode,
     /// The provider side.
     pub kind: TargetKind,
+    /// Its series of granted exchanges, resolved at the first grant.
+    pub grants: crate::metrics::GrantCounter,
 }
 
 /// Which token the cloud sees.

@@ -153,6 +153,7 @@ impl Builder {
                 file: file.to_path_buf(),
                 assertion,
                 kind,
+                grants: Default::default(),
             }),
         );
     }
