@@ -238,8 +238,12 @@ enum Sink {
     File(Mutex<AuditFileSink>),
     /// A sink whose every write the test decides.
     #[cfg(test)]
-    Scripted(Box<dyn Fn(&[u8]) -> io::Result<()> + Send + Sync>),
+    Scripted(Box<ScriptedWrite>),
 }
+
+/// A test's stand-in for the sink's write.
+#[cfg(test)]
+type ScriptedWrite = dyn Fn(&[u8]) -> io::Result<()> + Send + Sync;
 
 /// The events of one write: those that arrived while the write before it was in flight.
 #[derive(Default)]

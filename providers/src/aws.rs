@@ -18,7 +18,7 @@ use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sts::operation::RequestId;
 use aws_sdk_sts::types::Tag;
 use futures::future::BoxFuture;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 
 use crate::credential::{AwsCredential, Credential, account_of_arn};
 use crate::error::ProviderError;
@@ -168,9 +168,9 @@ impl AwsProvider {
         hop: &AwsHop,
     ) -> Result<(AwsCredential, Option<String>), ProviderError> {
         let credentials = Credentials::new(
-            previous.access_key_id.clone(),
-            previous.secret_access_key.expose_secret().to_owned(),
-            Some(previous.session_token.expose_secret().to_owned()),
+            previous.access_key_id().to_owned(),
+            previous.expose_secret_access_key().to_owned(),
+            Some(previous.expose_session_token().to_owned()),
             Some(previous.expiration),
             "stsbridge-chain",
         );
@@ -265,13 +265,14 @@ fn to_credential(
     let arn = arn.ok_or_else(|| invalid("the response carried no AssumedRoleUser"))?;
     let expiration = SystemTime::try_from(*c.expiration())
         .map_err(|_| invalid("Expiration is not a representable time"))?;
-    Ok(AwsCredential {
-        access_key_id: c.access_key_id().to_owned(),
-        secret_access_key: SecretString::from(c.secret_access_key().to_owned()),
-        session_token: SecretString::from(c.session_token().to_owned()),
+    AwsCredential::new(
+        c.access_key_id(),
+        c.secret_access_key(),
+        c.session_token(),
         expiration,
-        account_id: account_of_arn(arn),
-    })
+        account_of_arn(arn).as_deref(),
+    )
+    .map_err(|e| invalid(&e.to_string()))
 }
 
 /// Which STS call failed, for the hint.

@@ -1,12 +1,13 @@
 //! Credentials as they come back from a provider.
 //!
 //! Secret parts are [`SecretString`]s: `Debug` prints `[REDACTED]` and the memory is zeroized when the
-//! value is dropped. Reading a secret needs an explicit `expose_secret()`, which only the HTTP layer
-//! does when it writes the response body.
+//! value is dropped. Reading a secret needs an explicit `expose_...` call, which only the HTTP layer
+//! (writing the response body) and a chained AWS hop (signing with the previous hop's
+//! credentials) make.
 
 use std::time::SystemTime;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 /// A credential of any provider.
 #[derive(Debug)]
@@ -30,26 +31,143 @@ impl Credential {
     /// id, or the token's `jti`); never the secret itself.
     pub fn public_id(&self) -> &str {
         match self {
-            Credential::Aws(c) => &c.access_key_id,
+            Credential::Aws(c) => c.access_key_id(),
             Credential::Token(t) => &t.id,
         }
     }
 }
 
-/// Temporary AWS credentials.
-#[derive(Debug)]
+/// Temporary AWS credentials, kept as the one body that serves them: the container-credentials
+/// JSON `{"AccessKeyId","SecretAccessKey","Token","Expiration","AccountId"}`, written once when
+/// the credential arrives, in one allocation (zeroized on drop); each part is a slice of it. A
+/// cached credential is then answered without serializing anything (the body is the same bytes
+/// for every caller until it is refreshed), and costs one allocation instead of four.
 pub struct AwsCredential {
-    /// `AccessKeyId` (an identifier, not a secret, but still never logged whole).
-    pub access_key_id: String,
-    /// `SecretAccessKey`.
-    pub secret_access_key: SecretString,
-    /// `SessionToken`.
-    pub session_token: SecretString,
+    body: SecretString,
+    access_key_id: Part,
+    secret_access_key: Part,
+    session_token: Part,
+    account_id: Option<Part>,
     /// `Expiration` as STS returned it.
     pub expiration: SystemTime,
-    /// The account the credentials act in (from the ARN of the last hop's assumed-role session;
-    /// the ARN itself is not kept: nothing reads it, and every cached credential would carry it).
-    pub account_id: Option<String>,
+}
+
+/// Where a part lies in the body.
+#[derive(Clone, Copy)]
+struct Part {
+    start: u32,
+    end: u32,
+}
+
+/// A part that cannot be written into JSON as it is (it would need escaping: STS never sends one).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0} holds characters a credential never holds")]
+pub struct UnusablePart(pub &'static str);
+
+impl AwsCredential {
+    /// The credential, its body written now. `account_id` is the account the credentials act in
+    /// (from the ARN of the last hop's assumed-role session; the ARN itself is not kept: nothing
+    /// reads it, and every cached credential would carry it).
+    pub fn new(
+        access_key_id: &str,
+        secret_access_key: &str,
+        session_token: &str,
+        expiration: SystemTime,
+        account_id: Option<&str>,
+    ) -> Result<AwsCredential, UnusablePart> {
+        let expires = rfc3339(expiration);
+        let parts = [
+            ("AccessKeyId", Some(access_key_id)),
+            ("SecretAccessKey", Some(secret_access_key)),
+            ("Token", Some(session_token)),
+            ("Expiration", Some(expires.as_str())),
+            ("AccountId", account_id),
+        ];
+        let size = parts
+            .iter()
+            .map(|(k, v)| k.len() + v.map_or(4, str::len) + 6)
+            .sum::<usize>()
+            + 2;
+        let mut body = String::with_capacity(size);
+        let mut at = [None; 5];
+        body.push('{');
+        for (i, (key, value)) in parts.into_iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push('"');
+            body.push_str(key);
+            body.push_str("\":");
+            let Some(value) = value else {
+                body.push_str("null");
+                continue;
+            };
+            // Only characters JSON takes as they are: the slice is then the value itself.
+            if value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+                return Err(UnusablePart(key));
+            }
+            body.push('"');
+            let start = u32::try_from(body.len()).map_err(|_| UnusablePart(key))?;
+            body.push_str(value);
+            let end = u32::try_from(body.len()).map_err(|_| UnusablePart(key))?;
+            body.push('"');
+            at[i] = Some(Part { start, end });
+        }
+        body.push('}');
+        let part = |i: usize| at[i].unwrap_or(Part { start: 0, end: 0 });
+        Ok(AwsCredential {
+            access_key_id: part(0),
+            secret_access_key: part(1),
+            session_token: part(2),
+            account_id: at[4],
+            expiration,
+            body: SecretString::from(body),
+        })
+    }
+
+    fn part(&self, part: Part) -> &str {
+        self.body
+            .expose_secret()
+            .get(part.start as usize..part.end as usize)
+            .unwrap_or("")
+    }
+
+    /// `AccessKeyId` (an identifier, not a secret, but still never logged whole).
+    pub fn access_key_id(&self) -> &str {
+        self.part(self.access_key_id)
+    }
+
+    /// `SecretAccessKey`.
+    pub fn expose_secret_access_key(&self) -> &str {
+        self.part(self.secret_access_key)
+    }
+
+    /// `SessionToken`.
+    pub fn expose_session_token(&self) -> &str {
+        self.part(self.session_token)
+    }
+
+    /// The account the credentials act in.
+    pub fn account_id(&self) -> Option<&str> {
+        self.account_id.map(|p| self.part(p))
+    }
+
+    /// The container-credentials answer every AWS SDK reads, secrets included.
+    pub fn expose_container_body(&self) -> &str {
+        self.body.expose_secret()
+    }
+}
+
+impl std::fmt::Debug for AwsCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsCredential")
+            .field("access_key_id", &self.access_key_id())
+            .field("secret_access_key", &"[REDACTED]")
+            .field("session_token", &"[REDACTED]")
+            .field("expiration", &self.expiration)
+            .field("account_id", &self.account_id())
+            .finish()
+    }
 }
 
 /// A bearer token with its metadata.
@@ -69,6 +187,41 @@ pub struct AccessToken {
     pub id: String,
 }
 
+/// RFC 3339 in UTC with second precision, like AWS's `Expiration` (the one place stsbridge writes
+/// it: the bridge uses it too).
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // Years past 9999 (four digits) are not times anyone will see; they get the epoch, like an
+    // unrepresentable time.
+    let Some(at) = time::OffsetDateTime::from_unix_timestamp(secs as i64)
+        .ok()
+        .filter(|at| at.year() <= 9999)
+    else {
+        return "1970-01-01T00:00:00Z".into();
+    };
+    // Written by hand: this runs two or three times per exchange, and the formatting machinery
+    // of `time` costs several times more.
+    let (hour, minute, second) = at.to_hms();
+    let mut out = String::with_capacity(20);
+    let parts = [
+        (at.year().unsigned_abs(), 4, '-'),
+        (u32::from(u8::from(at.month())), 2, '-'),
+        (u32::from(at.day()), 2, 'T'),
+        (u32::from(hour), 2, ':'),
+        (u32::from(minute), 2, ':'),
+        (u32::from(second), 2, 'Z'),
+    ];
+    for (value, digits, then) in parts {
+        for i in (0..digits).rev() {
+            out.push(char::from(b'0' + ((value / 10u32.pow(i)) % 10) as u8));
+        }
+        out.push(then);
+    }
+    out
+}
+
 /// The account id inside an ARN (`arn:partition:service:region:ACCOUNT:resource`), when it has one.
 pub fn account_of_arn(arn: &str) -> Option<String> {
     let account = arn.split(':').nth(4)?;
@@ -78,7 +231,6 @@ pub fn account_of_arn(arn: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secrecy::ExposeSecret;
 
     #[test]
     fn account_comes_from_the_fifth_field() {
@@ -92,15 +244,49 @@ mod tests {
 
     #[test]
     fn debug_never_shows_secrets() {
-        let c = AwsCredential {
-            access_key_id: "ASIAEXAMPLE".into(),
-            secret_access_key: SecretString::from("very-secret-key"),
-            session_token: SecretString::from("very-secret-token"),
-            expiration: SystemTime::UNIX_EPOCH,
-            account_id: None,
-        };
+        let c = AwsCredential::new(
+            "ASIAEXAMPLE",
+            "very-secret-key",
+            "very-secret-token",
+            SystemTime::UNIX_EPOCH,
+            None,
+        )
+        .unwrap();
         let shown = format!("{c:?}");
         assert!(!shown.contains("very-secret"), "{shown}");
-        assert_eq!(c.secret_access_key.expose_secret(), "very-secret-key");
+        assert_eq!(c.expose_secret_access_key(), "very-secret-key");
+    }
+
+    #[test]
+    fn the_body_is_the_container_answer_and_every_part_a_slice_of_it() {
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let c = AwsCredential::new("ASIAX", "s/+=", "tok", at, Some("123456789012")).unwrap();
+        assert_eq!(
+            c.expose_container_body(),
+            r#"{"AccessKeyId":"ASIAX","SecretAccessKey":"s/+=","Token":"tok","Expiration":"2023-11-14T22:13:20Z","AccountId":"123456789012"}"#
+        );
+        let parsed: serde_json::Value = serde_json::from_str(c.expose_container_body()).unwrap();
+        assert_eq!(parsed["Token"], "tok");
+        assert_eq!(
+            (
+                c.access_key_id(),
+                c.expose_secret_access_key(),
+                c.expose_session_token()
+            ),
+            ("ASIAX", "s/+=", "tok")
+        );
+        assert_eq!(c.account_id(), Some("123456789012"));
+        let none = AwsCredential::new("A", "B", "C", at, None).unwrap();
+        assert!(
+            none.expose_container_body()
+                .ends_with(r#""AccountId":null}"#)
+        );
+        assert_eq!(none.account_id(), None);
+        // A part JSON would have to escape is refused, never written half-escaped.
+        assert_eq!(
+            AwsCredential::new("A", "B\"", "C", at, None).unwrap_err(),
+            UnusablePart("SecretAccessKey")
+        );
+        assert!(AwsCredential::new("A", "B", "C\n", at, None).is_err());
     }
 }

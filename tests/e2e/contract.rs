@@ -250,20 +250,12 @@ impl Upstream for AwsUpstream {
         let Credential::Aws(c) = &issued.credential else {
             panic!("AWS credentials were expected: {:?}", issued.credential);
         };
-        assert_eq!(c.access_key_id, AWS_KEY_ID, "AccessKeyId");
-        assert_eq!(
-            c.secret_access_key.expose_secret(),
-            AWS_SECRET,
-            "SecretAccessKey"
-        );
-        assert_eq!(
-            c.session_token.expose_secret(),
-            AWS_SESSION_TOKEN,
-            "SessionToken"
-        );
+        assert_eq!(c.access_key_id(), AWS_KEY_ID, "AccessKeyId");
+        assert_eq!(c.expose_secret_access_key(), AWS_SECRET, "SecretAccessKey");
+        assert_eq!(c.expose_session_token(), AWS_SESSION_TOKEN, "SessionToken");
         assert_eq!(rfc3339(c.expiration), self.0.expiration(), "Expiration");
         assert_eq!(
-            c.account_id.as_deref(),
+            c.account_id(),
             Some("111111111111"),
             "the account of the assumed role's ARN"
         );

@@ -283,20 +283,27 @@ async fn credentials(
         .map_err(|f| refused(&bridge, f))?;
     // Written straight from the credential, without a JSON tree.
     let body = match (&exchanged.entry.credential, credential_process) {
-        (Credential::Aws(c), false) => api::Credentials::Aws(api::AwsCredentials {
-            access_key_id: &c.access_key_id,
-            secret_access_key: c.secret_access_key.expose_secret(),
-            token: c.session_token.expose_secret(),
-            expiration: rfc3339(c.expiration),
-            account_id: c.account_id.as_deref(),
-        }),
+        // The hot path: the body the credential was kept as since it arrived (the same bytes
+        // for every caller until it is refreshed; `api::AwsCredentials` describes it).
+        (Credential::Aws(c), false) => {
+            let mut response = (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                c.expose_container_body().to_owned(),
+            )
+                .into_response();
+            no_store(&mut response, &exchanged.decision_id);
+            return Ok(response);
+        }
         (Credential::Aws(c), true) => api::Credentials::CredentialProcess(api::CredentialProcess {
             version: 1,
-            access_key_id: &c.access_key_id,
-            secret_access_key: c.secret_access_key.expose_secret(),
-            session_token: c.session_token.expose_secret(),
+            access_key_id: c.access_key_id(),
+            secret_access_key: c.expose_secret_access_key(),
+            session_token: c.expose_session_token(),
             expiration: rfc3339(c.expiration),
-            account_id: c.account_id.as_deref(),
+            account_id: c.account_id(),
         }),
         (Credential::Token(_), true) => {
             return Err(ApiError::invalid_request(format!(
@@ -370,13 +377,18 @@ fn issued_token<'a>(
 
 fn credential_response(body: impl serde::Serialize, decision_id: &str) -> Response {
     let mut response = axum::Json(body).into_response();
+    no_store(&mut response, decision_id);
+    response
+}
+
+/// A credential's answer is never cached by intermediaries, and names its decision.
+fn no_store(response: &mut Response, decision_id: &str) {
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     if let Ok(v) = HeaderValue::from_str(decision_id) {
         headers.insert("x-stsbridge-decision-id", v);
     }
-    response
 }
 
 /// RFC 8693 token exchange, for JWT targets: the minted token is audience-bound to the target.
@@ -703,6 +715,29 @@ mod tests {
             degraded: false,
             lazy,
             last_error: fetch_failing.then(|| "request to http://10.0.0.1:8080/jwks failed".into()),
+        }
+    }
+
+    #[test]
+    fn the_aws_body_a_credential_is_kept_as_is_what_the_document_describes() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let doc = serde_json::to_value(openapi::document()).unwrap();
+        let schema = &doc["components"]["schemas"]["AwsCredentials"];
+        let members = |v: &serde_json::Value| -> Vec<String> {
+            let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            keys.sort();
+            keys
+        };
+        for account in [Some("123456789012"), None] {
+            let c =
+                stsbridge_providers::AwsCredential::new("ASIAX", "secret", "token", at, account)
+                    .unwrap();
+            let body: serde_json::Value = serde_json::from_str(c.expose_container_body()).unwrap();
+            assert_eq!(members(&body), members(&schema["properties"]));
+            assert_eq!(body["Expiration"], rfc3339(at));
+            for required in schema["required"].as_array().unwrap() {
+                assert!(body[required.as_str().unwrap()].is_string(), "{required}");
+            }
         }
     }
 
