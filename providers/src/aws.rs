@@ -136,7 +136,7 @@ impl AwsProvider {
         let response = self
             .first_hop
             .assume_role_with_web_identity()
-            .role_arn(&request.role_arn)
+            .role_arn(&*request.role_arn)
             .role_session_name(&request.session_name)
             .web_identity_token(token.expose_secret())
             .duration_seconds(seconds(request.duration))
@@ -192,7 +192,7 @@ impl AwsProvider {
         }
         let response = client
             .assume_role()
-            .role_arn(&hop.role_arn)
+            .role_arn(&*hop.role_arn)
             .role_session_name(&hop.session_name)
             .duration_seconds(seconds(hop.duration))
             .set_external_id(hop.external_id.clone())

@@ -157,8 +157,9 @@ pub struct AwsRequest {
     pub target: String,
     /// The web identity token shown to STS.
     pub assertion: AssertionSource,
-    /// Role of the first hop.
-    pub role_arn: String,
+    /// Role of the first hop (shared with the compiled target: every cached credential's key
+    /// would otherwise carry its own copy).
+    pub role_arn: Arc<str>,
     /// `RoleSessionName`, already sanitized.
     pub session_name: String,
     /// `DurationSeconds`.
@@ -178,8 +179,8 @@ pub struct AwsRequest {
 /// One chained `AssumeRole` hop, signed with the previous hop's credentials.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AwsHop {
-    /// Role to assume.
-    pub role_arn: String,
+    /// Role to assume (shared with the compiled target).
+    pub role_arn: Arc<str>,
     /// `RoleSessionName`.
     pub session_name: String,
     /// `DurationSeconds` (AWS caps chained sessions at one hour).

@@ -2,7 +2,8 @@
 //! the same run with the same client, every figure printed beside its ceiling as a ratio.
 //!
 //! `cargo bench -p stsbridge --bench load` (options after `--`: `--seconds N`, `--connections N`,
-//! `--tokens N`, `--memory-entries N`, `--upstream-ms N`, `--rounds N`, `--only-shared-state`).
+//! `--tokens N`, `--memory-entries N`, `--upstream-ms N`, `--rounds N`, `--only-shared-state`,
+//! `--only-memory`).
 //!
 //! The servers (stsbridge and the references) run as child processes of this binary on CPU 0 with
 //! one tokio worker; the driver (client, stand-in STS) runs on CPU 1 (`taskset`; without it, or on
@@ -65,6 +66,8 @@ struct Options {
     rounds: usize,
     /// Only the shared-state runs (`--only-shared-state`).
     only_shared_state: bool,
+    /// Only the memory fill (`--only-memory`).
+    only_memory: bool,
     /// Name filters (`cargo bench -p stsbridge NAME` passes one to every bench).
     filters: Vec<String>,
 }
@@ -79,6 +82,7 @@ impl Options {
             upstream_ms: 20,
             rounds: 5,
             only_shared_state: false,
+            only_memory: false,
             filters: Vec::new(),
         };
         let mut it = args.iter();
@@ -96,6 +100,7 @@ impl Options {
                 "--upstream-ms" => o.upstream_ms = value(arg)?,
                 "--rounds" => o.rounds = value(arg)?.clamp(1, 10) as usize,
                 "--only-shared-state" => o.only_shared_state = true,
+                "--only-memory" => o.only_memory = true,
                 // What cargo and criterion pass to every bench binary.
                 "--bench" => {}
                 other if other.starts_with("--") => return Err(format!("unknown option {other}")),
@@ -150,7 +155,9 @@ fn parent() -> ExitCode {
     let dir = tempfile::tempdir().expect("temp dir");
     let started = Instant::now();
     prepare(dir.path(), &options);
-    let others = if options.only_shared_state {
+    let others = if options.only_memory {
+        options.memory_entries
+    } else if options.only_shared_state {
         0
     } else {
         (1 + options.rounds) * cold_tokens(&options) + options.memory_entries + 101
@@ -252,6 +259,13 @@ fn prepare(dir: &Path, o: &Options) {
     };
     let jwks = json!({ "keys": [keys.rsa.public_jwk(), keys.ec.public_jwk()] });
     std::fs::write(dir.join("jwks.json"), jwks.to_string()).expect("jwks");
+    // ES256 for the memory fill: 100,000 exchanges at RSA's signing rate would take minutes.
+    pool(dir, "memory", &keys.ec, o.memory_entries, |i| {
+        format!("bench-mem-{i}")
+    });
+    if o.only_memory {
+        return;
+    }
     pool(dir, "repeated", &keys.rsa, 1, |_| "bench-cached".into());
     pool(dir, "distinct", &keys.rsa, o.tokens, |_| {
         "bench-cached".into()
@@ -272,10 +286,6 @@ fn prepare(dir: &Path, o: &Options) {
     pool(dir, "one-key", &keys.rsa, 1, |_| "bench-one-key".into());
     pool(dir, "hundred-keys", &keys.rsa, 100, |i| {
         format!("bench-key-{i}")
-    });
-    // ES256 for the memory fill: 100,000 exchanges at RSA's signing rate would take minutes.
-    pool(dir, "memory", &keys.ec, o.memory_entries, |i| {
-        format!("bench-mem-{i}")
     });
 }
 
@@ -717,6 +727,11 @@ async fn drive(dir: &Path, o: &Options) {
     let sts = Arc::new(stands::Sts::default());
     let sts_url = stands::sts(Arc::clone(&sts)).await.expect("stand-in STS");
     let mappings = write_mappings(dir, 0);
+    if o.only_memory {
+        print_header(pinned, o);
+        println!("{}", memory_run(dir, o, &sts_url, &mappings, pinned).await);
+        return;
+    }
     if o.only_shared_state {
         print_header(pinned, o);
         let figures = shared::run(dir, o, &sts_url, &mappings, pinned).await;
@@ -923,75 +938,7 @@ async fn drive(dir: &Path, o: &Options) {
     drop(conn);
     drop(bridge);
 
-    // Memory: a second stsbridge, ES256 issuer, filled with distinct credentials.
-    let config = bridge_config(
-        dir,
-        "memory",
-        "ES256",
-        &sts_url,
-        &mappings,
-        &Extra::default(),
-    );
-    let config_arg = config.display().to_string();
-    let (memory_bridge, _) =
-        Server::spawn(dir, "bridge", &["serve", "--config", &config_arg], pinned);
-    wait_ready(&memory_bridge).await;
-    let memory_pool = read_pool(dir, "memory");
-    let warmup_requests = 200;
-    let warmed = client::run(
-        memory_bridge.addr,
-        o.connections,
-        Duration::ZERO,
-        Duration::from_secs(600),
-        each(Arc::new(memory_pool[..warmup_requests].to_vec()), |t| {
-            client::get("/v1/credentials/bench-aws", t)
-        }),
-    )
-    .await
-    .expect("warm");
-    // Filled in two halves: the first half also fills what is bounded whatever the number of
-    // credentials (the validated-token cache, 4,096 tokens), so the second half's growth is the
-    // cost of one more cached credential.
-    let rss_before = memory_bridge.rss_bytes();
-    let filled_started = Instant::now();
-    let middle = warmup_requests + (memory_pool.len() - warmup_requests) / 2;
-    let mut fills = Vec::new();
-    let mut rss_middle = 0;
-    for range in [warmup_requests..middle, middle..memory_pool.len()] {
-        fills.push(
-            client::run(
-                memory_bridge.addr,
-                o.connections,
-                Duration::ZERO,
-                Duration::from_secs(600),
-                each(Arc::new(memory_pool[range].to_vec()), |t| {
-                    client::get("/v1/credentials/bench-aws", t)
-                }),
-            )
-            .await
-            .expect("fill"),
-        );
-        if rss_middle == 0 {
-            rss_middle = memory_bridge.rss_bytes();
-        }
-    }
-    let fill_time = filled_started.elapsed();
-    let rss_after = memory_bridge.rss_bytes();
-    let granted = |r: &Run| r.requests - r.failures;
-    let entries = granted(&fills[0]) + granted(&fills[1]);
-    let per_entry = rss_after.saturating_sub(rss_before) as f64 / entries.max(1) as f64;
-    let marginal = rss_after.saturating_sub(rss_middle) as f64 / granted(&fills[1]).max(1) as f64;
-    let failures = warmed.failures + fills[0].failures + fills[1].failures;
-    if failures > 0 {
-        println!(
-            "  warning: memory fill: {failures} failures; first: {}",
-            fills
-                .iter()
-                .find_map(|f| f.first_failure.as_deref())
-                .unwrap_or("")
-        );
-    }
-    drop(memory_bridge);
+    let memory = memory_run(dir, o, &sts_url, &mappings, pinned).await;
 
     // Start to ready with 10,000 rules.
     let big = write_mappings(dir, 10_000);
@@ -1071,18 +1018,97 @@ async fn drive(dir: &Path, o: &Options) {
         "  coalescing: 1,000 requests over 100 cold keys made {hundred_calls} STS calls (expected 100: {}), {hundred_ok} answered 200",
         verdict(hundred_calls == 100 && hundred_ok == 1000)
     );
-    println!(
-        "  memory: {entries} cached AWS credentials added {:.1} MiB resident = {per_entry:.0} bytes each, all included; the second half added {marginal:.0} bytes per credential (target <= 2048: {}); filled in {:.1} s",
-        rss_after.saturating_sub(rss_before) as f64 / (1024.0 * 1024.0),
-        verdict(marginal <= 2048.0),
-        fill_time.as_secs_f64()
-    );
+    println!("{memory}");
     println!(
         "  start to ready with 10,000 rules: {:.0} ms (target < 1000: {})",
         start_to_ready.as_secs_f64() * 1e3,
         verdict(start_to_ready < Duration::from_secs(1))
     );
     shared::report(&shared);
+}
+
+/// Memory: a second stsbridge, ES256 issuer, filled with distinct credentials; the report line.
+async fn memory_run(
+    dir: &Path,
+    o: &Options,
+    sts_url: &str,
+    mappings: &Path,
+    pinned: bool,
+) -> String {
+    let config = bridge_config(
+        dir,
+        "memory",
+        "ES256",
+        &sts_url,
+        &mappings,
+        &Extra::default(),
+    );
+    let config_arg = config.display().to_string();
+    let (memory_bridge, _) =
+        Server::spawn(dir, "bridge", &["serve", "--config", &config_arg], pinned);
+    wait_ready(&memory_bridge).await;
+    let memory_pool = read_pool(dir, "memory");
+    let warmup_requests = 200;
+    let warmed = client::run(
+        memory_bridge.addr,
+        o.connections,
+        Duration::ZERO,
+        Duration::from_secs(600),
+        each(Arc::new(memory_pool[..warmup_requests].to_vec()), |t| {
+            client::get("/v1/credentials/bench-aws", t)
+        }),
+    )
+    .await
+    .expect("warm");
+    // Filled in two halves: the first half also fills what is bounded whatever the number of
+    // credentials (the validated-token cache, 4,096 tokens), so the second half's growth is the
+    // cost of one more cached credential.
+    let rss_before = memory_bridge.rss_bytes();
+    let filled_started = Instant::now();
+    let middle = warmup_requests + (memory_pool.len() - warmup_requests) / 2;
+    let mut fills = Vec::new();
+    let mut rss_middle = 0;
+    for range in [warmup_requests..middle, middle..memory_pool.len()] {
+        fills.push(
+            client::run(
+                memory_bridge.addr,
+                o.connections,
+                Duration::ZERO,
+                Duration::from_secs(600),
+                each(Arc::new(memory_pool[range].to_vec()), |t| {
+                    client::get("/v1/credentials/bench-aws", t)
+                }),
+            )
+            .await
+            .expect("fill"),
+        );
+        if rss_middle == 0 {
+            rss_middle = memory_bridge.rss_bytes();
+        }
+    }
+    let fill_time = filled_started.elapsed();
+    let rss_after = memory_bridge.rss_bytes();
+    let granted = |r: &Run| r.requests - r.failures;
+    let entries = granted(&fills[0]) + granted(&fills[1]);
+    let per_entry = rss_after.saturating_sub(rss_before) as f64 / entries.max(1) as f64;
+    let marginal = rss_after.saturating_sub(rss_middle) as f64 / granted(&fills[1]).max(1) as f64;
+    let failures = warmed.failures + fills[0].failures + fills[1].failures;
+    if failures > 0 {
+        println!(
+            "  warning: memory fill: {failures} failures; first: {}",
+            fills
+                .iter()
+                .find_map(|f| f.first_failure.as_deref())
+                .unwrap_or("")
+        );
+    }
+    drop(memory_bridge);
+    format!(
+        "  memory: {entries} cached AWS credentials added {:.1} MiB resident = {per_entry:.0} bytes each, all included; the second half added {marginal:.0} bytes per credential (target <= 2048: {}); filled in {:.1} s",
+        rss_after.saturating_sub(rss_before) as f64 / (1024.0 * 1024.0),
+        verdict(marginal <= 2048.0),
+        fill_time.as_secs_f64()
+    )
 }
 
 fn print_header(pinned: bool, o: &Options) {

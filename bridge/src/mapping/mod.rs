@@ -149,7 +149,7 @@ impl TargetKind {
 /// A compiled AWS target.
 #[derive(Debug)]
 pub struct AwsTarget {
-    role_arn: String,
+    role_arn: Arc<str>,
     duration: Duration,
     session_name: Template,
     source_identity: Option<Template>,
@@ -162,15 +162,15 @@ pub struct AwsTarget {
 impl AwsTarget {
     /// Every role the target assumes: the first hop's, then each chained hop's.
     pub fn roles(&self) -> Vec<&str> {
-        std::iter::once(self.role_arn.as_str())
-            .chain(self.chain.iter().map(|h| h.role_arn.as_str()))
+        std::iter::once(&*self.role_arn)
+            .chain(self.chain.iter().map(|h| &*h.role_arn))
             .collect()
     }
 }
 
 #[derive(Debug)]
 struct HopTarget {
-    role_arn: String,
+    role_arn: Arc<str>,
     duration: Duration,
     session_name: Option<Template>,
     external_id: Option<Template>,

@@ -140,7 +140,7 @@ fn assertion(p: &Placed<'_>, errors: &mut Vec<ConfigError>) -> Option<Assertion>
         TargetKind::Jwt(_) => return None,
         TargetKind::Aws(aws) => (
             format!("AWS role {}", aws.role_arn),
-            aws.role_arn.clone(),
+            aws.role_arn.to_string(),
             AWS_AUDIENCE.to_owned(),
         ),
         TargetKind::Gcp(gcp) => {

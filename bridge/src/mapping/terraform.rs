@@ -389,7 +389,7 @@ fn seconds(d: Duration) -> u64 {
 fn aws_target(out: &mut TerraformVars, target: &Target, aws: &super::AwsTarget, sub: &Subject) {
     out.targets.insert(
         target.name.clone(),
-        sub.trust("aws", AWS_AUDIENCE, aws.role_arn.clone()),
+        sub.trust("aws", AWS_AUDIENCE, aws.role_arn.to_string()),
     );
     let tags_first = !aws.tags.is_empty() || !aws.transitive_tag_keys.is_empty();
     let first = role(out, &aws.role_arn);
@@ -422,7 +422,7 @@ fn aws_target(out: &mut TerraformVars, target: &Target, aws: &super::AwsTarget, 
             },
         };
         let next = NextRole {
-            role_arn: hop.role_arn.clone(),
+            role_arn: hop.role_arn.to_string(),
             tag_session,
             set_source_identity: source_identity,
         };
@@ -433,7 +433,7 @@ fn aws_target(out: &mut TerraformVars, target: &Target, aws: &super::AwsTarget, 
         merge_trust(
             &mut this.trusted_roles,
             RoleTrust {
-                role_arn: previous.clone(),
+                role_arn: previous.to_string(),
                 external_id,
                 external_id_pattern,
                 tag_session,

@@ -51,7 +51,7 @@ impl Builder {
                 "a chained (role-to-role) session",
             );
             chain.push(HopTarget {
-                role_arn: hop.role_arn,
+                role_arn: hop.role_arn.into(),
                 duration,
                 session_name: hop.session_name.as_deref().and_then(|s| {
                     self.field_template(
@@ -84,7 +84,7 @@ impl Builder {
             return None;
         }
         Some(AwsTarget {
-            role_arn: a.role_arn,
+            role_arn: a.role_arn.into(),
             duration,
             session_name: session_name?,
             source_identity,
