@@ -239,7 +239,7 @@ fn rendering(c: &mut Criterion) {
             prior_act: &PriorAct::Absent,
         };
         render(&target, &input).expect("renders");
-        group.bench_function(target.name.clone(), |b| {
+        group.bench_function(target.name.to_string(), |b| {
             b.iter(|| render(black_box(&target), &input).expect("renders"))
         });
     }

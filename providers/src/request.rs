@@ -153,8 +153,8 @@ impl fmt::Debug for PassthroughToken {
 /// The first AWS hop (`AssumeRoleWithWebIdentity`) and the chain that follows it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AwsRequest {
-    /// Target name.
-    pub target: String,
+    /// Target name (shared with the compiled target).
+    pub target: Arc<str>,
     /// The web identity token shown to STS.
     pub assertion: AssertionSource,
     /// Role of the first hop (shared with the compiled target: every cached credential's key

@@ -1039,8 +1039,8 @@ async fn memory_run(
         dir,
         "memory",
         "ES256",
-        &sts_url,
-        &mappings,
+        sts_url,
+        mappings,
         &Extra::default(),
     );
     let config_arg = config.display().to_string();

@@ -365,7 +365,7 @@ impl Bridge {
                 .with_label_values(&[
                     outcome,
                     event.provider.unwrap_or("none"),
-                    target.map_or("unknown", |t| t.name.as_str()),
+                    target.map_or("unknown", |t| &*t.name),
                 ])
                 .inc(),
         }
@@ -493,7 +493,7 @@ impl Bridge {
                     .as_deref()
                     .is_none_or(|a| may_act_allows(&token.claims, a)) =>
             {
-                Some(target.name.as_str())
+                Some(&*target.name)
             }
             _ => None,
         };
@@ -628,7 +628,7 @@ impl Bridge {
         };
         Ok(Exchanged {
             decision_id: String::new(),
-            target: target.name.clone(),
+            target: target.name.to_string(),
             answer,
             entry,
             cache,

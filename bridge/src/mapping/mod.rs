@@ -92,8 +92,8 @@ pub const BUILTIN_TARGETS: [&str; 2] = [REVOKE_TARGET, INTROSPECT_TARGET];
 /// A target, compiled.
 #[derive(Debug)]
 pub struct Target {
-    /// Name.
-    pub name: String,
+    /// Name (shared with every request rendered from it).
+    pub name: Arc<str>,
     /// The file it came from.
     pub file: PathBuf,
     /// How the cloud is shown an identity.

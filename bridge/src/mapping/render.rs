@@ -63,7 +63,7 @@ pub fn render(target: &Target, input: &RenderInput<'_>) -> Result<ProviderReques
     };
     match &target.kind {
         TargetKind::Gcp(gcp) => Ok(ProviderRequest::Gcp(GcpRequest {
-            target: target.name.clone(),
+            target: target.name.to_string(),
             assertion: assertion()?,
             audience: gcp.audience.clone(),
             assertion_audience: gcp.assertion_audience.clone(),
@@ -73,7 +73,7 @@ pub fn render(target: &Target, input: &RenderInput<'_>) -> Result<ProviderReques
             delegates: gcp.delegates.clone(),
         })),
         TargetKind::Azure(azure) => Ok(ProviderRequest::Azure(AzureRequest {
-            target: target.name.clone(),
+            target: target.name.to_string(),
             assertion: assertion()?,
             tenant_id: azure.tenant_id.clone(),
             client_id: azure.client_id.clone(),
@@ -135,7 +135,7 @@ pub fn render(target: &Target, input: &RenderInput<'_>) -> Result<ProviderReques
                 return Err(RenderError::ReservedSubject);
             }
             Ok(ProviderRequest::Jwt(JwtRequest {
-                target: target.name.clone(),
+                target: target.name.to_string(),
                 audience: jwt.audience.clone(),
                 subject,
                 scopes,

@@ -216,7 +216,7 @@ fn check_jwt(
     let cloud_target = assertions
         .iter()
         .find(|(_, a)| a.audience == audience)
-        .map(|(q, _)| q.target.name.as_str());
+        .map(|(q, _)| &*q.target.name);
     if is_cloud_audience(audience) || cloud_target.is_some() {
         let whose = cloud_target.map_or_else(
             || "a cloud's".to_owned(),

@@ -388,12 +388,12 @@ fn seconds(d: Duration) -> u64 {
 
 fn aws_target(out: &mut TerraformVars, target: &Target, aws: &super::AwsTarget, sub: &Subject) {
     out.targets.insert(
-        target.name.clone(),
+        target.name.to_string(),
         sub.trust("aws", AWS_AUDIENCE, aws.role_arn.to_string()),
     );
     let tags_first = !aws.tags.is_empty() || !aws.transitive_tag_keys.is_empty();
     let first = role(out, &aws.role_arn);
-    first.targets.push(target.name.clone());
+    first.targets.push(target.name.to_string());
     first.max_session_duration = first.max_session_duration.max(seconds(aws.duration));
     let w = first.web_identity.get_or_insert_with(|| WebIdentityTrust {
         audience: AWS_AUDIENCE.to_owned(),
@@ -428,7 +428,7 @@ fn aws_target(out: &mut TerraformVars, target: &Target, aws: &super::AwsTarget, 
         };
         merge_next(&mut role(out, &previous).assumes, next);
         let this = role(out, &hop.role_arn);
-        this.targets.push(target.name.clone());
+        this.targets.push(target.name.to_string());
         this.max_session_duration = this.max_session_duration.max(seconds(hop.duration));
         merge_trust(
             &mut this.trusted_roles,
@@ -530,17 +530,17 @@ fn gcp_target(
         .allowed_audiences
         .push(gcp.assertion_audience.clone());
     provider.subjects.push(subject.clone());
-    provider.targets.push(target.name.clone());
+    provider.targets.push(target.name.to_string());
     let identity = match &gcp.service_account {
         Some(sa) => sa.clone(),
         None => principal.clone(),
     };
     out.targets.insert(
-        target.name.clone(),
+        target.name.to_string(),
         sub.trust("gcp", &gcp.assertion_audience, identity),
     );
     out.gcp_bindings.insert(
-        target.name.clone(),
+        target.name.to_string(),
         GcpBinding {
             provider: key,
             subject,
@@ -562,7 +562,7 @@ fn azure_target(
         .exact("an Azure federated identity credential")?
         .to_owned();
     out.targets.insert(
-        target.name.clone(),
+        target.name.to_string(),
         sub.trust("azure", AZURE_AUDIENCE, azure.client_id.clone()),
     );
     // One credential per identity and subject: Entra ID refuses two with the same issuer and
@@ -572,7 +572,7 @@ fn azure_target(
         .values_mut()
         .find(|c| c.client_id == azure.client_id && c.subject == subject)
     {
-        c.targets.push(target.name.clone());
+        c.targets.push(target.name.to_string());
         return Ok(());
     }
     let name = credential_name(&target.name);
@@ -589,7 +589,7 @@ fn azure_target(
             client_id: azure.client_id.clone(),
             subject,
             audience: AZURE_AUDIENCE.to_owned(),
-            targets: vec![target.name.clone()],
+            targets: vec![target.name.to_string()],
         },
     );
     Ok(())

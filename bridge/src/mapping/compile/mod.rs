@@ -149,7 +149,7 @@ impl Builder {
         self.targets.insert(
             t.name.clone(),
             Arc::new(Target {
-                name: t.name,
+                name: t.name.into(),
                 file: file.to_path_buf(),
                 assertion,
                 kind,
