@@ -1035,14 +1035,7 @@ async fn memory_run(
     mappings: &Path,
     pinned: bool,
 ) -> String {
-    let config = bridge_config(
-        dir,
-        "memory",
-        "ES256",
-        sts_url,
-        mappings,
-        &Extra::default(),
-    );
+    let config = bridge_config(dir, "memory", "ES256", sts_url, mappings, &Extra::default());
     let config_arg = config.display().to_string();
     let (memory_bridge, _) =
         Server::spawn(dir, "bridge", &["serve", "--config", &config_arg], pinned);
