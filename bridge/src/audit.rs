@@ -12,8 +12,8 @@
 //! written together by the next one, with one `write(2)`, and each request waits for the write
 //! that holds its own event (no credential without an audit record; a failed write fails exactly
 //! the requests whose events it held). No thread of its own: the first request to find no write
-//! in flight yields once (so that the requests ready to run add their events), then writes; when
-//! it is done one of the waiting requests takes over.
+//! in flight yields once (so that the requests ready to run add their events), then the first of
+//! them back writes; when it is done one of the waiting requests takes over.
 
 pub mod summary;
 
@@ -318,20 +318,18 @@ impl Audit {
     /// credential without an audit record) unless the config says `on_failure: open`.
     pub async fn record(&self, event: &AuditEvent) -> io::Result<()> {
         let line = line_of(event)?;
-        let (batch, lead) = {
+        let (batch, idle) = {
             let mut commit = self.committer();
             commit.pending.extend_from_slice(&line);
-            (
-                Arc::clone(&commit.batch),
-                !std::mem::replace(&mut commit.writing, true),
-            )
+            (Arc::clone(&commit.batch), !commit.writing)
         };
-        if lead {
+        if idle {
             // Let the requests that are ready to run reach their own events first, so that they
-            // join this write: on one worker thread nothing else runs while a write is in
-            // flight, so without this every batch would hold one event.
+            // join the next write: on one worker thread nothing else runs while a write is in
+            // flight, so without this every batch would hold one event. Nobody holds the write
+            // across this await (it is taken below, and given back before any other await), so a
+            // request dropped here cannot stall the others.
             tokio::task::yield_now().await;
-            self.write_batch();
         }
         loop {
             let wake = batch.wake.notified();
@@ -736,6 +734,25 @@ mod group_commit {
             ["e"]
         );
         assert!(written.try_recv().is_err(), "one write per batch");
+    }
+
+    #[tokio::test]
+    async fn a_request_dropped_while_waiting_to_write_does_not_stall_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let audit = Audit::open(&AuditSinkConfig::File(path.clone())).unwrap();
+        // Polled once, it stops at its yield before writing; then the request goes away (a
+        // client that disconnected).
+        {
+            let a = event("a");
+            assert!(futures::FutureExt::now_or_never(audit.record(&a)).is_none());
+        }
+        tokio::time::timeout(Duration::from_secs(10), audit.record(&event("b")))
+            .await
+            .expect("the next event is written")
+            .unwrap();
+        // The dropped request's event was already queued, and goes out with the next write.
+        assert_eq!(ids(&std::fs::read_to_string(&path).unwrap()), ["a", "b"]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
