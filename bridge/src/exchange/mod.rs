@@ -628,7 +628,7 @@ impl Bridge {
         };
         Ok(Exchanged {
             decision_id: String::new(),
-            target: target.name.to_string(),
+            target: std::sync::Arc::clone(&target.name),
             answer,
             entry,
             cache,

@@ -99,8 +99,8 @@ impl Answer {
 pub struct Exchanged {
     /// The decision id.
     pub decision_id: String,
-    /// The target's name.
-    pub target: String,
+    /// The target's name (shared with the compiled target).
+    pub target: std::sync::Arc<str>,
     /// The shape of the answer.
     pub answer: Answer,
     /// The credential and its cache entry.
