@@ -83,11 +83,19 @@ impl AwsCredential {
             ("Expiration", Some(expires.as_str())),
             ("AccountId", account_id),
         ];
-        let size = parts
+        // Only characters JSON takes as they are, so that each part is a slice of the body; checked
+        // before anything is written, so that no copy of a secret is left behind on refusal.
+        if let Some((key, _)) = parts.iter().find(|(_, v)| {
+            v.is_some_and(|v| v.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\'))
+        }) {
+            return Err(UnusablePart(key));
+        }
+        // The exact size (`{`, then `"key":` and the value or `null` and `,` or `}` each): the
+        // string is never reallocated, which would leave a copy of the secrets in freed memory.
+        let size = 1 + parts
             .iter()
-            .map(|(k, v)| k.len() + v.map_or(4, str::len) + 6)
-            .sum::<usize>()
-            + 2;
+            .map(|(k, v)| k.len() + 4 + v.map_or(4, |v| v.len() + 2))
+            .sum::<usize>();
         let mut body = String::with_capacity(size);
         let mut at = [None; 5];
         body.push('{');
@@ -102,10 +110,6 @@ impl AwsCredential {
                 body.push_str("null");
                 continue;
             };
-            // Only characters JSON takes as they are: the slice is then the value itself.
-            if value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
-                return Err(UnusablePart(key));
-            }
             body.push('"');
             let start = u32::try_from(body.len()).map_err(|_| UnusablePart(key))?;
             body.push_str(value);
@@ -114,6 +118,8 @@ impl AwsCredential {
             at[i] = Some(Part { start, end });
         }
         body.push('}');
+        debug_assert_eq!(body.len(), size);
+        debug_assert_eq!(body.capacity(), size);
         let part = |i: usize| at[i].unwrap_or(Part { start: 0, end: 0 });
         Ok(AwsCredential {
             access_key_id: part(0),
