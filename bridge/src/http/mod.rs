@@ -323,14 +323,10 @@ fn token_body<'a>(
     exchanged: &'a Exchanged,
     t: &'a stsbridge_providers::AccessToken,
 ) -> api::Credentials<'a> {
-    let expires_in = t
-        .expires_at
-        .duration_since(SystemTime::now())
-        .map_or(0, |d| d.as_secs());
     match &exchanged.answer {
         Answer::Gcp { service_account } => api::Credentials::Gcp(api::GcpToken {
             access_token: t.token.expose_secret(),
-            expires_in,
+            expires_in: seconds_left(t),
             token_type: &t.token_type,
             service_account: service_account.as_deref(),
             scope: t.scope.as_deref(),
@@ -367,12 +363,16 @@ fn issued_token<'a>(
         } else {
             &t.token_type
         },
-        expires_in: t
-            .expires_at
-            .duration_since(SystemTime::now())
-            .map_or(0, |d| d.as_secs()),
+        expires_in: seconds_left(t),
         scope: t.scope.as_deref(),
     }
+}
+
+/// Whole seconds until `t` expires (0 once it has).
+fn seconds_left(t: &stsbridge_providers::AccessToken) -> u64 {
+    t.expires_at
+        .duration_since(SystemTime::now())
+        .map_or(0, |d| d.as_secs())
 }
 
 fn credential_response(body: impl serde::Serialize, decision_id: &str) -> Response {
