@@ -1,6 +1,7 @@
 //! The credential cache: one upstream call per cloud session, shared by every caller that maps to it.
 //!
-//! The key is the fully rendered provider request. An entry is served until shortly before its
+//! The key is the fully rendered provider request, held as its SHA-256 (32 bytes instead of the
+//! request's own few hundred, for every cached credential). An entry is served until shortly before its
 //! credential expires (for AWS never with less than 15 minutes left, because botocore refreshes
 //! anything shorter on every call); in the last part of that window a hit starts a background
 //! refresh, so a hot key never waits. Concurrent misses for one key share one upstream call, which
@@ -35,8 +36,12 @@ const STALE_FLOOR: Duration = Duration::from_secs(30);
 /// After a failed refresh, wait this long before trying again from the hot path.
 const REFRESH_RETRY: Duration = Duration::from_secs(10);
 
-/// The cache key.
+/// What the cache is asked for: the rendered provider request (kept only while its upstream call
+/// runs).
 pub type Key = Arc<ProviderRequest>;
+
+/// The key entries are held by: SHA-256 of the rendered request ([`crate::digest::sha256_of_hash`]).
+type Id = [u8; 32];
 
 /// How a request was served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,36 +133,45 @@ impl Timing {
 /// A cached credential.
 #[derive(Debug)]
 pub struct Entry {
+    /// The target it was issued for (shared with the compiled target for AWS).
+    target: Arc<str>,
     /// The credential.
     pub credential: Credential,
     /// The upstream call that produced it.
     pub upstream: UpstreamInfo,
     /// When it is served.
     pub timing: Timing,
-    /// How long the cache keeps it (to `usable_until`, from insertion).
-    ttl: Duration,
+    /// How long the cache keeps it (to `usable_until`, from insertion), in milliseconds (a
+    /// credential lives hours at most).
+    ttl_ms: u32,
     /// Unix seconds of the last refresh attempt that failed (0: none).
     refresh_failed_at: AtomicU64,
     /// The reference token (`format: reference`) that stands for this credential, made the first
-    /// time one is asked for.
-    pub reference: tokio::sync::OnceCell<secrecy::SecretString>,
+    /// time one is asked for; only a token (never an AWS credential) can have one.
+    pub reference: Option<Box<tokio::sync::OnceCell<secrecy::SecretString>>>,
 }
 
 impl Entry {
-    fn new(issued: Issued, provider: ProviderKind, fetched_at: SystemTime) -> Entry {
-        let timing = Timing::new(provider, fetched_at, issued.credential.expires_at());
+    fn new(issued: Issued, request: &ProviderRequest, fetched_at: SystemTime) -> Entry {
+        let timing = Timing::new(request.kind(), fetched_at, issued.credential.expires_at());
         let ttl = timing
             .usable_until
             .duration_since(fetched_at)
             .unwrap_or_default();
+        let reference = matches!(issued.credential, Credential::Token(_)).then(Box::default);
         Entry {
+            target: request.shared_target(),
             credential: issued.credential,
             upstream: issued.upstream,
             timing,
-            ttl,
+            ttl_ms: u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX),
             refresh_failed_at: AtomicU64::new(0),
-            reference: tokio::sync::OnceCell::new(),
+            reference,
         }
+    }
+
+    fn ttl(&self) -> Duration {
+        Duration::from_millis(u64::from(self.ttl_ms))
     }
 
     fn recently_failed(&self, now: SystemTime) -> bool {
@@ -168,23 +182,23 @@ impl Entry {
 
 struct EntryExpiry;
 
-impl Expiry<Key, Arc<Entry>> for EntryExpiry {
+impl Expiry<Id, Arc<Entry>> for EntryExpiry {
     fn expire_after_create(
         &self,
-        _: &Key,
+        _: &Id,
         value: &Arc<Entry>,
         _: std::time::Instant,
     ) -> Option<Duration> {
-        Some(value.ttl)
+        Some(value.ttl())
     }
     fn expire_after_update(
         &self,
-        _: &Key,
+        _: &Id,
         value: &Arc<Entry>,
         _: std::time::Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(value.ttl)
+        Some(value.ttl())
     }
 }
 
@@ -193,8 +207,8 @@ type Flight = Shared<BoxFuture<'static, FlightResult>>;
 
 /// The cache, in front of the [`Upstream`] it asks on a miss.
 pub struct CredentialCache {
-    entries: moka::future::Cache<Key, Arc<Entry>>,
-    inflight: Mutex<HashMap<Key, Flight>>,
+    entries: moka::future::Cache<Id, Arc<Entry>>,
+    inflight: Mutex<HashMap<Id, Flight>>,
     upstream: Arc<Upstream>,
 }
 
@@ -229,12 +243,13 @@ impl CredentialCache {
         key: Key,
         now: SystemTime,
     ) -> Result<(Arc<Entry>, CacheEvent), Arc<ProviderError>> {
-        if let Some(entry) = self.entries.get(&key).await {
+        let id = crate::digest::sha256_of_hash(&*key);
+        if let Some(entry) = self.entries.get(&id).await {
             match entry.timing.phase(now) {
                 Phase::Fresh => return Ok((entry, CacheEvent::Hit)),
                 Phase::RefreshAhead => {
                     if !entry.recently_failed(now) {
-                        self.refresh_in_background(key, &entry, now);
+                        self.refresh_in_background(id, key, &entry, now);
                     }
                     return Ok((entry, CacheEvent::Hit));
                 }
@@ -242,8 +257,7 @@ impl CredentialCache {
                     if entry.recently_failed(now) {
                         return Ok((entry, CacheEvent::Stale));
                     }
-                    let target = key.target().to_owned();
-                    let (flight, leader) = self.flight(key, now);
+                    let (flight, leader) = self.flight(id, key, now);
                     return match flight.await {
                         Ok(fresh) => Ok((
                             fresh,
@@ -257,7 +271,7 @@ impl CredentialCache {
                             entry
                                 .refresh_failed_at
                                 .store(unix_seconds(now), Ordering::Relaxed);
-                            tracing::warn!(target_name = %target, "upstream failed ({e}); serving a cached credential that is still valid");
+                            tracing::warn!(target_name = %entry.target, "upstream failed ({e}); serving a cached credential that is still valid");
                             Ok((entry, CacheEvent::Stale))
                         }
                     };
@@ -265,7 +279,7 @@ impl CredentialCache {
                 Phase::Dead => {}
             }
         }
-        let (flight, leader) = self.flight(key, now);
+        let (flight, leader) = self.flight(id, key, now);
         let entry = flight.await?;
         Ok((
             entry,
@@ -287,8 +301,14 @@ impl CredentialCache {
         self.len() == 0
     }
 
-    fn refresh_in_background(self: &Arc<Self>, key: Key, entry: &Arc<Entry>, now: SystemTime) {
-        let (flight, leader) = self.flight(key, now);
+    fn refresh_in_background(
+        self: &Arc<Self>,
+        id: Id,
+        key: Key,
+        entry: &Arc<Entry>,
+        now: SystemTime,
+    ) {
+        let (flight, leader) = self.flight(id, key, now);
         if leader {
             let entry = Arc::clone(entry);
             tokio::spawn(async move {
@@ -306,30 +326,31 @@ impl CredentialCache {
 
     /// The in-flight upstream call for `key`, started if there is none; `true` when this call
     /// started it.
-    fn flight(self: &Arc<Self>, key: Key, now: SystemTime) -> (Flight, bool) {
+    fn flight(self: &Arc<Self>, id: Id, key: Key, now: SystemTime) -> (Flight, bool) {
         let mut inflight = self
             .inflight
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(f) = inflight.get(&key) {
+        if let Some(f) = inflight.get(&id) {
             return (f.clone(), false);
         }
         let me = Arc::clone(self);
-        let k = Arc::clone(&key);
         let kind = key.kind();
         // The lock is held until the flight is registered, so the task's removal below always
         // comes after its insertion. The task runs in the span of the call that started it (the
         // exchange's `upstream`), so its spans (`mint`, the cloud calls) stay in that trace.
         let task = tokio::spawn(
             async move {
-                let result = me.fetch(&k, now).await;
+                let result = me.fetch(&key, now).await;
+                // The request is dropped here: the entry is held by its digest alone.
+                drop(key);
                 if let Ok(entry) = &result {
-                    me.entries.insert(Arc::clone(&k), Arc::clone(entry)).await;
+                    me.entries.insert(id, Arc::clone(entry)).await;
                 }
                 me.inflight
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .remove(&k);
+                    .remove(&id);
                 result
             }
             .in_current_span(),
@@ -344,17 +365,17 @@ impl CredentialCache {
         }
         .boxed()
         .shared();
-        inflight.insert(key, flight.clone());
+        inflight.insert(id, flight.clone());
         (flight, true)
     }
 
     /// Drops every cached credential of `target` (a revoked target): returns how many.
     pub async fn drop_target(&self, target: &str) -> usize {
-        let keys: Vec<Key> = self
+        let keys: Vec<Id> = self
             .entries
             .iter()
-            .filter(|(k, _)| k.target() == target)
-            .map(|(k, _)| Key::clone(&k))
+            .filter(|(_, entry)| &*entry.target == target)
+            .map(|(id, _)| *id)
             .collect();
         for k in &keys {
             self.entries.invalidate(k).await;
@@ -364,7 +385,7 @@ impl CredentialCache {
 
     async fn fetch(&self, key: &ProviderRequest, now: SystemTime) -> FlightResult {
         let issued = self.upstream.fetch(key, now).await.map_err(Arc::new)?;
-        Ok(Arc::new(Entry::new(issued, key.kind(), now)))
+        Ok(Arc::new(Entry::new(issued, key, now)))
     }
 }
 

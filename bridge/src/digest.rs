@@ -22,6 +22,25 @@ pub fn sha256_parts(parts: &[&[u8]]) -> [u8; 32] {
     out
 }
 
+/// SHA-256 of `value`'s [`Hash`] stream: 32 bytes that stand for the whole value (the credential
+/// cache's key). The stream is unambiguous for the types it is used on: strings end in 0xff, which
+/// UTF-8 never holds, sequences start with their length, enums with their variant, and numbers
+/// have a fixed width, so two different values never write the same bytes.
+pub fn sha256_of_hash<T: std::hash::Hash + ?Sized>(value: &T) -> [u8; 32] {
+    struct Stream(Vec<u8>);
+    impl std::hash::Hasher for Stream {
+        fn write(&mut self, bytes: &[u8]) {
+            self.0.extend_from_slice(bytes);
+        }
+        fn finish(&self) -> u64 {
+            0
+        }
+    }
+    let mut stream = Stream(Vec::with_capacity(512));
+    value.hash(&mut stream);
+    sha256(&stream.0)
+}
+
 /// SHA-256 of `bytes`, base64url without padding: the JOSE form of a hash (RFC 8705's
 /// `x5t#S256`, RFC 7638 thumbprints, RFC 9449's `ath`).
 pub fn sha256_b64url(bytes: &[u8]) -> String {

@@ -144,7 +144,7 @@ impl AwsProvider {
             .send()
             .await
             .map_err(|e| map_sdk_error(e, &request.role_arn, Hop::WebIdentity))?;
-        upstream.request_id = response.request_id().map(str::to_owned);
+        upstream.request_id = response.request_id().map(Box::from);
         let mut current = to_credential(
             response.credentials(),
             response.assumed_role_user().map(|u| u.arn()),
@@ -166,7 +166,7 @@ impl AwsProvider {
         &self,
         previous: &AwsCredential,
         hop: &AwsHop,
-    ) -> Result<(AwsCredential, Option<String>), ProviderError> {
+    ) -> Result<(AwsCredential, Option<Box<str>>), ProviderError> {
         let credentials = Credentials::new(
             previous.access_key_id().to_owned(),
             previous.expose_secret_access_key().to_owned(),
@@ -205,7 +205,7 @@ impl AwsProvider {
             .send()
             .await
             .map_err(|e| map_sdk_error(e, &hop.role_arn, Hop::Chained))?;
-        let request_id = response.request_id().map(str::to_owned);
+        let request_id = response.request_id().map(Box::from);
         let credential = to_credential(
             response.credentials(),
             response.assumed_role_user().map(|u| u.arn()),

@@ -109,16 +109,16 @@ impl AzureProvider {
             .as_u64()
             .ok_or_else(|| invalid("the answer has no expires_in"))?;
         upstream.latency = started.elapsed();
-        upstream.request_id = body["correlation_id"].as_str().map(str::to_owned);
+        upstream.request_id = body["correlation_id"].as_str().map(Box::from);
         Ok(Issued {
-            credential: Credential::Token(AccessToken {
+            credential: Credential::Token(Box::new(AccessToken {
                 id: fingerprint(token),
                 token: SecretString::from(token.to_owned()),
                 issued_token_type: ACCESS_TOKEN_TYPE.into(),
                 token_type: body["token_type"].as_str().unwrap_or("Bearer").to_owned(),
                 expires_at: now + Duration::from_secs(expires_in),
                 scope: Some(request.scope.clone()),
-            }),
+            })),
             upstream,
         })
     }

@@ -14,8 +14,9 @@ use secrecy::{ExposeSecret, SecretString};
 pub enum Credential {
     /// Temporary AWS credentials from STS.
     Aws(AwsCredential),
-    /// A bearer token: a GCP access token, an Azure access token, or an internal JWT.
-    Token(AccessToken),
+    /// A bearer token: a GCP access token, an Azure access token, or an internal JWT. Boxed: it is
+    /// the larger kind, and every cached AWS credential would otherwise carry its size.
+    Token(Box<AccessToken>),
 }
 
 impl Credential {

@@ -144,7 +144,7 @@ impl GcpProvider {
         };
         upstream.latency = started.elapsed();
         Ok(Issued {
-            credential: Credential::Token(token),
+            credential: Credential::Token(Box::new(token)),
             upstream,
         })
     }

@@ -60,18 +60,18 @@ impl JwtProvider {
             now,
         )?;
         Ok(Issued {
-            credential: Credential::Token(AccessToken {
+            credential: Credential::Token(Box::new(AccessToken {
                 token: minted.token,
                 issued_token_type: JWT_TOKEN_TYPE.into(),
                 token_type: "Bearer".into(),
                 expires_at: minted.expires_at,
                 scope,
                 id: minted.jti.clone(),
-            }),
+            })),
             upstream: UpstreamInfo {
                 request_id: None,
                 latency: started.elapsed(),
-                assertion_jti: Some(minted.jti),
+                assertion_jti: Some(minted.jti.into()),
             },
         })
     }

@@ -58,11 +58,11 @@ pub struct Issued {
 #[derive(Debug, Clone, Default)]
 pub struct UpstreamInfo {
     /// The cloud's request id of the last call made, when it gave one.
-    pub request_id: Option<String>,
+    pub request_id: Option<Box<str>>,
     /// Wall time spent in upstream calls.
     pub latency: Duration,
     /// The `jti` of the assertion stsbridge minted for this exchange, if it minted one.
-    pub assertion_jti: Option<String>,
+    pub assertion_jti: Option<Box<str>>,
 }
 
 /// One cloud (or the internal issuer): obtains a credential for its own kind of request `R`.

@@ -84,6 +84,14 @@ impl ProviderRequest {
         }
     }
 
+    /// The name of the target, shared (with the compiled target where the request holds it so).
+    pub fn shared_target(&self) -> Arc<str> {
+        match self {
+            ProviderRequest::Aws(r) => Arc::clone(&r.target),
+            other => Arc::from(other.target()),
+        }
+    }
+
     /// The name of the target this request was rendered from.
     pub fn target(&self) -> &str {
         match self {

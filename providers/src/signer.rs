@@ -83,7 +83,7 @@ pub(crate) fn assertion_for(
                 },
                 now,
             )?;
-            upstream.assertion_jti = Some(minted.jti);
+            upstream.assertion_jti = Some(minted.jti.into());
             Ok(minted.token)
         }
         crate::AssertionSource::Passthrough(token) => Ok(SecretString::from(token.expose())),

@@ -3,7 +3,7 @@
 //!
 //! `cargo bench -p stsbridge --bench load` (options after `--`: `--seconds N`, `--connections N`,
 //! `--tokens N`, `--memory-entries N`, `--upstream-ms N`, `--rounds N`, `--only-shared-state`,
-//! `--only-memory`).
+//! `--only-memory`, `--only-cold`).
 //!
 //! The servers (stsbridge and the references) run as child processes of this binary on CPU 0 with
 //! one tokio worker; the driver (client, stand-in STS) runs on CPU 1 (`taskset`; without it, or on
@@ -68,6 +68,8 @@ struct Options {
     only_shared_state: bool,
     /// Only the memory fill (`--only-memory`).
     only_memory: bool,
+    /// Only the cold and mint paths (`--only-cold`).
+    only_cold: bool,
     /// Name filters (`cargo bench -p stsbridge NAME` passes one to every bench).
     filters: Vec<String>,
 }
@@ -83,6 +85,7 @@ impl Options {
             rounds: 5,
             only_shared_state: false,
             only_memory: false,
+            only_cold: false,
             filters: Vec::new(),
         };
         let mut it = args.iter();
@@ -101,6 +104,7 @@ impl Options {
                 "--rounds" => o.rounds = value(arg)?.clamp(1, 10) as usize,
                 "--only-shared-state" => o.only_shared_state = true,
                 "--only-memory" => o.only_memory = true,
+                "--only-cold" => o.only_cold = true,
                 // What cargo and criterion pass to every bench binary.
                 "--bench" => {}
                 other if other.starts_with("--") => return Err(format!("unknown option {other}")),
@@ -155,16 +159,9 @@ fn parent() -> ExitCode {
     let dir = tempfile::tempdir().expect("temp dir");
     let started = Instant::now();
     prepare(dir.path(), &options);
-    let others = if options.only_memory {
-        options.memory_entries
-    } else if options.only_shared_state {
-        0
-    } else {
-        (1 + options.rounds) * cold_tokens(&options) + options.memory_entries + 101
-    };
     println!(
         "load: keys and {} tokens ready in {:.1} s",
-        2 * options.tokens + 2 + others,
+        prepared_tokens(&options),
         started.elapsed().as_secs_f64()
     );
     let me = std::env::current_exe().expect("own path");
@@ -196,6 +193,22 @@ fn pinning() -> bool {
             .args(["-c", SERVER_CPU, "true"])
             .status()
             .is_ok_and(|s| s.success())
+}
+
+/// How many tokens [`prepare`] signs for these options.
+fn prepared_tokens(o: &Options) -> usize {
+    let mut n = o.memory_entries;
+    if o.only_memory {
+        return n;
+    }
+    n += 1;
+    if !o.only_cold {
+        n += 2 * o.tokens + 1;
+    }
+    if o.only_shared_state {
+        return n;
+    }
+    n + (1 + o.rounds) * cold_tokens(o) + 101
 }
 
 fn cold_tokens(o: &Options) -> usize {
@@ -267,13 +280,15 @@ fn prepare(dir: &Path, o: &Options) {
         return;
     }
     pool(dir, "repeated", &keys.rsa, 1, |_| "bench-cached".into());
-    pool(dir, "distinct", &keys.rsa, o.tokens, |_| {
-        "bench-cached".into()
-    });
-    // Single use: every token its own `jti` (`bench-replay-N`), one cached credential.
-    pool(dir, "replay", &keys.rsa, o.tokens + 1, |_| {
-        "bench-replay".into()
-    });
+    if !o.only_cold {
+        pool(dir, "distinct", &keys.rsa, o.tokens, |_| {
+            "bench-cached".into()
+        });
+        // Single use: every token its own `jti` (`bench-replay-N`), one cached credential.
+        pool(dir, "replay", &keys.rsa, o.tokens + 1, |_| {
+            "bench-replay".into()
+        });
+    }
     if o.only_shared_state {
         return;
     }
@@ -762,6 +777,17 @@ async fn drive(dir: &Path, o: &Options) {
     let (http_ceiling, _) = Server::spawn(dir, "ref-http", &[], pinned);
     let (verify_ceiling, _) = Server::spawn(dir, "ref-verify", &[], pinned);
 
+    if o.only_cold {
+        print_header(pinned, o);
+        let cold = cold_and_mint(dir, o, &bridge, &sts, pinned).await;
+        let (r, low, high) = cold.mint_ratio;
+        println!(
+            "  RFC 8693 mint: {r:.2} ({low:.2}-{high:.2}) of the raw RS256 signing rate (target >= 0.80: {})",
+            verdict(r >= 0.8)
+        );
+        print_cold(&cold, o);
+        return;
+    }
     print_header(pinned, o);
     // Each reference and the stsbridge run it is compared with alternate, `rounds` times; each
     // line is the round with the median req/s, with the spread over the rounds, and each ratio
@@ -842,68 +868,7 @@ async fn drive(dir: &Path, o: &Options) {
     let shared = shared::run(dir, o, &sts_url, &mappings, pinned).await;
     shared.lines.iter().for_each(print_line);
 
-    let upstream = Duration::from_millis(o.upstream_ms);
-    sts.set_latency(upstream);
-    let calls = sts.calls();
-    let cold = measure(
-        "cold, new key each request (STS time taken off)",
-        &bridge,
-        o,
-        Duration::ZERO,
-        upstream,
-        each(read_pool(dir, "cold"), |t| {
-            client::get("/v1/credentials/bench-aws", t)
-        }),
-    )
-    .await;
-    let cold_calls = sts.calls() - calls;
-    print_line(&cold);
-    // Alternating too: the raw signing rate on the server's CPU, then the mint run; the ratio is
-    // the median of the rounds' own.
-    let mint_pool = read_pool(dir, "mint");
-    let mint_share = mint_pool.len() / o.rounds;
-    let (mut rs256_rates, mut mints) = (Vec::new(), Vec::new());
-    for round in 0..o.rounds {
-        rs256_rates.push(sign_rate_on_server_cpu(dir, "RS256", pinned));
-        let tokens = Arc::new(mint_pool[round * mint_share..(round + 1) * mint_share].to_vec());
-        let line = measure(
-            "RFC 8693 mint (RS256), new token each request",
-            &bridge,
-            o,
-            Duration::ZERO,
-            Duration::ZERO,
-            each(tokens, |t| {
-                client::post_form(
-                    "/oauth2/token",
-                    &format!(
-                        "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajwt&audience=bench-jwt&subject_token={t}"
-                    ),
-                )
-            }),
-        )
-        .await;
-        mints.push(line);
-    }
-    let mint_ratio = median(
-        mints
-            .iter()
-            .zip(&rs256_rates)
-            .map(|(m, r)| m.run.rate() / r.max(1e-9))
-            .collect(),
-    );
-    let (rs256_rate, _, _) = median(rs256_rates);
-    let mint = median_line(mints);
-    let es256_rate = sign_rate_on_server_cpu(dir, "ES256", pinned);
-    print_line(&mint);
-    println!(
-        "  raw signing with a kept key on the server's CPU: RS256 {rs256_rate:.0}/s, ES256 {es256_rate:.0}/s"
-    );
-    if cold_calls != cold.run.requests {
-        println!(
-            "  note: the cold run made {cold_calls} STS calls for {} answers",
-            cold.run.requests
-        );
-    }
+    let cold = cold_and_mint(dir, o, &bridge, &sts, pinned).await;
 
     // Coalescing: every connection is open before the first request is sent; the STS answers
     // slowly so that all of them arrive while the first call is in flight.
@@ -986,7 +951,7 @@ async fn drive(dir: &Path, o: &Options) {
         ),
         (
             "RFC 8693 mint:",
-            mint_ratio,
+            cold.mint_ratio,
             "of the raw RS256 signing rate",
             0.8,
             true,
@@ -1003,13 +968,7 @@ async fn drive(dir: &Path, o: &Options) {
             verdict(met)
         );
     }
-    println!(
-        "  cold path: {:.0} exchanges/s with {} connections and {} ms STS latency; {} CPU per exchange",
-        cold.run.rate(),
-        o.connections,
-        o.upstream_ms,
-        micros(cold.cpu_per_request)
-    );
+    print_cold(&cold, o);
     println!(
         "  coalescing: 1,000 concurrent requests for one cold key made {one_key_calls} STS call(s) (expected 1: {}), {one_key_ok} answered 200",
         verdict(one_key_calls == 1 && one_key_ok == 1000)
@@ -1025,6 +984,98 @@ async fn drive(dir: &Path, o: &Options) {
         verdict(start_to_ready < Duration::from_secs(1))
     );
     shared::report(&shared);
+}
+
+/// The cold path and the mint path's figures.
+struct Cold {
+    cold: Line,
+    /// Median, lowest and highest of the rounds' mint/raw-signing ratios.
+    mint_ratio: (f64, f64, f64),
+}
+
+/// The cold path (a new cache key every request, the STS slowed to `--upstream-ms`) and the mint
+/// path alternating with the raw signing rate; prints their lines.
+async fn cold_and_mint(
+    dir: &Path,
+    o: &Options,
+    bridge: &Server,
+    sts: &stands::Sts,
+    pinned: bool,
+) -> Cold {
+    let upstream = Duration::from_millis(o.upstream_ms);
+    sts.set_latency(upstream);
+    let calls = sts.calls();
+    let cold = measure(
+        "cold, new key each request (STS time taken off)",
+        bridge,
+        o,
+        Duration::ZERO,
+        upstream,
+        each(read_pool(dir, "cold"), |t| {
+            client::get("/v1/credentials/bench-aws", t)
+        }),
+    )
+    .await;
+    let cold_calls = sts.calls() - calls;
+    print_line(&cold);
+    // Alternating too: the raw signing rate on the server's CPU, then the mint run; the ratio is
+    // the median of the rounds' own.
+    let mint_pool = read_pool(dir, "mint");
+    let mint_share = mint_pool.len() / o.rounds;
+    let (mut rs256_rates, mut mints) = (Vec::new(), Vec::new());
+    for round in 0..o.rounds {
+        rs256_rates.push(sign_rate_on_server_cpu(dir, "RS256", pinned));
+        let tokens = Arc::new(mint_pool[round * mint_share..(round + 1) * mint_share].to_vec());
+        let line = measure(
+            "RFC 8693 mint (RS256), new token each request",
+            bridge,
+            o,
+            Duration::ZERO,
+            Duration::ZERO,
+            each(tokens, |t| {
+                client::post_form(
+                    "/oauth2/token",
+                    &format!(
+                        "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajwt&audience=bench-jwt&subject_token={t}"
+                    ),
+                )
+            }),
+        )
+        .await;
+        mints.push(line);
+    }
+    let mint_ratio = median(
+        mints
+            .iter()
+            .zip(&rs256_rates)
+            .map(|(m, r)| m.run.rate() / r.max(1e-9))
+            .collect(),
+    );
+    let (rs256_rate, _, _) = median(rs256_rates);
+    let mint = median_line(mints);
+    let es256_rate = sign_rate_on_server_cpu(dir, "ES256", pinned);
+    print_line(&mint);
+    println!(
+        "  raw signing with a kept key on the server's CPU: RS256 {rs256_rate:.0}/s, ES256 {es256_rate:.0}/s"
+    );
+    if cold_calls != cold.run.requests {
+        println!(
+            "  note: the cold run made {cold_calls} STS calls for {} answers",
+            cold.run.requests
+        );
+    }
+    sts.set_latency(Duration::ZERO);
+    Cold { cold, mint_ratio }
+}
+
+fn print_cold(cold: &Cold, o: &Options) {
+    println!(
+        "  cold path: {:.0} exchanges/s with {} connections and {} ms STS latency; {} CPU per exchange",
+        cold.cold.run.rate(),
+        o.connections,
+        o.upstream_ms,
+        micros(cold.cold.cpu_per_request)
+    );
 }
 
 /// Memory: a second stsbridge, ES256 issuer, filled with distinct credentials; the report line.

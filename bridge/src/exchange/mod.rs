@@ -315,8 +315,8 @@ impl Bridge {
                 event.cache = Some(exchanged.cache.as_str());
                 let entry = &exchanged.entry;
                 event.upstream_latency_ms = Some(entry.upstream.latency.as_millis() as u64);
-                event.upstream_request_id = entry.upstream.request_id.clone();
-                event.assertion_jti = entry.upstream.assertion_jti.clone();
+                event.upstream_request_id = entry.upstream.request_id.as_deref().map(str::to_owned);
+                event.assertion_jti = entry.upstream.assertion_jti.as_deref().map(str::to_owned);
                 event.credential_expiry = Some(rfc3339(entry.credential.expires_at()));
                 event.credential_id_hash = Some(short_hash(entry.credential.public_id()));
             }

@@ -356,27 +356,28 @@ impl Bridge {
         entry: &Entry,
         now: SystemTime,
     ) -> Result<secrecy::SecretString, ExchangeError> {
-        entry
-            .reference
-            .get_or_try_init(|| async {
-                let stsbridge_providers::Credential::Token(t) = &entry.credential else {
-                    return Err(ExchangeError::InvalidRequest("not a token target".into()));
-                };
-                let claims = crate::token::parse(secrecy::ExposeSecret::expose_secret(&t.token))
-                    .map(|p| serde_json::Value::Object(p.claims))
-                    .map_err(|e| ExchangeError::InvalidRequest(format!("minted token: {e}")))?;
-                self.references
-                    .mint(&claims, t.expires_at, now)
-                    .await
-                    .map_err(|e| {
-                        tracing::error!("no reference token: {}", crate::exit::chain(&e));
-                        ExchangeError::SharedStateUnavailable {
-                            retry_after: Duration::from_secs(1),
-                        }
-                    })
-            })
-            .await
-            .cloned()
+        let Some(cell) = entry.reference.as_deref() else {
+            return Err(ExchangeError::InvalidRequest("not a token target".into()));
+        };
+        cell.get_or_try_init(|| async {
+            let stsbridge_providers::Credential::Token(t) = &entry.credential else {
+                return Err(ExchangeError::InvalidRequest("not a token target".into()));
+            };
+            let claims = crate::token::parse(secrecy::ExposeSecret::expose_secret(&t.token))
+                .map(|p| serde_json::Value::Object(p.claims))
+                .map_err(|e| ExchangeError::InvalidRequest(format!("minted token: {e}")))?;
+            self.references
+                .mint(&claims, t.expires_at, now)
+                .await
+                .map_err(|e| {
+                    tracing::error!("no reference token: {}", crate::exit::chain(&e));
+                    ExchangeError::SharedStateUnavailable {
+                        retry_after: Duration::from_secs(1),
+                    }
+                })
+        })
+        .await
+        .cloned()
     }
 
     /// RFC 7662's answer for `raw`: its claims when it is a token stsbridge minted, valid now,
