@@ -1,7 +1,8 @@
 //! The pieces of one exchange, each on its own: token validation (RS256, ES256), rule lookup with
 //! 10, 1,000 and 10,000 rules (exact subjects and glob-heavy), template rendering, assertion
-//! minting beside the raw signature, and a cache hit. `cargo bench -p stsbridge --bench hot_path`
-//! (the whole set with the load driver: `cargo bench -p stsbridge`).
+//! minting beside the raw signature, a cache hit, a whole cached exchange, and a whole cold AWS
+//! exchange counted in CPU time. `cargo bench -p stsbridge --bench hot_path` (the whole set with the
+//! load driver: `cargo bench -p stsbridge`).
 
 #![allow(
     clippy::expect_used,
@@ -27,16 +28,27 @@ use stsbridge::token::{self, ValidatedToken};
 use stsbridge_providers::jwt::JwtProvider;
 use stsbridge_providers::{AssertionSigner, MintSpec, Providers};
 
+#[path = "load/stands.rs"]
+#[allow(dead_code, reason = "only the stand-in STS is used here")]
+mod stands;
 #[path = "support/mod.rs"]
 mod support;
+
+// The allocator of the stsbridge binary: allocation is part of what these figures measure.
+#[global_allocator]
+static ALLOCATOR: stsbridge::Allocator = stsbridge::Allocator;
 
 const ISSUER: &str = "https://idp.bench.example";
 const AUDIENCE: &str = "https://sts.bench.example";
 
 /// A config in `dir` written as an operator would: trust entry `bench` (ISSUER, RS256 and ES256)
 /// with the public keys of `idp` in a JWKS file, the mappings directory `dir/mappings` (created
-/// empty), a key directory and an audit file in `dir`.
+/// empty), a key directory and an audit file in `dir`; `extra` is appended as it is.
 fn bench_config(dir: &Path, idp: &[&SigningKey]) -> Config {
+    bench_config_with(dir, idp, "")
+}
+
+fn bench_config_with(dir: &Path, idp: &[&SigningKey], extra: &str) -> Config {
     let jwks = dir.join("jwks.json");
     let keys: Vec<&Value> = idp.iter().map(|k| k.public_jwk()).collect();
     std::fs::write(&jwks, json!({ "keys": keys }).to_string()).expect("jwks");
@@ -46,7 +58,7 @@ fn bench_config(dir: &Path, idp: &[&SigningKey]) -> Config {
     std::fs::write(
         &path,
         format!(
-            "version: 1\nlisten: 127.0.0.1:0\nissuer:\n  url: https://stsbridge.bench.example\n  keys: {{ dir: {keys}, algorithm: ES256 }}\ntrust:\n  - name: bench\n    issuer: {ISSUER}\n    audiences: [{AUDIENCE}]\n    jwks: {{ file: {jwks} }}\n    algorithms: [RS256, ES256]\nmappings: {mappings}\naudit: {{ file: {audit} }}\n",
+            "version: 1\nlisten: 127.0.0.1:0\nissuer:\n  url: https://stsbridge.bench.example\n  keys: {{ dir: {keys}, algorithm: ES256 }}\ntrust:\n  - name: bench\n    issuer: {ISSUER}\n    audiences: [{AUDIENCE}]\n    jwks: {{ file: {jwks} }}\n    algorithms: [RS256, ES256]\nmappings: {mappings}\naudit: {{ file: {audit} }}\n{extra}",
             keys = dir.join("keys").display(),
             jwks = jwks.display(),
             mappings = mappings.display(),
@@ -359,7 +371,123 @@ fn exchange(c: &mut Criterion) {
     group.finish();
 }
 
+/// CPU time of every thread of this process but the stand-in STS's (`/proc/self/task/*/schedstat`,
+/// nanoseconds on CPU): the serving thread, and the blocking pool that writes the audit file.
+fn cpu_but_sts() -> Duration {
+    let mut nanos = 0u64;
+    for task in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let path = task.path();
+        if std::fs::read_to_string(path.join("comm")).is_ok_and(|c| c.trim() == STS_THREAD) {
+            continue;
+        }
+        nanos += std::fs::read_to_string(path.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+            .unwrap_or(0);
+    }
+    Duration::from_nanos(nanos)
+}
+
+const STS_THREAD: &str = "stand-in-sts";
+
+/// A whole cold AWS exchange: a new subject each time, so a new cache key and an upstream call
+/// (an ES256 assertion, `AssumeRoleWithWebIdentity` through the AWS SDK to the load driver's
+/// stand-in STS, which answers at once from its own thread), the credential built and cached.
+/// Counted in CPU time of everything but the STS (Linux only): what a cold exchange costs
+/// stsbridge itself; the ES256 signature it includes is `mint/raw signature, ES256`.
+fn cold(c: &mut Criterion) {
+    if std::fs::metadata("/proc/thread-self/schedstat").is_err() {
+        println!("exchange: cold AWS credential: skipped (needs /proc/*/schedstat)");
+        return;
+    }
+    let sts_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(STS_THREAD)
+        .enable_all()
+        .build()
+        .expect("STS runtime");
+    let sts_url = sts_runtime
+        .block_on(stands::sts(Arc::new(stands::Sts::default())))
+        .expect("stand-in STS");
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let idp = SigningKey::generate(SigningAlgorithm::Es256)
+        .expect("key")
+        .0;
+    let config = bench_config_with(
+        dir.path(),
+        &[&idp],
+        &format!(
+            "providers:\n  aws: {{ region: us-east-1, endpoint: \"{sts_url}\" }}\ncache: {{ max_entries: 10000000 }}\n"
+        ),
+    );
+    std::fs::write(config.mappings_dir.join("targets.yaml"), TARGETS).expect("targets");
+    std::fs::write(
+        config.mappings_dir.join("rules.yaml"),
+        "version: 1\nrules:\n  - name: cold\n    issuer: bench\n    subject: { glob: \"cold-*\" }\n    allow: [orders-aws]\n",
+    )
+    .expect("rules");
+    let bridge = rt
+        .block_on(async { stsbridge::Bridge::start(config) })
+        .expect("starts");
+    let mut n = 0usize;
+    let mut tokens = |count: u64| -> Vec<String> {
+        (0..count)
+            .map(|_| {
+                n += 1;
+                support::token(
+                    &idp,
+                    (ISSUER, AUDIENCE),
+                    &format!("cold-{n}"),
+                    "ns",
+                    &format!("cold-{n}"),
+                    token::unix_seconds(now()),
+                )
+            })
+            .collect()
+    };
+    let exchange = |raw: &str| {
+        rt.block_on(bridge.exchange(stsbridge::exchange::ExchangeRequest {
+            token: raw,
+            target: "orders-aws",
+            endpoint: stsbridge::exchange::Endpoint::Credentials,
+            client: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 40000))),
+            scopes: None,
+            actor_token: None,
+            request_id: Some("bench-request"),
+            client_names: &[],
+            client_thumbprint: None,
+            dpop: None,
+        }))
+        .map(|e| e.cache)
+    };
+    // Connections to the STS opened, the first key cached.
+    for raw in tokens(10) {
+        let event = exchange(&raw).expect("the first exchanges are granted");
+        assert_eq!(event.as_str(), "miss");
+    }
+    let mut group = c.benchmark_group("exchange");
+    group.sample_size(20);
+    group.bench_function("cold AWS credential, CPU time (STS not counted)", |b| {
+        b.iter_custom(|iters| {
+            let batch = tokens(iters);
+            let started = cpu_but_sts();
+            for raw in &batch {
+                let event = exchange(raw).expect("granted");
+                debug_assert_eq!(event.as_str(), "miss");
+            }
+            cpu_but_sts().saturating_sub(started)
+        })
+    });
+    group.finish();
+    drop(sts_runtime);
+}
+
 criterion_group!(
-    benches, validation, lookup, rendering, minting, cache_hit, exchange
+    benches, validation, lookup, rendering, minting, cache_hit, exchange, cold
 );
 criterion_main!(benches);

@@ -3,7 +3,7 @@
 //!
 //! `cargo bench -p stsbridge --bench load` (options after `--`: `--seconds N`, `--connections N`,
 //! `--tokens N`, `--memory-entries N`, `--upstream-ms N`, `--rounds N`, `--only-shared-state`,
-//! `--only-memory`, `--only-cold`).
+//! `--only-memory`, `--only-cold`, `--only-cached`).
 //!
 //! The servers (stsbridge and the references) run as child processes of this binary on CPU 0 with
 //! one tokio worker; the driver (client, stand-in STS) runs on CPU 1 (`taskset`; without it, or on
@@ -70,6 +70,8 @@ struct Options {
     only_memory: bool,
     /// Only the cold and mint paths (`--only-cold`).
     only_cold: bool,
+    /// Only the cached paths and their ceilings (`--only-cached`).
+    only_cached: bool,
     /// Name filters (`cargo bench -p stsbridge NAME` passes one to every bench).
     filters: Vec<String>,
 }
@@ -86,6 +88,7 @@ impl Options {
             only_shared_state: false,
             only_memory: false,
             only_cold: false,
+            only_cached: false,
             filters: Vec::new(),
         };
         let mut it = args.iter();
@@ -105,6 +108,7 @@ impl Options {
                 "--only-shared-state" => o.only_shared_state = true,
                 "--only-memory" => o.only_memory = true,
                 "--only-cold" => o.only_cold = true,
+                "--only-cached" => o.only_cached = true,
                 // What cargo and criterion pass to every bench binary.
                 "--bench" => {}
                 other if other.starts_with("--") => return Err(format!("unknown option {other}")),
@@ -205,7 +209,7 @@ fn prepared_tokens(o: &Options) -> usize {
     if !o.only_cold {
         n += 2 * o.tokens + 1;
     }
-    if o.only_shared_state {
+    if o.only_shared_state || o.only_cached {
         return n;
     }
     n + (1 + o.rounds) * cold_tokens(o) + 101
@@ -289,7 +293,7 @@ fn prepare(dir: &Path, o: &Options) {
             "bench-replay".into()
         });
     }
-    if o.only_shared_state {
+    if o.only_shared_state || o.only_cached {
         return;
     }
     pool(dir, "cold", &keys.rsa, cold_tokens(o), |i| {
@@ -862,6 +866,29 @@ async fn drive(dir: &Path, o: &Options) {
     let [http, cached, verify, distinct] = kept.map(median_line);
     for line in [&http, &cached, &verify, &distinct] {
         print_line(line);
+    }
+    if o.only_cached {
+        for (what, (r, low, high)) in [
+            (
+                "cached, repeated token: of the HTTP ceiling's req/s",
+                cached_ratio,
+            ),
+            (
+                "cached, repeated token: p99 x the HTTP ceiling's",
+                cached_p99,
+            ),
+            (
+                "cached, distinct tokens: of the verify ceiling's req/s",
+                distinct_ratio,
+            ),
+            (
+                "cached, distinct tokens: p99 x the verify ceiling's",
+                distinct_p99,
+            ),
+        ] {
+            println!("  {what} {r:.2} ({low:.2}-{high:.2})");
+        }
+        return;
     }
     // The shared-state runs while the STS still answers at once; their own servers, so the
     // distinct tokens above are new to them.
