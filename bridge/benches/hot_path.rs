@@ -331,6 +331,25 @@ fn cache_hit(c: &mut Criterion) {
     group.finish();
 }
 
+/// A `/v1/credentials/{target}` request with `token`, as the HTTP layer would hand it over.
+fn credentials_request<'a>(
+    token: &'a str,
+    target: &'a str,
+) -> stsbridge::exchange::ExchangeRequest<'a> {
+    stsbridge::exchange::ExchangeRequest {
+        token,
+        target,
+        endpoint: stsbridge::exchange::Endpoint::Credentials,
+        client: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 40000))),
+        scopes: None,
+        actor_token: None,
+        request_id: Some("bench-request"),
+        client_names: &[],
+        client_thumbprint: None,
+        dpop: None,
+    }
+}
+
 /// A whole exchange without HTTP, as the service runs it (validation, limits, decision, render,
 /// cache, audit line to a file, metrics) with the credential already cached: what stsbridge adds
 /// to the HTTP server's own cost per request.
@@ -347,18 +366,7 @@ fn exchange(c: &mut Criterion) {
         .expect("starts");
     // The token of the namespace the last of the 10 rules allows.
     let raw = signed(&idp, "ns-9");
-    let request = || stsbridge::exchange::ExchangeRequest {
-        token: &raw,
-        target: "orders-api",
-        endpoint: stsbridge::exchange::Endpoint::Credentials,
-        client: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 40000))),
-        scopes: None,
-        actor_token: None,
-        request_id: Some("bench-request"),
-        client_names: &[],
-        client_thumbprint: None,
-        dpop: None,
-    };
+    let request = || credentials_request(&raw, "orders-api");
     rt.block_on(bridge.exchange(request()))
         .expect("the first exchange is granted");
     let mut group = c.benchmark_group("exchange");
@@ -451,19 +459,8 @@ fn cold(c: &mut Criterion) {
             .collect()
     };
     let exchange = |raw: &str| {
-        rt.block_on(bridge.exchange(stsbridge::exchange::ExchangeRequest {
-            token: raw,
-            target: "orders-aws",
-            endpoint: stsbridge::exchange::Endpoint::Credentials,
-            client: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 40000))),
-            scopes: None,
-            actor_token: None,
-            request_id: Some("bench-request"),
-            client_names: &[],
-            client_thumbprint: None,
-            dpop: None,
-        }))
-        .map(|e| e.cache)
+        rt.block_on(bridge.exchange(credentials_request(raw, "orders-aws")))
+            .map(|e| e.cache)
     };
     // Connections to the STS opened, the first key cached.
     for raw in tokens(10) {
