@@ -14,6 +14,8 @@ pub struct SigningKey {
     pub(super) alg: SigningAlgorithm,
     pub(super) pair: Pair,
     pub(super) jwk: Value,
+    /// The JWS header of every token it signs, base64url-encoded once: `{"alg","kid","typ":"JWT"}`.
+    pub(super) encoded_header: String,
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -79,7 +81,9 @@ impl SigningKey {
         jwk["kid"] = json!(kid);
         jwk["alg"] = json!(alg.as_str());
         jwk["use"] = json!("sig");
+        let header = json!({ "alg": alg.as_str(), "kid": kid, "typ": "JWT" });
         Some(SigningKey {
+            encoded_header: URL_SAFE_NO_PAD.encode(header.to_string()),
             kid,
             alg,
             pair,

@@ -285,6 +285,18 @@ impl Issuer {
     }
 }
 
+/// The registered claims of every token stsbridge signs, in this order.
+#[derive(serde::Serialize)]
+struct Registered<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    aud: &'a str,
+    iat: u64,
+    nbf: u64,
+    exp: u64,
+    jti: &'a str,
+}
+
 impl AssertionSigner for Issuer {
     fn issuer(&self) -> &str {
         &self.url
@@ -309,20 +321,30 @@ impl AssertionSigner for Issuer {
         let lifetime = spec.lifetime.unwrap_or(self.lifetime);
         let exp = iat + lifetime.as_secs();
         let jti = random_id().map_err(|_| SignError::Random)?;
-        let mut claims = serde_json::Map::with_capacity(7 + spec.extra.len());
-        claims.insert("iss".into(), json!(self.url));
-        claims.insert("sub".into(), json!(spec.subject));
-        claims.insert("aud".into(), json!(spec.audience));
-        claims.insert("iat".into(), json!(iat));
-        claims.insert("nbf".into(), json!(iat));
-        claims.insert("exp".into(), json!(exp));
-        claims.insert("jti".into(), json!(jti));
-        claims.extend(spec.extra);
-        let header = json!({ "alg": key.alg.as_str(), "kid": key.kid, "typ": "JWT" });
+        // The registered claims written straight from their values, then the extra ones (none of
+        // them a registered claim, checked above, so no member is written twice).
+        let mut claims = serde_json::to_vec(&Registered {
+            iss: &self.url,
+            sub: spec.subject,
+            aud: spec.audience,
+            iat,
+            nbf: iat,
+            exp,
+            jti: &jti,
+        })
+        .map_err(|_| SignError::Crypto)?;
+        claims.pop();
+        for (name, value) in &spec.extra {
+            claims.push(b',');
+            serde_json::to_writer(&mut claims, name).map_err(|_| SignError::Crypto)?;
+            claims.push(b':');
+            serde_json::to_writer(&mut claims, value).map_err(|_| SignError::Crypto)?;
+        }
+        claims.push(b'}');
         let mut token = String::with_capacity(1024);
-        URL_SAFE_NO_PAD.encode_string(header.to_string(), &mut token);
+        token.push_str(&key.encoded_header);
         token.push('.');
-        URL_SAFE_NO_PAD.encode_string(Value::Object(claims).to_string(), &mut token);
+        URL_SAFE_NO_PAD.encode_string(&claims, &mut token);
         let signature = key.sign(token.as_bytes())?;
         token.push('.');
         URL_SAFE_NO_PAD.encode_string(signature, &mut token);
