@@ -784,11 +784,7 @@ async fn drive(dir: &Path, o: &Options) {
     if o.only_cold {
         print_header(pinned, o);
         let cold = cold_and_mint(dir, o, &bridge, &sts, pinned).await;
-        let (r, low, high) = cold.mint_ratio;
-        println!(
-            "  RFC 8693 mint: {r:.2} ({low:.2}-{high:.2}) of the raw RS256 signing rate (target >= 0.80: {})",
-            verdict(r >= 0.8)
-        );
+        print_targets(&[mint_target(&cold)]);
         print_cold(&cold, o);
         return;
     }
@@ -859,35 +855,42 @@ async fn drive(dir: &Path, o: &Options) {
                 .collect(),
         )
     };
-    let cached_ratio = rate_ratios(1, 0);
-    let cached_p99 = p99_ratios(1, 0);
-    let distinct_ratio = rate_ratios(3, 2);
-    let distinct_p99 = p99_ratios(3, 2);
+    let cached_targets = [
+        (
+            "cached, repeated token:",
+            rate_ratios(1, 0),
+            "of the HTTP ceiling's req/s",
+            0.6,
+            true,
+        ),
+        (
+            "cached, repeated token: p99",
+            p99_ratios(1, 0),
+            "x the HTTP ceiling's",
+            2.0,
+            false,
+        ),
+        (
+            "cached, distinct tokens:",
+            rate_ratios(3, 2),
+            "of the verify ceiling's req/s",
+            0.75,
+            true,
+        ),
+        (
+            "cached, distinct tokens: p99",
+            p99_ratios(3, 2),
+            "x the verify ceiling's",
+            2.0,
+            false,
+        ),
+    ];
     let [http, cached, verify, distinct] = kept.map(median_line);
     for line in [&http, &cached, &verify, &distinct] {
         print_line(line);
     }
     if o.only_cached {
-        for (what, (r, low, high)) in [
-            (
-                "cached, repeated token: of the HTTP ceiling's req/s",
-                cached_ratio,
-            ),
-            (
-                "cached, repeated token: p99 x the HTTP ceiling's",
-                cached_p99,
-            ),
-            (
-                "cached, distinct tokens: of the verify ceiling's req/s",
-                distinct_ratio,
-            ),
-            (
-                "cached, distinct tokens: p99 x the verify ceiling's",
-                distinct_p99,
-            ),
-        ] {
-            println!("  {what} {r:.2} ({low:.2}-{high:.2})");
-        }
+        print_targets(&cached_targets);
         return;
     }
     // The shared-state runs while the STS still answers at once; their own servers, so the
@@ -946,55 +949,8 @@ async fn drive(dir: &Path, o: &Options) {
         "\nagainst the targets (medians of the {} rounds' own ratios, lowest-highest):",
         o.rounds
     );
-    // (what, (median, lowest, highest), how it reads, target, whether more is better)
-    let ratios = [
-        (
-            "cached, repeated token:",
-            cached_ratio,
-            "of the HTTP ceiling's req/s",
-            0.6,
-            true,
-        ),
-        (
-            "cached, repeated token: p99",
-            cached_p99,
-            "x the HTTP ceiling's",
-            2.0,
-            false,
-        ),
-        (
-            "cached, distinct tokens:",
-            distinct_ratio,
-            "of the verify ceiling's req/s",
-            0.75,
-            true,
-        ),
-        (
-            "cached, distinct tokens: p99",
-            distinct_p99,
-            "x the verify ceiling's",
-            2.0,
-            false,
-        ),
-        (
-            "RFC 8693 mint:",
-            cold.mint_ratio,
-            "of the raw RS256 signing rate",
-            0.8,
-            true,
-        ),
-    ];
-    for (what, (r, low, high), reads, target, more_is_better) in ratios {
-        let (met, sign) = if more_is_better {
-            (r >= target, ">=")
-        } else {
-            (r <= target, "<=")
-        };
-        println!(
-            "  {what} {r:.2} ({low:.2}-{high:.2}) {reads} (target {sign} {target:.2}: {})",
-            verdict(met)
-        );
-    }
+    print_targets(&cached_targets);
+    print_targets(&[mint_target(&cold)]);
     print_cold(&cold, o);
     println!(
         "  coalescing: 1,000 concurrent requests for one cold key made {one_key_calls} STS call(s) (expected 1: {}), {one_key_ok} answered 200",
@@ -1093,6 +1049,34 @@ async fn cold_and_mint(
     }
     sts.set_latency(Duration::ZERO);
     Cold { cold, mint_ratio }
+}
+
+/// A ratio against its target: what, (median, lowest, highest), how it reads, the target, and
+/// whether more is better.
+type RatioTarget = (&'static str, (f64, f64, f64), &'static str, f64, bool);
+
+fn mint_target(cold: &Cold) -> RatioTarget {
+    (
+        "RFC 8693 mint:",
+        cold.mint_ratio,
+        "of the raw RS256 signing rate",
+        0.8,
+        true,
+    )
+}
+
+fn print_targets(targets: &[RatioTarget]) {
+    for &(what, (r, low, high), reads, target, more_is_better) in targets {
+        let (met, sign) = if more_is_better {
+            (r >= target, ">=")
+        } else {
+            (r <= target, "<=")
+        };
+        println!(
+            "  {what} {r:.2} ({low:.2}-{high:.2}) {reads} (target {sign} {target:.2}: {})",
+            verdict(met)
+        );
+    }
 }
 
 fn print_cold(cold: &Cold, o: &Options) {

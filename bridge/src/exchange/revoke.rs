@@ -356,13 +356,12 @@ impl Bridge {
         entry: &Entry,
         now: SystemTime,
     ) -> Result<secrecy::SecretString, ExchangeError> {
-        let Some(cell) = entry.reference.as_deref() else {
+        let (stsbridge_providers::Credential::Token(t), Some(cell)) =
+            (&entry.credential, entry.reference.as_deref())
+        else {
             return Err(ExchangeError::InvalidRequest("not a token target".into()));
         };
         cell.get_or_try_init(|| async {
-            let stsbridge_providers::Credential::Token(t) = &entry.credential else {
-                return Err(ExchangeError::InvalidRequest("not a token target".into()));
-            };
             let claims = crate::token::parse(secrecy::ExposeSecret::expose_secret(&t.token))
                 .map(|p| serde_json::Value::Object(p.claims))
                 .map_err(|e| ExchangeError::InvalidRequest(format!("minted token: {e}")))?;

@@ -285,9 +285,10 @@ impl Issuer {
     }
 }
 
-/// The registered claims of every token stsbridge signs, in this order.
+/// The claims of every token stsbridge signs: the registered ones, in this order, then the extra
+/// ones (none of them a registered claim, checked before, so no member is written twice).
 #[derive(serde::Serialize)]
-struct Registered<'a> {
+struct Claims<'a> {
     iss: &'a str,
     sub: &'a str,
     aud: &'a str,
@@ -295,6 +296,8 @@ struct Registered<'a> {
     nbf: u64,
     exp: u64,
     jti: &'a str,
+    #[serde(flatten)]
+    extra: &'a serde_json::Map<String, Value>,
 }
 
 impl AssertionSigner for Issuer {
@@ -321,9 +324,8 @@ impl AssertionSigner for Issuer {
         let lifetime = spec.lifetime.unwrap_or(self.lifetime);
         let exp = iat + lifetime.as_secs();
         let jti = random_id().map_err(|_| SignError::Random)?;
-        // The registered claims written straight from their values, then the extra ones (none of
-        // them a registered claim, checked above, so no member is written twice).
-        let mut claims = serde_json::to_vec(&Registered {
+        // Written straight from their values, without a JSON tree per token.
+        let claims = serde_json::to_vec(&Claims {
             iss: &self.url,
             sub: spec.subject,
             aud: spec.audience,
@@ -331,16 +333,9 @@ impl AssertionSigner for Issuer {
             nbf: iat,
             exp,
             jti: &jti,
+            extra: &spec.extra,
         })
         .map_err(|_| SignError::Crypto)?;
-        claims.pop();
-        for (name, value) in &spec.extra {
-            claims.push(b',');
-            serde_json::to_writer(&mut claims, name).map_err(|_| SignError::Crypto)?;
-            claims.push(b':');
-            serde_json::to_writer(&mut claims, value).map_err(|_| SignError::Crypto)?;
-        }
-        claims.push(b'}');
         let mut token = String::with_capacity(1024);
         token.push_str(&key.encoded_header);
         token.push('.');
