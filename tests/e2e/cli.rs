@@ -386,13 +386,13 @@ async fn refusals_for_a_near_miss_issuer_or_a_wrong_audience_say_what_to_fix() {
         !body.to_string().contains(stsbridge_e2e::BRIDGE_URL),
         "the accepted audiences are not told to the caller: {body}"
     );
-    let log = stack.bridge.stderr();
-    assert!(
-        log.lines().any(|l| l.contains("audience_mismatch")
+    let logged = |l: &str| {
+        l.contains("audience_mismatch")
             && l.contains("\\\"https://other.example\\\"")
-            && l.contains(stsbridge_e2e::BRIDGE_URL)),
-        "{log}"
-    );
+            && l.contains(stsbridge_e2e::BRIDGE_URL)
+    };
+    let log = stack.bridge.stderr_once(logged).await;
+    assert!(log.lines().any(logged), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

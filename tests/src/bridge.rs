@@ -235,6 +235,20 @@ impl BridgeProcess {
         self.stderr.lock().expect("lock").clone()
     }
 
+    /// Everything written to stderr, once a line satisfies `wanted` (the capture runs on its own
+    /// thread, so a line logged before a response may land a moment after it); the whole log as
+    /// it is after about two seconds otherwise, for the caller's assertion to show.
+    pub async fn stderr_once(&self, wanted: impl Fn(&str) -> bool) -> String {
+        for _ in 0..100 {
+            let log = self.stderr();
+            if log.lines().any(&wanted) {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.stderr()
+    }
+
     /// The audit events written so far (JSON lines on stdout).
     pub fn audit_events(&self) -> Vec<Value> {
         self.stdout()
