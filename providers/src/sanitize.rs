@@ -62,6 +62,22 @@ impl Field {
 /// Lengths are counted in characters, which equals bytes for the ASCII-only fields.
 pub fn sanitize(field: Field, value: &str) -> String {
     let (min, max) = field.limits();
+    // The common case, a value the field takes as it is: copied whole (ASCII, so bytes are
+    // characters).
+    if value.is_ascii()
+        && (min..=max).contains(&value.len())
+        && value.bytes().all(|b| field.allows(char::from(b)))
+        && !(field == Field::AwsSourceIdentity
+            && value[..value.len().min(4)].eq_ignore_ascii_case("aws:"))
+    {
+        return value.to_owned();
+    }
+    sanitize_chars(field, value)
+}
+
+/// [`sanitize`] character by character, whatever the value.
+fn sanitize_chars(field: Field, value: &str) -> String {
+    let (min, max) = field.limits();
     let mut out: String = value.chars().map(|c| field.clean(c)).take(max).collect();
     if field == Field::AwsSourceIdentity && out.to_ascii_lowercase().starts_with("aws:") {
         out.replace_range(3..4, "-");
@@ -153,6 +169,47 @@ mod tests {
     fn external_ids_allow_colon_and_slash() {
         assert!(is_valid(Field::AwsExternalId, "stsbridge:payments/prod"));
         assert!(!is_valid(Field::AwsExternalId, "a"));
+    }
+
+    #[test]
+    fn values_taken_as_they_are_come_out_as_the_character_by_character_path_makes_them() {
+        let fields = [
+            Field::AwsSessionName,
+            Field::AwsSourceIdentity,
+            Field::AwsTagValue,
+            Field::AwsExternalId,
+            Field::AssertionSubject,
+            Field::JwtSubject,
+        ];
+        let long = "a".repeat(300);
+        let values = [
+            "",
+            "a",
+            "ab",
+            "aws:x",
+            "AWS:",
+            "aws",
+            "gh-42_a+b=c,d.e@f",
+            "a b",
+            "a:b/c",
+            "é",
+            "x\u{7}y",
+            "~!#",
+            long.as_str(),
+            &long[..64],
+            &long[..65],
+            &long[..127],
+            &long[..128],
+        ];
+        for field in fields {
+            for value in values {
+                assert_eq!(
+                    sanitize(field, value),
+                    sanitize_chars(field, value),
+                    "{field:?} {value:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //!
 //! `cargo bench -p stsbridge --bench load` (options after `--`: `--seconds N`, `--connections N`,
 //! `--tokens N`, `--memory-entries N`, `--upstream-ms N`, `--rounds N`, `--only-shared-state`,
-//! `--only-memory`, `--only-cold`, `--only-cached`).
+//! `--only-memory`, `--only-cold`, `--only-cached`, `--only-instructions`: see `instructions.rs`).
 //!
 //! The servers (stsbridge and the references) run as child processes of this binary on CPU 0 with
 //! one tokio worker; the driver (client, stand-in STS) runs on CPU 1 (`taskset`; without it, or on
@@ -29,6 +29,7 @@
 )]
 
 mod client;
+mod instructions;
 mod shared;
 mod stands;
 #[path = "../support/mod.rs"]
@@ -72,6 +73,8 @@ struct Options {
     only_cold: bool,
     /// Only the cached paths and their ceilings (`--only-cached`).
     only_cached: bool,
+    /// Only the instruction counts under callgrind (`--only-instructions`).
+    only_instructions: bool,
     /// Name filters (`cargo bench -p stsbridge NAME` passes one to every bench).
     filters: Vec<String>,
 }
@@ -89,6 +92,7 @@ impl Options {
             only_memory: false,
             only_cold: false,
             only_cached: false,
+            only_instructions: false,
             filters: Vec::new(),
         };
         let mut it = args.iter();
@@ -109,6 +113,7 @@ impl Options {
                 "--only-memory" => o.only_memory = true,
                 "--only-cold" => o.only_cold = true,
                 "--only-cached" => o.only_cached = true,
+                "--only-instructions" => o.only_instructions = true,
                 // What cargo and criterion pass to every bench binary.
                 "--bench" => {}
                 other if other.starts_with("--") => return Err(format!("unknown option {other}")),
@@ -201,6 +206,9 @@ fn pinning() -> bool {
 
 /// How many tokens [`prepare`] signs for these options.
 fn prepared_tokens(o: &Options) -> usize {
+    if o.only_instructions {
+        return 1 + 2 * instructions::PER_PATH;
+    }
     let mut n = o.memory_entries;
     if o.only_memory {
         return n;
@@ -276,6 +284,13 @@ fn prepare(dir: &Path, o: &Options) {
     };
     let jwks = json!({ "keys": [keys.rsa.public_jwk(), keys.ec.public_jwk()] });
     std::fs::write(dir.join("jwks.json"), jwks.to_string()).expect("jwks");
+    if o.only_instructions {
+        let n = instructions::PER_PATH;
+        pool(dir, "repeated", &keys.rsa, 1, |_| "bench-cached".into());
+        pool(dir, "distinct", &keys.rsa, n, |_| "bench-cached".into());
+        pool(dir, "mint", &keys.rsa, n, |i| format!("bench-mint-{i}"));
+        return;
+    }
     // ES256 for the memory fill: 100,000 exchanges at RSA's signing rate would take minutes.
     pool(dir, "memory", &keys.ec, o.memory_entries, |i| {
         format!("bench-mem-{i}")
@@ -364,13 +379,24 @@ impl Drop for Server {
 
 impl Server {
     fn spawn(dir: &Path, role: &str, args: &[&str], pinned: bool) -> (Server, Instant) {
-        let me = std::env::current_exe().expect("own path");
-        let mut cmd = if pinned {
-            let mut c = Command::new("taskset");
-            c.args(["-c", SERVER_CPU]).arg(&me);
-            c
+        let prefix = if pinned {
+            vec!["taskset".into(), "-c".into(), SERVER_CPU.into()]
         } else {
-            Command::new(&me)
+            Vec::new()
+        };
+        Server::spawn_under(dir, role, args, &prefix)
+    }
+
+    /// [`Server::spawn`] with the command run by `prefix` (`taskset`, `valgrind`).
+    fn spawn_under(dir: &Path, role: &str, args: &[&str], prefix: &[String]) -> (Server, Instant) {
+        let me = std::env::current_exe().expect("own path");
+        let mut cmd = match prefix.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(&me);
+                c
+            }
+            None => Command::new(&me),
         };
         let log = dir.join(format!("{role}-{}.log", unix_nanos()));
         let started = Instant::now();
@@ -386,7 +412,8 @@ impl Server {
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("start a server");
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // Minutes: a server under valgrind starts fifty times slower.
+        let deadline = Instant::now() + Duration::from_secs(300);
         let addr = loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             if let Some(at) = text.find("listening on ") {
@@ -564,7 +591,7 @@ rules:
 
 /// Waits until `/readyz` answers 200.
 async fn wait_ready(server: &Server) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(300);
     let probe = client::get("/readyz", "-");
     loop {
         if let Ok(mut c) = client::Connection::open(server.addr).await
@@ -746,6 +773,10 @@ async fn drive(dir: &Path, o: &Options) {
     let sts = Arc::new(stands::Sts::default());
     let sts_url = stands::sts(Arc::clone(&sts)).await.expect("stand-in STS");
     let mappings = write_mappings(dir, 0);
+    if o.only_instructions {
+        instructions::run(dir, &sts_url, &mappings).await;
+        return;
+    }
     if o.only_memory {
         print_header(pinned, o);
         println!("{}", memory_run(dir, o, &sts_url, &mappings, pinned).await);
@@ -1015,14 +1046,7 @@ async fn cold_and_mint(
             o,
             Duration::ZERO,
             Duration::ZERO,
-            each(tokens, |t| {
-                client::post_form(
-                    "/oauth2/token",
-                    &format!(
-                        "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajwt&audience=bench-jwt&subject_token={t}"
-                    ),
-                )
-            }),
+            each(tokens, mint_request),
         )
         .await;
         mints.push(line);
@@ -1049,6 +1073,16 @@ async fn cold_and_mint(
     }
     sts.set_latency(Duration::ZERO);
     Cold { cold, mint_ratio }
+}
+
+/// An RFC 8693 exchange of `token` for the JWT target.
+fn mint_request(token: &str) -> Arc<[u8]> {
+    client::post_form(
+        "/oauth2/token",
+        &format!(
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajwt&audience=bench-jwt&subject_token={token}"
+        ),
+    )
 }
 
 /// A ratio against its target: what, (median, lowest, highest), how it reads, the target, and

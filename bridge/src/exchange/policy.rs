@@ -100,8 +100,10 @@ impl Policy {
             jwks,
             mappings: Arc::new(mappings),
             refreshers,
+            // Sized for all of them from the start: growing the map rehashes it under load.
             verified: moka::sync::Cache::builder()
                 .max_capacity(VERIFIED_TOKENS)
+                .initial_capacity(VERIFIED_TOKENS as usize)
                 .time_to_live(VERIFIED_TOKEN_TTL)
                 .build(),
         })

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use axum::Router;
 use axum::extract::rejection::{FormRejection, PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use secrecy::ExposeSecret;
@@ -101,13 +101,18 @@ fn record_trace_id(span: &tracing::Span) {
 #[cfg(not(feature = "otlp"))]
 fn record_trace_id(_: &tracing::Span) {}
 
+/// Header names stsbridge reads or writes on every request, parsed once.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_DECISION_ID: HeaderName = HeaderName::from_static("x-stsbridge-decision-id");
+const DPOP: HeaderName = HeaderName::from_static("dpop");
+
 /// Longest `X-Request-Id` taken from a caller.
 const MAX_REQUEST_ID: usize = 128;
 
 async fn request_id(mut request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let given = request
         .headers()
-        .get("x-request-id")
+        .get(X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| {
             !v.is_empty()
@@ -128,7 +133,7 @@ async fn request_id(mut request: axum::extract::Request, next: axum::middleware:
     record_trace_id(&span);
     let mut response = tracing::Instrument::instrument(next.run(request), span).await;
     if let Ok(v) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert("x-request-id", v);
+        response.headers_mut().insert(X_REQUEST_ID, v);
     }
     response
 }
@@ -147,7 +152,7 @@ fn dpop_proof(
     path: &str,
     method: &axum::http::Method,
 ) -> Result<Option<crate::dpop::Proof>, ApiError> {
-    let mut values = headers.get_all("dpop").iter();
+    let mut values = headers.get_all(DPOP).iter();
     let Some(value) = values.next() else {
         return Ok(None);
     };
@@ -236,8 +241,10 @@ async fn credentials(
     identity: Option<axum::Extension<crate::tls::ClientIdentity>>,
     target: Result<Path<String>, PathRejection>,
     query: Result<Query<FormatQuery>, QueryRejection>,
-    parts: axum::http::request::Parts,
+    // The request itself, not its `Parts` (that extractor clones the headers).
+    request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
+    let (parts, _) = request.into_parts();
     let target = path_param(target, "target")?;
     let Query(query) = query
         .map_err(|e| ApiError::invalid_request(format!("bad query string: {}", e.body_text())))?;
@@ -285,13 +292,13 @@ async fn credentials(
     let body = match (&exchanged.entry.credential, credential_process) {
         // The hot path: the body the credential was kept as since it arrived (the same bytes
         // for every caller until it is refreshed; `api::AwsCredentials` describes it).
-        (Credential::Aws(c), false) => {
+        (Credential::Aws(_), false) => {
             let mut response = (
                 [(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/json"),
                 )],
-                c.expose_container_body().to_owned(),
+                axum::body::Bytes::from_owner(ContainerBody(Arc::clone(&exchanged.entry))),
             )
                 .into_response();
             no_store(&mut response, &exchanged.decision_id);
@@ -314,6 +321,20 @@ async fn credentials(
         (Credential::Token(t), false) => token_body(&exchanged, t),
     };
     Ok(credential_response(body, &exchanged.decision_id))
+}
+
+/// An AWS credential's kept body as the answer's bytes: the cache entry itself, shared with the
+/// answer until it is written, so the secrets are neither copied nor left behind in a freed copy.
+struct ContainerBody(Arc<crate::cache::Entry>);
+
+impl AsRef<[u8]> for ContainerBody {
+    fn as_ref(&self) -> &[u8] {
+        match &self.0.credential {
+            Credential::Aws(c) => c.expose_container_body().as_bytes(),
+            // Never: made only for an AWS credential's answer.
+            Credential::Token(_) => b"",
+        }
+    }
 }
 
 /// A token credential in its target's native shape: GCP's
@@ -387,7 +408,7 @@ fn no_store(response: &mut Response, decision_id: &str) {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     if let Ok(v) = HeaderValue::from_str(decision_id) {
-        headers.insert("x-stsbridge-decision-id", v);
+        headers.insert(X_DECISION_ID, v);
     }
 }
 

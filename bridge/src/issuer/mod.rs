@@ -12,10 +12,10 @@ mod key_dir;
 
 pub use id::{ID_BYTES, RandomError, random_id};
 pub use key::SigningKey;
+#[cfg(test)]
+use key::thumbprint;
 use key_dir::*;
 pub use key_dir::{Exported, KeyPlan, check_key_dir, export, plan_keys, rotate};
-#[cfg(test)]
-use {id::id_from, key::thumbprint};
 
 use std::fs;
 use std::io::Write;
