@@ -156,16 +156,15 @@ async fn count(
     requests: client::Requests,
     signing: bool,
 ) -> Count {
-    let count = COUNTED;
     let warm = Arc::clone(&requests);
     let warmup: client::Requests = Arc::new(move |i| (i < WARMUP).then(|| warm(i)).flatten());
     let warmed = answered(server, warmup).await;
     assert_eq!(warmed, WARMUP, "{name}: the warm-up was not answered");
     callgrind_control(server, "-z");
     let counted: client::Requests =
-        Arc::new(move |i| (i < count).then(|| requests(WARMUP + i)).flatten());
+        Arc::new(move |i| (i < COUNTED).then(|| requests(WARMUP + i)).flatten());
     let answered = answered(server, counted).await;
-    assert_eq!(answered, count, "{name}: not every request was answered");
+    assert_eq!(answered, COUNTED, "{name}: not every request was answered");
     let dump = dump(dir, server, role);
     // Kept past the run (its directory is removed) for `callgrind_annotate`.
     let kept = std::env::temp_dir().join(format!(
@@ -179,12 +178,13 @@ async fn count(
     if std::fs::copy(&dump, &kept).is_ok() {
         println!("  {name}: {}", kept.display());
     }
-    let per = |total: u64| total as f64 / count as f64;
+    let per = |total: u64| total as f64 / COUNTED as f64;
+    let annotated = annotate(&dump);
     Count {
         name,
         per_request: per(total(&dump)),
-        signing: signing.then(|| per(inclusive(&dump, "SigningKey::sign"))),
-        hashing: per(inclusive(&dump, "sha256_block_data_order")),
+        signing: signing.then(|| per(inclusive(&annotated, "SigningKey::sign"))),
+        hashing: per(inclusive(&annotated, "sha256_block_data_order")),
     }
 }
 
@@ -263,15 +263,26 @@ fn total(dump: &Path) -> u64 {
         .expect("totals line")
 }
 
-/// Inclusive instructions of the function whose name contains `function` (the largest such
-/// figure, so a dispatcher over the variants it calls).
-fn inclusive(dump: &Path, function: &str) -> u64 {
+/// `callgrind_annotate`'s listing of every function's inclusive instructions in `dump`.
+fn annotate(dump: &Path) -> String {
     let out = Command::new("callgrind_annotate")
         .args(["--inclusive=yes", "--threshold=100"])
         .arg(dump)
         .output()
         .expect("callgrind_annotate");
-    String::from_utf8_lossy(&out.stdout)
+    assert!(
+        out.status.success(),
+        "callgrind_annotate {}: {}",
+        dump.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Inclusive instructions of the function whose name contains `function` in an [`annotate`]
+/// listing (the largest such figure, so a dispatcher over the variants it calls; 0 if absent).
+fn inclusive(annotated: &str, function: &str) -> u64 {
+    annotated
         .lines()
         .filter(|l| l.contains(function))
         .filter_map(|l| {

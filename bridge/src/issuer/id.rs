@@ -31,6 +31,12 @@ struct Pool {
 }
 
 impl Pool {
+    /// A pool with nothing drawn yet.
+    const EMPTY: Pool = Pool {
+        bytes: [0; ID_BYTES * POOL_IDS],
+        next: ID_BYTES * POOL_IDS,
+    };
+
     /// The next id's bytes, refilling the pool with `fill` when it is used up. A failed refill
     /// leaves the pool used up (so the next call tries again) and gives no bytes.
     fn take(
@@ -54,12 +60,7 @@ impl Pool {
 }
 
 thread_local! {
-    static POOL: RefCell<Pool> = const {
-        RefCell::new(Pool {
-            bytes: [0; ID_BYTES * POOL_IDS],
-            next: ID_BYTES * POOL_IDS,
-        })
-    };
+    static POOL: RefCell<Pool> = const { RefCell::new(Pool::EMPTY) };
 }
 
 /// 128 random bits, base64url: `jti`s, decision ids and request ids. Fails when the system's
@@ -74,16 +75,9 @@ pub fn random_id() -> Result<String, RandomError> {
 mod tests {
     use super::*;
 
-    fn empty() -> Pool {
-        Pool {
-            bytes: [0; ID_BYTES * POOL_IDS],
-            next: ID_BYTES * POOL_IDS,
-        }
-    }
-
     #[test]
     fn a_pool_hands_out_each_drawn_id_once_and_draws_again_when_used_up() {
-        let mut pool = empty();
+        let mut pool = Pool::EMPTY;
         let mut draws = 0u8;
         let mut ids = Vec::new();
         for _ in 0..POOL_IDS * 2 + 1 {
@@ -113,7 +107,7 @@ mod tests {
     #[test]
     fn a_failed_draw_gives_no_id_keeps_nothing_and_is_tried_again() {
         // A generator that fails, even after writing some bytes, yields no id at all.
-        let mut pool = empty();
+        let mut pool = Pool::EMPTY;
         let failed = pool.take(|b| {
             b.fill(0x5a);
             Err(aws_lc_rs::error::Unspecified)
